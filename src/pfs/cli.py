@@ -1,0 +1,292 @@
+"""The `pfs` command: `serve` runs a node; the other verbs talk to one over HTTP."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterator
+from typing import IO, Any
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
+
+from . import errors
+from .client import Client
+from .config import DEFAULT_ADDR, Config, parse_addr
+
+err_console = Console(stderr=True)
+PROGRESS_MIN = 8 << 20  # show a bar only for transfers bigger than this
+
+
+def _progress() -> Progress:
+    """A transfer bar on stderr, silent when stderr is not a terminal."""
+    return Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        console=err_console,
+        transient=True,
+        disable=not err_console.is_terminal,
+    )
+
+
+class PfsGroup(click.Group):
+    """Turns pfs errors into one red line and a non-zero exit, never a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except errors.PfsError as exc:
+            err_console.print(f"[red]error:[/red] {exc.message}", highlight=False)
+            for c in exc.details.get("conflicts", []):
+                err_console.print(f"  conflict: {c['path']}", highlight=False)
+            sys.exit(1)
+
+
+@click.group(cls=PfsGroup)
+@click.option("--url", envvar="PFS_URL", default="http://127.0.0.1:8080", show_default=True, help="pfs server")
+@click.pass_context
+def main(ctx: click.Context, url: str) -> None:
+    """pfs: a versioned file system with dockerized MapReduce."""
+    ctx.obj = url
+
+
+def client(ctx: click.Context) -> Client:
+    return Client(ctx.obj)
+
+
+@main.command()
+@click.option("--addr", envvar="PFS_ADDR", default=DEFAULT_ADDR, show_default=True, help="HOST:PORT to listen on")
+@click.option("--data-dir", envvar="PFS_DATA_DIR", default=None, help="where data lives [default: ~/.pfs]")
+@click.option("--max-file-size", type=int, default=None, help="reject files larger than this many bytes")
+def serve(addr: str, data_dir: str | None, max_file_size: int | None) -> None:
+    """Run one pfs node on embedded storage (SQLite + local objects)."""
+    import uvicorn
+
+    from .server import create_app
+
+    cfg = Config.from_env(data_dir)
+    if max_file_size is not None:
+        cfg.max_file_size = max_file_size
+    host, port = parse_addr(addr)
+    repo = cfg.open()
+    err_console.print(f"pfs serving {os.path.abspath(cfg.data_dir)} on http://{addr}", highlight=False)
+    uvicorn.run(
+        create_app(repo),
+        host=host,
+        port=port,
+        log_level=os.environ.get("PFS_LOG_LEVEL", "warning"),
+        timeout_keep_alive=30,
+        limit_concurrency=int(os.environ.get("PFS_MAX_CONNECTIONS", "1000")),
+    )
+
+
+def _read_pieces(f: IO[bytes], progress: Progress | None, task: Any) -> Iterator[bytes]:
+    while True:
+        piece = f.read(1 << 20)
+        if not piece:
+            return
+        if progress is not None:
+            progress.update(task, advance=len(piece))
+        yield piece
+
+
+def _put_one(c: Client, local: str, remote: str, branch: str) -> None:
+    size = os.path.getsize(local)
+    with open(local, "rb") as f:
+        if size >= PROGRESS_MIN:
+            with _progress() as p:
+                task = p.add_task(f"put {remote}", total=size)
+                res = c.put_file(remote, _read_pieces(f, p, task), branch)
+        else:
+            res = c.put_file(remote, f, branch)
+    click.echo(f"{branch}/{res['path']}  {res['size']} bytes")
+
+
+@main.command()
+@click.argument("local", type=click.Path(exists=True, allow_dash=True))
+@click.argument("remote", required=False)
+@click.option("-b", "--branch", default="master", show_default=True)
+@click.pass_context
+def put(ctx: click.Context, local: str, remote: str | None, branch: str) -> None:
+    """Write LOCAL (a file, a directory, or - for stdin) to REMOTE on a branch (dirty until commit)."""
+    c = client(ctx)
+    if local == "-":
+        if not remote:
+            raise click.UsageError("REMOTE is required when reading from stdin")
+        res = c.put_file(remote, sys.stdin.buffer, branch)
+        click.echo(f"{branch}/{res['path']}  {res['size']} bytes")
+        return
+    if os.path.isdir(local):
+        base = (remote or os.path.basename(os.path.abspath(local))).strip("/")
+        for root, dirs, files in os.walk(local):
+            dirs.sort()
+            for name in sorted(files):
+                full = os.path.join(root, name)
+                rel = os.path.relpath(full, local).replace(os.sep, "/")
+                _put_one(c, full, f"{base}/{rel}" if base else rel, branch)
+        return
+    _put_one(c, local, remote or os.path.basename(local), branch)
+
+
+@main.command()
+@click.argument("remote")
+@click.argument("local", required=False)
+@click.option("-c", "--commit", default=None, help="commit id or branch (committed state)")
+@click.option("-b", "--branch", default=None, help="branch including dirty writes [default: master]")
+@click.pass_context
+def get(ctx: click.Context, remote: str, local: str | None, commit: str | None, branch: str | None) -> None:
+    """Read REMOTE to LOCAL (default: stdout)."""
+    c = client(ctx)
+    out: IO[bytes]
+    if local is None or local == "-":
+        for piece in c.open_file(remote, commit, branch):
+            sys.stdout.buffer.write(piece)
+        sys.stdout.buffer.flush()
+        return
+    tmp = local + ".pfs-partial"
+    try:
+        with open(tmp, "wb") as out, _progress() as p:
+            task = p.add_task(f"get {remote}", total=None)
+            for piece in c.open_file(remote, commit, branch):
+                out.write(piece)
+                p.update(task, advance=len(piece))
+        os.replace(tmp, local)  # never leave a half-written file under the real name
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+@main.command("ls")
+@click.argument("path", default="")
+@click.option("-c", "--commit", default=None)
+@click.option("-b", "--branch", default=None)
+@click.pass_context
+def ls(ctx: click.Context, path: str, commit: str | None, branch: str | None) -> None:
+    """List a directory."""
+    for e in client(ctx).ls(path, commit, branch):
+        if e["type"] == "dir":
+            click.echo(f"{'dir':>12}  {e['path']}/")
+        else:
+            click.echo(f"{e['size']:>12}  {e['path']}")
+
+
+@main.command()
+@click.argument("path")
+@click.option("-b", "--branch", default="master", show_default=True)
+@click.option("-r", "--recursive", is_flag=True, help="delete a directory and everything in it")
+@click.pass_context
+def rm(ctx: click.Context, path: str, branch: str, recursive: bool) -> None:
+    """Delete a file (dirty until commit)."""
+    res = client(ctx).delete_file(path, branch, recursive)
+    click.echo(f"deleted {res['deleted']} file(s)")
+
+
+@main.command()
+@click.option("-b", "--branch", default="master", show_default=True)
+@click.option("-m", "--message", default="", help="commit message")
+@click.pass_context
+def commit(ctx: click.Context, branch: str, message: str) -> None:
+    """Commit a branch's dirty writes; prints the commit id."""
+    click.echo(client(ctx).commit(branch, message)["id"])
+
+
+@main.command()
+@click.argument("name", required=False)
+@click.option("-c", "--commit", "from_", default=None, help="commit or branch to start from [default: master]")
+@click.option("-d", "--delete", is_flag=True, help="delete the branch (its commits stay)")
+@click.pass_context
+def branch(ctx: click.Context, name: str | None, from_: str | None, delete: bool) -> None:
+    """List branches, or create NAME at a commit (O(1): no data copied)."""
+    c = client(ctx)
+    if name is None:
+        for b in c.branches():
+            click.echo(f"{b['name']:<24} {b['head'] or '-'}")
+    elif delete:
+        c.delete_branch(name)
+        click.echo(f"deleted branch {name}")
+    else:
+        res = c.create_branch(name, from_)
+        click.echo(f"{name} -> {res['head'] or '(no commits)'}")
+
+
+@main.command()
+@click.argument("ref", default="master")
+@click.option("-n", "--limit", type=int, default=None)
+@click.pass_context
+def log(ctx: click.Context, ref: str, limit: int | None) -> None:
+    """History of a branch or commit, newest first."""
+    for c in client(ctx).log(ref, limit):
+        click.echo(f"{c['id'][:12]}  {c['time'][:19]}  {c['branch']:<12} {c['message']}")
+
+
+@main.command()
+@click.argument("a")
+@click.argument("b")
+@click.pass_context
+def diff(ctx: click.Context, a: str, b: str) -> None:
+    """Files added (A), modified (M) and deleted (D) from A to B."""
+    for d in client(ctx).diff(a, b):
+        click.echo(f"{d['status']}\t{d['path']}")
+
+
+@main.command()
+@click.argument("source")
+@click.argument("into")
+@click.option("-s", "--strategy", type=click.Choice(["ours", "theirs"]), default=None, help="resolve conflicts")
+@click.option("-m", "--message", default=None)
+@click.pass_context
+def merge(ctx: click.Context, source: str, into: str, strategy: str | None, message: str | None) -> None:
+    """Three-way merge of SOURCE into branch INTO."""
+    res = client(ctx).merge(source, into, strategy, message)
+    click.echo(f"{res['kind']}: {res['id']}")
+
+
+@main.command()
+@click.argument("branch")
+@click.argument("commit")
+@click.option("-m", "--message", default=None)
+@click.pass_context
+def revert(ctx: click.Context, branch: str, commit: str, message: str | None) -> None:
+    """New commit on BRANCH with the content of COMMIT (history kept)."""
+    click.echo(client(ctx).revert(branch, commit, message)["id"])
+
+
+@main.command()
+@click.option("-b", "--branch", default="master", show_default=True)
+@click.pass_context
+def discard(ctx: click.Context, branch: str) -> None:
+    """Drop a branch's uncommitted changes."""
+    click.echo(f"discarded {client(ctx).discard(branch)['discarded']} change(s)")
+
+
+@main.command()
+@click.option("--data-dir", envvar="PFS_DATA_DIR", default=None, help="check this data dir directly")
+@click.option("--server", is_flag=True, help="ask the running server (at --url) instead")
+@click.option("--quick", is_flag=True, help="check existence only, do not re-hash data")
+@click.pass_context
+def fsck(ctx: click.Context, data_dir: str | None, server: bool, quick: bool) -> None:
+    """Check every reachable object: present and matching its hash."""
+    if server:
+        rep = client(ctx).fsck(quick)
+        problems, ok = rep.get("problems", []), rep.get("ok", False)
+        summary = f"{rep.get('commits')} commits, {rep.get('trees')} trees, {rep.get('files')} files"
+    else:
+        from .fsck import fsck as run_fsck
+
+        cfg = Config.from_env(data_dir)
+        if not os.path.isdir(cfg.data_dir):
+            raise click.UsageError(f"no pfs data directory at {cfg.data_dir}")
+        r = run_fsck(cfg.open(), verify_data=not quick)
+        problems, ok = r.problems, r.ok
+        summary = f"{r.commits} commits, {r.trees} trees, {r.files} files, {r.chunks} chunks"
+    for p in problems:
+        click.echo(p)
+    click.echo(("ok: " if ok else "FAILED: ") + summary)
+    sys.exit(0 if ok else 1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,146 @@
+"""Python client for a pfs server.
+
+Speaks the JSON side of the HTTP API and raises the same `pfs.errors` classes the server
+raised, so `except pfs.errors.BranchMoved` works the same in-process and over the wire.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Iterator
+from typing import IO, Any
+from urllib.parse import quote
+
+import httpx
+
+from . import errors
+
+DEFAULT_URL = "http://127.0.0.1:8080"
+STREAM_PIECE = 1 << 20
+
+
+def _q(path: str) -> str:
+    return quote(path, safe="/")
+
+
+class Client:
+    def __init__(self, url: str | None = None, timeout: float = 300.0) -> None:
+        self.url = (url or os.environ.get("PFS_URL") or DEFAULT_URL).rstrip("/")
+        self.http = httpx.Client(
+            base_url=self.url, timeout=httpx.Timeout(timeout, connect=10.0), headers={"accept": "application/json"}
+        )
+
+    def close(self) -> None:
+        self.http.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ---- plumbing ------------------------------------------------------------------
+    @staticmethod
+    def _check(resp: httpx.Response) -> httpx.Response:
+        if resp.is_success:
+            return resp
+        if not resp.is_stream_consumed:
+            resp.read()
+        try:
+            body = resp.json()
+            if not isinstance(body, dict):
+                raise ValueError
+        except ValueError:
+            body = {"message": resp.text.strip() or f"HTTP {resp.status_code}"}
+        raise errors.from_json(resp.status_code, body)
+
+    def _call(self, method: str, url: str, **kw: Any) -> Any:
+        params = {k: v for k, v in (kw.pop("params", None) or {}).items() if v is not None}
+        try:
+            resp = self.http.request(method, url, params=params, **kw)
+        except httpx.TransportError as exc:
+            raise errors.Unavailable(f"cannot reach pfs at {self.url}: {exc}") from exc
+        return self._check(resp).json()
+
+    # ---- files ---------------------------------------------------------------------
+    def put_file(self, path: str, data: bytes | IO[bytes] | Iterable[bytes], branch: str = "master") -> dict[str, Any]:
+        """Write (create or replace) a file; `data` is streamed, never loaded whole."""
+        content: bytes | Iterable[bytes]
+        if isinstance(data, bytes):
+            content = data
+        elif hasattr(data, "read"):
+            content = _pieces(data)  # type: ignore[arg-type]
+        else:
+            content = data
+        return self._call("POST", f"/file/{_q(path)}", params={"branch": branch}, content=content)  # type: ignore[no-any-return]
+
+    def open_file(self, path: str, commit: str | None = None, branch: str | None = None) -> Iterator[bytes]:
+        """The file's bytes as an iterator of pieces (streamed)."""
+        params = {k: v for k, v in {"commit": commit, "branch": branch}.items() if v is not None}
+        with self.http.stream("GET", f"/file/{_q(path)}", params=params, headers={"accept": "*/*"}) as resp:
+            self._check(resp)
+            yield from resp.iter_bytes(STREAM_PIECE)
+
+    def get_file(self, path: str, commit: str | None = None, branch: str | None = None) -> bytes:
+        return b"".join(self.open_file(path, commit, branch))
+
+    def ls(self, path: str = "", commit: str | None = None, branch: str | None = None) -> list[dict[str, Any]]:
+        target = f"/file/{_q(path.rstrip('/'))}/*" if path.strip("/") else "/file/*"
+        return self._call("GET", target, params={"commit": commit, "branch": branch})  # type: ignore[no-any-return]
+
+    def delete_file(self, path: str, branch: str = "master", recursive: bool = False) -> dict[str, Any]:
+        params = {"branch": branch, "recursive": "1" if recursive else None}
+        return self._call("DELETE", f"/file/{_q(path)}", params=params)  # type: ignore[no-any-return]
+
+    # ---- commits, branches, history ------------------------------------------------
+    def commit(self, branch: str = "master", message: str = "", expect: str | None = None) -> dict[str, Any]:
+        params = {"branch": branch, "message": message or None, "expect": expect}
+        return self._call("POST", "/commit", params=params)  # type: ignore[no-any-return]
+
+    def commits(self) -> list[dict[str, Any]]:
+        return self._call("GET", "/commit")  # type: ignore[no-any-return]
+
+    def inspect_commit(self, ref: str) -> dict[str, Any]:
+        return self._call("GET", f"/commit/{_q(ref)}")  # type: ignore[no-any-return]
+
+    def branches(self) -> list[dict[str, Any]]:
+        return self._call("GET", "/branch")  # type: ignore[no-any-return]
+
+    def create_branch(self, name: str, commit: str | None = None) -> dict[str, Any]:
+        return self._call("POST", "/branch", params={"branch": name, "commit": commit})  # type: ignore[no-any-return]
+
+    def delete_branch(self, name: str) -> dict[str, Any]:
+        return self._call("DELETE", f"/branch/{_q(name)}")  # type: ignore[no-any-return]
+
+    def log(self, branch: str = "master", limit: int | None = None) -> list[dict[str, Any]]:
+        params = {"commit": branch, "limit": str(limit) if limit is not None else None}
+        return self._call("GET", "/log", params=params)  # type: ignore[no-any-return]
+
+    def diff(self, a: str, b: str) -> list[dict[str, Any]]:
+        return self._call("GET", "/diff", params={"from": a, "to": b})  # type: ignore[no-any-return]
+
+    def merge(self, source: str, into: str, strategy: str | None = None, message: str | None = None) -> dict[str, Any]:
+        params = {"from": source, "into": into, "strategy": strategy, "message": message}
+        return self._call("POST", "/merge", params=params)  # type: ignore[no-any-return]
+
+    def revert(self, branch: str, commit: str, message: str | None = None) -> dict[str, Any]:
+        params = {"branch": branch, "commit": commit, "message": message}
+        return self._call("POST", "/revert", params=params)  # type: ignore[no-any-return]
+
+    def discard(self, branch: str = "master") -> dict[str, Any]:
+        return self._call("POST", "/discard", params={"branch": branch})  # type: ignore[no-any-return]
+
+    def fsck(self, quick: bool = False) -> dict[str, Any]:
+        try:
+            resp = self.http.get("/fsck", params={"quick": "1"} if quick else {})
+        except httpx.TransportError as exc:
+            raise errors.Unavailable(f"cannot reach pfs at {self.url}: {exc}") from exc
+        return resp.json()  # type: ignore[no-any-return]
+
+
+def _pieces(f: IO[bytes]) -> Iterator[bytes]:
+    while True:
+        piece = f.read(STREAM_PIECE)
+        if not piece:
+            return
+        yield piece

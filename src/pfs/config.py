@@ -1,0 +1,45 @@
+"""Where a node keeps its data, read from flags or environment, with embedded defaults."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from .meta import SqlMetaStore, sqlite_url
+from .objects import LocalObjectStore
+from .repo import Repository
+
+DEFAULT_ADDR = "127.0.0.1:8080"
+
+
+def default_data_dir() -> str:
+    return os.environ.get("PFS_DATA_DIR") or os.path.join(os.path.expanduser("~"), ".pfs")
+
+
+@dataclass
+class Config:
+    data_dir: str
+    meta_url: str | None = None  # default: SQLite in data_dir
+    max_file_size: int | None = None  # bytes; None: unlimited
+
+    @classmethod
+    def from_env(cls, data_dir: str | None = None) -> Config:
+        limit = os.environ.get("PFS_MAX_FILE_SIZE")
+        return cls(
+            data_dir=data_dir or default_data_dir(),
+            meta_url=os.environ.get("PFS_META_URL") or None,
+            max_file_size=int(limit) if limit else None,
+        )
+
+    def open(self) -> Repository:
+        os.makedirs(self.data_dir, exist_ok=True)
+        meta = SqlMetaStore(self.meta_url or sqlite_url(self.data_dir))
+        objects = LocalObjectStore(self.data_dir)
+        return Repository(objects, meta, max_file_size=self.max_file_size)
+
+
+def parse_addr(addr: str) -> tuple[str, int]:
+    host, _, port = addr.rpartition(":")
+    if not host or not port.isdigit():
+        raise ValueError(f"address must be HOST:PORT, got {addr!r}")
+    return host.strip("[]"), int(port)

@@ -1,0 +1,135 @@
+"""One exception tree for the whole of pfs.
+
+Every error a user can cause is a PfsError subclass with an HTTP status and a stable
+`code`; the server maps them to responses in one place and the client maps the `code`
+back to the same class, so library users and HTTP users see the same failures.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class PfsError(Exception):
+    status = 500
+    code = "internal"
+
+    def __init__(self, message: str, **details: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details
+
+    def to_json(self) -> dict[str, Any]:
+        return {"error": self.code, "message": self.message, **self.details}
+
+
+class BadRequest(PfsError):
+    status = 400
+    code = "bad_request"
+
+
+class InvalidPath(BadRequest):
+    code = "invalid_path"
+
+
+class InvalidName(BadRequest):
+    code = "invalid_name"
+
+
+class NotFound(PfsError):
+    status = 404
+    code = "not_found"
+
+
+class FileNotFound(NotFound):
+    code = "file_not_found"
+
+
+class CommitNotFound(NotFound):
+    code = "commit_not_found"
+
+
+class BranchNotFound(NotFound):
+    code = "branch_not_found"
+
+
+class Conflict(PfsError):
+    status = 409
+    code = "conflict"
+
+
+class BranchMoved(Conflict):
+    """The compare-and-swap on a branch head lost a race."""
+
+    code = "branch_moved"
+
+
+class AlreadyExists(Conflict):
+    code = "already_exists"
+
+
+class PathConflict(Conflict):
+    """A file is in the way of a directory, or the other way round."""
+
+    code = "path_conflict"
+
+
+class MergeConflict(Conflict):
+    code = "merge_conflict"
+
+
+class DirtyBranch(Conflict):
+    code = "dirty_branch"
+
+
+class PayloadTooLarge(PfsError):
+    status = 413
+    code = "payload_too_large"
+
+
+class InsufficientStorage(PfsError):
+    status = 507
+    code = "insufficient_storage"
+
+
+class Unavailable(PfsError):
+    """The server cannot be reached, or sheds load."""
+
+    status = 503
+    code = "unavailable"
+
+
+class CorruptObject(PfsError):
+    """An object's bytes no longer match its name: storage damage, never a user error."""
+
+    status = 500
+    code = "corrupt_object"
+
+
+class MissingObject(PfsError):
+    status = 500
+    code = "missing_object"
+
+
+def _all_subclasses(cls: type[PfsError]) -> list[type[PfsError]]:
+    out: list[type[PfsError]] = []
+    for sub in cls.__subclasses__():
+        out.append(sub)
+        out.extend(_all_subclasses(sub))
+    return out
+
+
+_CLASSES: list[type[PfsError]] = [PfsError, *_all_subclasses(PfsError)]
+BY_CODE: dict[str, type[PfsError]] = {c.code: c for c in _CLASSES}
+
+
+def from_json(status: int, body: dict[str, Any]) -> PfsError:
+    """Rebuild the server's exception on the client side."""
+    cls = BY_CODE.get(str(body.get("error", "")))
+    if cls is None:
+        cls = {400: BadRequest, 404: NotFound, 409: Conflict, 413: PayloadTooLarge, 507: InsufficientStorage}.get(
+            status, PfsError
+        )
+    details = {k: v for k, v in body.items() if k not in ("error", "message")}
+    err = cls(str(body.get("message", f"HTTP {status}")), **details)
+    return err

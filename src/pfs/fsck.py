@@ -1,0 +1,105 @@
+"""`pfs fsck`: check that every object reachable from a ref, a staged write or the commit
+index exists and matches its hash."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from .errors import PfsError
+from .repo import Repository
+from .trees import Entry
+
+
+@dataclass
+class Report:
+    commits: int = 0
+    trees: int = 0
+    files: int = 0
+    chunks: int = 0
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def fsck(repo: Repository, verify_data: bool = True, progress: Callable[[int], None] | None = None) -> Report:
+    rep = Report()
+    seen: set[str] = set()
+
+    def check_object(key: str, what: str) -> bool:
+        if key in seen:
+            return False
+        seen.add(key)
+        try:
+            if verify_data:
+                repo.objects.get(key)
+            elif not repo.objects.has(key):
+                rep.problems.append(f"missing {what} {key}")
+                return False
+        except PfsError as exc:
+            rep.problems.append(f"{what} {key}: {exc.message}")
+            return False
+        if progress is not None:
+            progress(len(seen))
+        return True
+
+    def check_file(entry: Entry, where: str) -> None:
+        if entry.manifest is not None:
+            check_object(entry.manifest, f"manifest of {where}")
+        try:
+            chunks = repo.trees.chunks(entry)
+        except PfsError as exc:
+            rep.problems.append(f"file {where}: {exc.message}")
+            return
+        if sum(size for _, size in chunks) != entry.size:
+            rep.problems.append(f"file {where}: chunk sizes do not add up to {entry.size}")
+        rep.files += 1
+        for key, _ in chunks:
+            if check_object(key, f"chunk of {where}"):
+                rep.chunks += 1
+
+    def check_tree(key: str, where: str) -> None:
+        if key in seen or not check_object(key, f"tree {where or '/'}"):
+            return  # checked already, or reported
+        rep.trees += 1
+        try:
+            entries = repo.trees.load_tree(key)
+        except PfsError as exc:
+            rep.problems.append(f"tree {where or '/'}: {exc.message}")
+            return
+        for name, entry in entries.items():
+            path = f"{where}/{name}" if where else name
+            if entry.is_dir:
+                check_tree(entry.hash, path)
+            else:
+                check_file(entry, path)
+
+    todo: list[str] = []
+    for _, head in repo.meta.list_refs():
+        if head is not None:
+            todo.append(head)
+    for c in repo.meta.list_commits():
+        todo.append(c.id)
+    done: set[str] = set()
+    while todo:
+        cid = todo.pop()
+        if cid in done:
+            continue
+        done.add(cid)
+        if not check_object(cid, "commit"):
+            continue
+        try:
+            commit = repo.trees.load_commit(cid)
+        except PfsError as exc:
+            rep.problems.append(f"commit {cid}: {exc.message}")
+            continue
+        rep.commits += 1
+        check_tree(commit.tree, "")
+        todo.extend(commit.parents)
+    for name, _ in repo.meta.list_refs():
+        for staged in repo.meta.staged(name):
+            if staged.entry is not None:
+                check_file(staged.entry, f"{name}:{staged.path} (staged)")
+    return rep

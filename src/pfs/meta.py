@@ -1,0 +1,370 @@
+"""Metadata backend: branch refs (moved only by compare-and-swap), staged dirty writes,
+and an index of commits.
+
+Objects are the truth; this store holds the few mutable things. One SQLAlchemy Core
+implementation serves SQLite (embedded default) and PostgreSQL (cluster), so both run the
+same code and the same tests.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+import uuid
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import IntegrityError, OperationalError
+
+from .errors import AlreadyExists, BranchMoved, BranchNotFound, InsufficientStorage
+from .trees import Commit, Entry
+
+md = sa.MetaData()
+refs_t = sa.Table(
+    "refs",
+    md,
+    sa.Column("name", sa.String(100), primary_key=True),
+    sa.Column("head", sa.String(64), nullable=True),
+    sa.Column("updated", sa.Float, nullable=False),
+)
+staging_t = sa.Table(
+    "staging",
+    md,
+    sa.Column("branch", sa.String(100), primary_key=True),
+    sa.Column("path", sa.Text, primary_key=True),
+    sa.Column("parent", sa.Text, nullable=False),
+    sa.Column("version", sa.String(32), nullable=False),
+    sa.Column("entry", sa.Text, nullable=True),  # NULL: staged deletion
+    sa.Index("staging_parent", "branch", "parent"),
+)
+commits_t = sa.Table(
+    "commits",
+    md,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("tree", sa.String(64), nullable=False),
+    sa.Column("branch", sa.String(100), nullable=False),
+    sa.Column("parents", sa.Text, nullable=False),
+    sa.Column("time", sa.Float, nullable=False),
+    sa.Column("message", sa.Text, nullable=False),
+    sa.Index("commits_time", "time"),
+)
+
+
+@dataclass(frozen=True)
+class Staged:
+    path: str
+    version: str
+    entry: Entry | None  # None: deleted
+
+
+class MetaStore(ABC):
+    @abstractmethod
+    def get_ref(self, name: str) -> str | None:
+        """Head commit of a branch (None: no commit yet); BranchNotFound if absent."""
+
+    @abstractmethod
+    def list_refs(self) -> list[tuple[str, str | None]]: ...
+
+    @abstractmethod
+    def create_ref(self, name: str, head: str | None) -> None: ...
+
+    @abstractmethod
+    def delete_ref(self, name: str) -> None: ...
+
+    @abstractmethod
+    def swap_ref(self, name: str, old: str | None, new: Commit, consumed: list[Staged] | None = None) -> None:
+        """Atomically: move `name` from `old` to `new`, index `new`, drop `consumed` staging.
+
+        Raises BranchMoved if the head is no longer `old`; then nothing changes.
+        """
+
+    @abstractmethod
+    def stage(self, branch: str, path: str, entry: Entry | None) -> None: ...
+
+    @abstractmethod
+    def staged(self, branch: str) -> list[Staged]: ...
+
+    @abstractmethod
+    def staged_get(self, branch: str, path: str) -> Staged | None: ...
+
+    @abstractmethod
+    def staged_children(self, branch: str, parent: str) -> list[Staged]: ...
+
+    @abstractmethod
+    def staged_under(self, branch: str, prefix: str, limit: int | None = None, puts: bool = False) -> list[Staged]:
+        """Staged rows strictly below directory `prefix` ("" = everything); `puts`: no deletions."""
+
+    @abstractmethod
+    def has_staged(self, branch: str) -> bool: ...
+
+    @abstractmethod
+    def discard_staged(self, branch: str) -> int: ...
+
+    @abstractmethod
+    def get_commit(self, cid: str) -> Commit | None: ...
+
+    @abstractmethod
+    def find_commits(self, prefix: str, limit: int = 2) -> list[str]: ...
+
+    @abstractmethod
+    def list_commits(self) -> Iterator[Commit]: ...
+
+    @abstractmethod
+    def index_commit(self, commit: Commit) -> None: ...
+
+
+def _escape_like(s: str) -> str:
+    return s.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def _row_commit(row: Any) -> Commit:
+    return Commit(row.id, row.tree, tuple(orjson.loads(row.parents)), row.branch, row.time, row.message)
+
+
+def _row_staged(row: Any) -> Staged:
+    return Staged(row.path, row.version, Entry.loads(row.entry) if row.entry is not None else None)
+
+
+class SqlMetaStore(MetaStore):
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.is_sqlite = url.startswith("sqlite")
+        if self.is_sqlite:
+            # Writers take the lock up front (BEGIN IMMEDIATE): no deadlocked upgrades.
+            self.engine = sa.create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+            self.reader = sa.create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+            _sqlite_setup(self.engine, immediate=True)
+            _sqlite_setup(self.reader, immediate=False)
+        else:
+            self.engine = sa.create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+            self.reader = self.engine
+        with contextlib.suppress(IntegrityError):  # another node created them at the same moment
+            md.create_all(self.engine)
+        with self._write() as c:
+            if c.execute(sa.select(refs_t.c.name).where(refs_t.c.name == "master")).first() is None:
+                c.execute(refs_t.insert().values(name="master", head=None, updated=time.time()))
+
+    def _write(self) -> Any:
+        return _Guard(self.engine.begin())
+
+    def _read(self) -> Any:
+        return _Guard(self.reader.connect())
+
+    def close(self) -> None:
+        self.engine.dispose()
+        self.reader.dispose()
+
+    # ---- refs --------------------------------------------------------------------
+    def get_ref(self, name: str) -> str | None:
+        with self._read() as c:
+            row = c.execute(sa.select(refs_t.c.head).where(refs_t.c.name == name)).first()
+        if row is None:
+            raise BranchNotFound(f"branch {name!r} not found")
+        return row.head  # type: ignore[no-any-return]
+
+    def list_refs(self) -> list[tuple[str, str | None]]:
+        with self._read() as c:
+            rows = c.execute(sa.select(refs_t.c.name, refs_t.c.head).order_by(refs_t.c.name)).all()
+        return [(r.name, r.head) for r in rows]
+
+    def create_ref(self, name: str, head: str | None) -> None:
+        try:
+            with self._write() as c:
+                c.execute(refs_t.insert().values(name=name, head=head, updated=time.time()))
+        except IntegrityError:
+            raise AlreadyExists(f"branch {name!r} already exists") from None
+
+    def delete_ref(self, name: str) -> None:
+        with self._write() as c:
+            if c.execute(refs_t.delete().where(refs_t.c.name == name)).rowcount != 1:
+                raise BranchNotFound(f"branch {name!r} not found")
+            c.execute(staging_t.delete().where(staging_t.c.branch == name))
+
+    def swap_ref(self, name: str, old: str | None, new: Commit, consumed: list[Staged] | None = None) -> None:
+        with self._write() as c:
+            cond = refs_t.c.head.is_(None) if old is None else refs_t.c.head == old
+            res = c.execute(refs_t.update().where(refs_t.c.name == name, cond).values(head=new.id, updated=time.time()))
+            if res.rowcount != 1:
+                exists = c.execute(sa.select(refs_t.c.name).where(refs_t.c.name == name)).first()
+                if exists is None:
+                    raise BranchNotFound(f"branch {name!r} not found")
+                raise BranchMoved(f"branch {name!r} moved while committing; retry")
+            self._index(c, new)
+            if consumed:
+                # Only rows still at the version we committed; newer writes stay staged.
+                c.execute(
+                    staging_t.delete().where(
+                        staging_t.c.branch == name,
+                        staging_t.c.path == sa.bindparam("p"),
+                        staging_t.c.version == sa.bindparam("v"),
+                    ),
+                    [{"p": s.path, "v": s.version} for s in consumed],
+                )
+
+    # ---- staging -----------------------------------------------------------------
+    def stage(self, branch: str, path: str, entry: Entry | None) -> None:
+        parent = path.rpartition("/")[0]
+        values = {
+            "branch": branch,
+            "path": path,
+            "parent": parent,
+            "version": uuid.uuid4().hex,
+            "entry": entry.dumps() if entry is not None else None,
+        }
+        with self._write() as c:
+            if c.execute(sa.select(refs_t.c.name).where(refs_t.c.name == branch)).first() is None:
+                raise BranchNotFound(f"branch {branch!r} not found")
+            res = c.execute(
+                staging_t.update()
+                .where(staging_t.c.branch == branch, staging_t.c.path == path)
+                .values(version=values["version"], entry=values["entry"])
+            )
+            if res.rowcount == 0:
+                c.execute(staging_t.insert().values(**values))
+
+    def staged(self, branch: str) -> list[Staged]:
+        with self._read() as c:
+            rows = c.execute(sa.select(staging_t).where(staging_t.c.branch == branch).order_by(staging_t.c.path)).all()
+        return [_row_staged(r) for r in rows]
+
+    def staged_get(self, branch: str, path: str) -> Staged | None:
+        with self._read() as c:
+            row = c.execute(sa.select(staging_t).where(staging_t.c.branch == branch, staging_t.c.path == path)).first()
+        return _row_staged(row) if row is not None else None
+
+    def staged_children(self, branch: str, parent: str) -> list[Staged]:
+        with self._read() as c:
+            rows = c.execute(
+                sa.select(staging_t)
+                .where(staging_t.c.branch == branch, staging_t.c.parent == parent)
+                .order_by(staging_t.c.path)
+            ).all()
+        return [_row_staged(r) for r in rows]
+
+    def staged_under(self, branch: str, prefix: str, limit: int | None = None, puts: bool = False) -> list[Staged]:
+        q = sa.select(staging_t).where(staging_t.c.branch == branch)
+        if puts:
+            q = q.where(staging_t.c.entry.is_not(None))
+        if prefix:
+            q = q.where(staging_t.c.path.like(_escape_like(prefix) + "/%", escape="\\"))
+        q = q.order_by(staging_t.c.path)
+        if limit is not None:
+            q = q.limit(limit)
+        with self._read() as c:
+            rows = c.execute(q).all()
+        return [_row_staged(r) for r in rows]
+
+    def has_staged(self, branch: str) -> bool:
+        with self._read() as c:
+            row = c.execute(sa.select(staging_t.c.path).where(staging_t.c.branch == branch).limit(1)).first()
+        return row is not None
+
+    def discard_staged(self, branch: str) -> int:
+        with self._write() as c:
+            return int(c.execute(staging_t.delete().where(staging_t.c.branch == branch)).rowcount)
+
+    # ---- commit index ------------------------------------------------------------
+    def _index(self, c: Connection, commit: Commit) -> None:
+        exists = c.execute(sa.select(commits_t.c.id).where(commits_t.c.id == commit.id)).first()
+        if exists is None:
+            c.execute(
+                commits_t.insert().values(
+                    id=commit.id,
+                    tree=commit.tree,
+                    branch=commit.branch,
+                    parents=orjson.dumps(list(commit.parents)).decode(),
+                    time=commit.time,
+                    message=commit.message,
+                )
+            )
+
+    def index_commit(self, commit: Commit) -> None:
+        with self._write() as c:
+            self._index(c, commit)
+
+    def get_commit(self, cid: str) -> Commit | None:
+        with self._read() as c:
+            row = c.execute(sa.select(commits_t).where(commits_t.c.id == cid)).first()
+        return _row_commit(row) if row is not None else None
+
+    def find_commits(self, prefix: str, limit: int = 2) -> list[str]:
+        with self._read() as c:
+            rows = c.execute(
+                sa.select(commits_t.c.id)
+                .where(commits_t.c.id.like(_escape_like(prefix) + "%", escape="\\"))
+                .limit(limit)
+            ).all()
+        return [r.id for r in rows]
+
+    def list_commits(self) -> Iterator[Commit]:
+        # Paged, so a huge history is never held in memory at once.
+        last: tuple[float, str] | None = None
+        while True:
+            q = sa.select(commits_t).order_by(commits_t.c.time, commits_t.c.id).limit(1000)
+            if last is not None:
+                q = q.where(
+                    sa.or_(
+                        commits_t.c.time > last[0],
+                        sa.and_(commits_t.c.time == last[0], commits_t.c.id > last[1]),
+                    )
+                )
+            with self._read() as c:
+                rows = c.execute(q).all()
+            if not rows:
+                return
+            for r in rows:
+                yield _row_commit(r)
+            last = (rows[-1].time, rows[-1].id)
+
+
+class _Guard:
+    """Maps the database's disk-full error to 507; everything else passes through."""
+
+    def __init__(self, cm: Any) -> None:
+        self.cm = cm
+
+    def __enter__(self) -> Connection:
+        try:
+            return self.cm.__enter__()  # type: ignore[no-any-return]
+        except OperationalError as exc:
+            _raise_full(exc)
+            raise
+
+    def __exit__(self, et: Any, ev: Any, tb: Any) -> bool:
+        try:
+            return bool(self.cm.__exit__(et, ev, tb))
+        except OperationalError as exc:
+            _raise_full(exc)
+            raise
+
+
+def _raise_full(exc: OperationalError) -> None:
+    text = str(exc.orig).lower()
+    if "full" in text or "no space" in text:
+        raise InsufficientStorage("no space left for metadata") from None
+
+
+def _sqlite_setup(engine: Engine, immediate: bool) -> None:
+    @event.listens_for(engine, "connect")
+    def _connect(dbapi_conn: Any, _rec: Any) -> None:
+        dbapi_conn.isolation_level = None
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA synchronous=FULL")
+        cur.execute("PRAGMA busy_timeout=30000")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _begin(conn: Connection) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+def sqlite_url(data_dir: str) -> str:
+    return "sqlite:///" + os.path.join(os.path.abspath(data_dir), "meta.sqlite")

@@ -1,0 +1,263 @@
+"""Content-addressed object store: every object is named by the BLAKE3 hash of its bytes.
+
+Objects are written once and verified on every read. Writes go through a `Batch`, so a
+backend can make many objects durable with one barrier instead of one fsync each; an
+object only ever appears under its final name once its bytes are durable, so a crash can
+leave garbage behind but never a corrupt object that later writes would dedupe against.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import errno
+import os
+import re
+import uuid
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import blake3
+import zstandard
+
+from .errors import CorruptObject, InsufficientStorage, MissingObject
+
+_KEY_RE = re.compile(r"^[0-9a-f]{64}$")
+_RAW, _ZSTD = b"R", b"Z"
+_compressor = zstandard.ZstdCompressor(level=1)
+_decompressor = zstandard.ZstdDecompressor()
+
+
+def hash_bytes(data: bytes | memoryview) -> str:
+    return blake3.blake3(data).hexdigest()
+
+
+def encode(data: bytes | memoryview, compress: bool = True) -> bytes:
+    """Compress when it pays; incompressible chunks are stored raw so reads stay cheap."""
+    if compress and len(data) >= 64:
+        packed = _compressor.compress(data)
+        if len(packed) < len(data) * 0.95:
+            return _ZSTD + packed
+    return _RAW + bytes(data)
+
+
+def decode(key: str, blob: bytes) -> bytes:
+    kind, body = blob[:1], blob[1:]
+    try:
+        if kind == _ZSTD:
+            data = _decompressor.decompress(body)
+        elif kind == _RAW:
+            data = body
+        else:
+            raise CorruptObject(f"object {key} has an unknown encoding")
+    except zstandard.ZstdError:
+        raise CorruptObject(f"object {key} does not decompress") from None
+    if hash_bytes(data) != key:
+        raise CorruptObject(f"object {key} does not match its hash")
+    return data
+
+
+def check_key(key: str) -> str:
+    if not _KEY_RE.match(key):
+        raise CorruptObject(f"malformed object key {key[:80]!r}")
+    return key
+
+
+class Batch(ABC):
+    """Objects put through a batch are durable once `flush()` (or the `with` block) returns."""
+
+    @abstractmethod
+    def put(self, key: str, data: bytes | memoryview, compress: bool = True) -> None: ...
+
+    @abstractmethod
+    def flush(self) -> None: ...
+
+    def abort(self) -> None:  # noqa: B027 - optional hook
+        """Drop what is not yet durable (best effort; leftovers are only garbage)."""
+
+    def __enter__(self) -> Batch:
+        return self
+
+    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None) -> None:
+        if et is None:
+            self.flush()
+        else:
+            self.abort()
+
+
+class ObjectStore(ABC):
+    @abstractmethod
+    def has(self, key: str) -> bool: ...
+
+    @abstractmethod
+    def get(self, key: str) -> bytes:
+        """The verified bytes of an object; MissingObject / CorruptObject otherwise."""
+
+    @abstractmethod
+    def batch(self) -> Batch: ...
+
+    @abstractmethod
+    def delete(self, key: str) -> None: ...
+
+    @abstractmethod
+    def keys(self) -> Iterator[str]: ...
+
+    def put(self, key: str, data: bytes | memoryview, compress: bool = True) -> None:
+        with self.batch() as b:
+            b.put(key, data, compress)
+
+    def put_bytes(self, data: bytes, compress: bool = True) -> str:
+        key = hash_bytes(data)
+        self.put(key, data, compress)
+        return key
+
+
+def _raise_storage(exc: OSError) -> None:
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        raise InsufficientStorage("no space left on the object store") from None
+    raise exc
+
+
+_syncfs: Any = None
+with contextlib.suppress(OSError, AttributeError):  # absent off Linux: fall back to fsync
+    _syncfs = ctypes.CDLL(None, use_errno=True).syncfs
+
+
+class LocalBatch(Batch):
+    # Flush early so a huge upload never piles up unbounded temporary files.
+    MAX_PENDING_BYTES = 64 << 20
+    MAX_PENDING = 4096
+
+    def __init__(self, store: LocalObjectStore) -> None:
+        self.store = store
+        self.pending: list[tuple[str, str]] = []  # (tmp path, key)
+        self.pending_bytes = 0
+        self.seen: set[str] = set()
+
+    def put(self, key: str, data: bytes | memoryview, compress: bool = True) -> None:
+        check_key(key)
+        if key in self.seen or self.store.has(key):
+            return
+        tmp = os.path.join(self.store.tmp_dir, uuid.uuid4().hex)
+        blob = encode(data, compress)
+        try:
+            with open(tmp, "wb") as f:
+                f.write(blob)
+        except OSError as exc:
+            _unlink(tmp)
+            _raise_storage(exc)
+        self.seen.add(key)
+        self.pending.append((tmp, key))
+        self.pending_bytes += len(blob)
+        if self.pending_bytes >= self.MAX_PENDING_BYTES or len(self.pending) >= self.MAX_PENDING:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.pending:
+            return
+        try:
+            self.store.sync_data([p for p, _ in self.pending])
+            dirs = set()
+            for tmp, key in self.pending:
+                final = self.store.path(key)
+                dirs.add(os.path.dirname(final))
+                os.replace(tmp, final)
+            self.store.sync_dirs(dirs)
+        except OSError as exc:
+            self.abort()
+            _raise_storage(exc)
+        self.pending.clear()
+        self.pending_bytes = 0
+
+    def abort(self) -> None:
+        for tmp, _ in self.pending:
+            _unlink(tmp)
+        self.pending.clear()
+        self.pending_bytes = 0
+
+
+def _unlink(path: str) -> None:
+    with contextlib.suppress(OSError):
+        os.unlink(path)
+
+
+class LocalObjectStore(ObjectStore):
+    """Objects as files `objects/ab/cdef…` in a directory (the embedded default)."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = str(root)
+        self.obj_dir = os.path.join(self.root, "objects")
+        self.tmp_dir = os.path.join(self.root, "tmp")
+        os.makedirs(self.obj_dir, exist_ok=True)
+        os.makedirs(self.tmp_dir, exist_ok=True)
+        # All 256 fan-out directories exist up front, so a put never creates a directory
+        # whose own entry would need a separate fsync.
+        for i in range(256):
+            os.makedirs(os.path.join(self.obj_dir, f"{i:02x}"), exist_ok=True)
+        # Temporary files are never referenced; whatever a crash left is garbage.
+        for name in os.listdir(self.tmp_dir):
+            _unlink(os.path.join(self.tmp_dir, name))
+
+    def path(self, key: str) -> str:
+        return os.path.join(self.obj_dir, key[:2], key[2:])
+
+    def has(self, key: str) -> bool:
+        return os.path.exists(self.path(check_key(key)))
+
+    def get(self, key: str) -> bytes:
+        try:
+            with open(self.path(check_key(key)), "rb") as f:
+                blob = f.read()
+        except FileNotFoundError:
+            raise MissingObject(f"object {key} is missing") from None
+        return decode(key, blob)
+
+    def batch(self) -> Batch:
+        return LocalBatch(self)
+
+    def delete(self, key: str) -> None:
+        _unlink(self.path(check_key(key)))
+
+    def keys(self) -> Iterator[str]:
+        for sub in sorted(os.listdir(self.obj_dir)):
+            d = os.path.join(self.obj_dir, sub)
+            if len(sub) != 2 or not os.path.isdir(d):
+                continue
+            for name in sorted(os.listdir(d)):
+                key = sub + name
+                if _KEY_RE.match(key):
+                    yield key
+
+    def sync_data(self, paths: list[str]) -> None:
+        """One filesystem-wide barrier instead of an fsync per object, where Linux allows."""
+        if _syncfs is not None and len(paths) > 1:
+            fd = os.open(self.tmp_dir, os.O_RDONLY)
+            try:
+                if _syncfs(fd) == 0:
+                    return
+            finally:
+                os.close(fd)
+        for p in paths:
+            fd = os.open(p, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+
+    def sync_dirs(self, dirs: set[str]) -> None:
+        if _syncfs is not None and len(dirs) > 1:
+            fd = os.open(self.obj_dir, os.O_RDONLY)
+            try:
+                if _syncfs(fd) == 0:
+                    return
+            finally:
+                os.close(fd)
+        for d in dirs:
+            fd = os.open(d, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)

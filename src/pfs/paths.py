@@ -1,0 +1,75 @@
+"""Validation of every user-supplied name: file paths, branch names, commit ids.
+
+Names are checked once at the edge, strictly, so nothing below ever has to worry about
+`..`, absolute paths or control characters escaping into storage keys.
+"""
+
+from __future__ import annotations
+
+import re
+
+from .errors import InvalidName, InvalidPath
+
+MAX_PATH = 4096
+MAX_SEGMENT = 255
+_REF_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,99}$")
+_HEX_RE = re.compile(r"^[0-9a-f]{4,64}$")
+_FORBIDDEN = set(chr(c) for c in range(0x20)) | {"\x7f", "\\", "*"}
+
+
+def clean_path(raw: str, *, allow_root: bool = False) -> str:
+    """Return a canonical relative path ("a/b.txt"), or raise InvalidPath."""
+    if "\x00" in raw:
+        raise InvalidPath("path contains a NUL byte")
+    if raw.startswith("/"):
+        raise InvalidPath(f"absolute paths are not allowed: {raw[:100]!r}")
+    if raw.endswith("/"):
+        raw = raw[:-1]
+    if raw == "":
+        if allow_root:
+            return ""
+        raise InvalidPath("empty path")
+    if len(raw.encode("utf-8", "surrogatepass")) > MAX_PATH:
+        raise InvalidPath(f"path longer than {MAX_PATH} bytes")
+    for seg in raw.split("/"):
+        if seg in ("", ".", ".."):
+            raise InvalidPath(f"path segment {seg!r} is not allowed in {raw[:100]!r}")
+        if len(seg.encode("utf-8", "surrogatepass")) > MAX_SEGMENT:
+            raise InvalidPath(f"path segment longer than {MAX_SEGMENT} bytes")
+        bad = _FORBIDDEN.intersection(seg)
+        if bad:
+            raise InvalidPath(f"path contains a forbidden character {sorted(bad)[0]!r}")
+        try:
+            seg.encode("utf-8")
+        except UnicodeEncodeError:
+            raise InvalidPath("path is not valid UTF-8") from None
+    return raw
+
+
+def check_branch(name: str) -> str:
+    """Branch names: git-like, short, and never mistakable for a commit id."""
+    if not _REF_RE.match(name) or ".." in name or name.endswith(".lock"):
+        raise InvalidName(f"invalid branch name {name[:100]!r}: use letters, digits, '.', '_' and '-'")
+    if is_commit_like(name):
+        raise InvalidName(f"branch name {name!r} looks like a commit id")
+    return name
+
+
+def is_commit_like(name: str) -> bool:
+    return bool(_HEX_RE.match(name)) and len(name) >= 8
+
+
+def parent_dirs(path: str) -> list[str]:
+    """ "a/b/c" -> ["a", "a/b"]."""
+    parts = path.split("/")
+    return ["/".join(parts[:i]) for i in range(1, len(parts))]
+
+
+def split(path: str) -> tuple[str, str]:
+    """ "a/b/c" -> ("a/b", "c"); "c" -> ("", "c")."""
+    head, _, tail = path.rpartition("/")
+    return head, tail
+
+
+def join(directory: str, name: str) -> str:
+    return f"{directory}/{name}" if directory else name

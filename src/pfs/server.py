@@ -1,0 +1,305 @@
+"""The HTTP API (DESIGN.md section 2) on Starlette.
+
+Handlers are thin: parse and validate the request, run the repository call in a worker
+thread (storage is blocking I/O), and render plain text for curl or JSON on
+`Accept: application/json`. Errors map to statuses in exactly one place, `_error`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import AsyncIterator, Callable
+from typing import Any, TypeVar
+
+import orjson
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import PlainTextResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from .errors import BadRequest, FileNotFound, PayloadTooLarge, PfsError
+from .fsck import fsck
+from .paths import check_branch, clean_path
+from .repo import Repository
+from .staging import View
+from .trees import Commit, Entry
+
+log = logging.getLogger("pfs.server")
+T = TypeVar("T")
+UPLOAD_BUFFER = 8 << 20  # bytes handed to the chunker at a time
+
+
+async def run(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    return await run_in_threadpool(fn, *args, **kwargs)
+
+
+def wants_json(request: Request) -> bool:
+    return "application/json" in request.headers.get("accept", "")
+
+
+def respond(request: Request, text: str, data: Any, status: int = 200) -> Response:
+    if wants_json(request):
+        return Response(orjson.dumps(data), status_code=status, media_type="application/json")
+    return PlainTextResponse(text, status_code=status)
+
+
+def iso(t: float) -> str:
+    return dt.datetime.fromtimestamp(t, tz=dt.UTC).isoformat()
+
+
+def commit_json(c: Commit) -> dict[str, Any]:
+    return {**c.to_json(), "time": iso(c.time)}
+
+
+def commit_line(c: Commit) -> str:
+    first = c.message.splitlines()[0] if c.message else ""
+    return f"{c.id}    {iso(c.time)}    {c.branch}    {first}\n"
+
+
+def entry_json(path: str, entry: Entry) -> dict[str, Any]:
+    if entry.is_dir:
+        return {"path": path, "name": path.rpartition("/")[2], "type": "dir"}
+    return {"path": path, "name": path.rpartition("/")[2], "type": "file", "size": entry.size, "hash": entry.hash}
+
+
+def q(request: Request, name: str, default: str | None = None) -> str | None:
+    value = request.query_params.get(name)
+    if value is None:
+        return default
+    if "\x00" in value:
+        raise BadRequest(f"query parameter {name!r} contains a NUL byte")
+    return value
+
+
+def q_branch(request: Request) -> str:
+    return check_branch(q(request, "branch") or "master")
+
+
+def flag(request: Request, name: str) -> bool:
+    return name in request.query_params and request.query_params[name].lower() not in ("0", "false", "no")
+
+
+class Server:
+    def __init__(self, repo: Repository) -> None:
+        self.repo = repo
+
+    # ---- files ---------------------------------------------------------------------
+    async def file(self, request: Request) -> Response:
+        raw: str = request.path_params.get("path", "")
+        if request.method == "GET":
+            return await self.get_file(request, raw)
+        path = clean_path(raw)
+        branch = q_branch(request)
+        if request.method == "DELETE":
+            n = await run(self.repo.delete, branch, path, flag(request, "recursive"))
+            return respond(request, f"Deleted {branch}/{path}.\n", {"branch": branch, "path": path, "deleted": n})
+        return await self.put_file(request, branch, path)
+
+    async def put_file(self, request: Request, branch: str, path: str) -> Response:
+        length = request.headers.get("content-length")
+        limit = self.repo.max_file_size
+        if limit is not None and length and length.isdigit() and int(length) > limit:
+            raise PayloadTooLarge(f"file larger than the limit of {limit} bytes")
+        await run(self.repo.check_writable, branch, path)  # fail before reading the body
+        writer = self.repo.writer()
+        buf = bytearray()
+        try:
+            async for piece in request.stream():
+                buf += piece
+                if len(buf) >= UPLOAD_BUFFER:
+                    data, buf = bytes(buf), bytearray()
+                    await run(writer.write, data)
+            if buf:
+                await run(writer.write, bytes(buf))
+            entry = await run(writer.finish)
+        except BaseException:
+            writer.abort()
+            raise
+        await run(self.repo.stage_file, branch, path, entry)
+        return respond(
+            request,
+            f"Created {branch}/{path}, size: {entry.size}.\n",
+            {"branch": branch, "path": path, "size": entry.size, "hash": entry.hash},
+            status=201,
+        )
+
+    async def get_file(self, request: Request, raw: str) -> Response:
+        view: View = await run(self.repo.view, q(request, "branch"), q(request, "commit"))
+        if raw == "*" or raw.endswith("/*"):
+            return await self.get_dir(request, view, clean_path(raw[:-1], allow_root=True))
+        path = clean_path(raw, allow_root=True)
+        entry = await run(view.lookup, path)
+        if entry is None:
+            raise FileNotFound(f"{path!r} not found")
+        if entry.is_dir:
+            if wants_json(request):
+                return await self.get_dir(request, view, path)
+            raise BadRequest(f"{path or '/'} is a directory; read {path + '/' if path else ''}* to list it")
+        return StreamingResponse(
+            self._stream([entry]),
+            media_type="application/octet-stream",
+            headers={"content-length": str(entry.size), "etag": f'"{entry.hash}"'},
+        )
+
+    async def get_dir(self, request: Request, view: View, path: str) -> Response:
+        entry = await run(view.lookup, path)
+        if entry is None:
+            raise FileNotFound(f"directory {path or '/'!r} not found")
+        if not entry.is_dir:
+            raise BadRequest(f"{path!r} is a file, not a directory")
+        children = await run(lambda: list(view.listdir(path)))
+        if wants_json(request):
+            full = [entry_json(f"{path}/{n}" if path else n, e) for n, e in children]
+            return Response(orjson.dumps(full), media_type="application/json")
+        files = [e for _, e in children if not e.is_dir]
+        return StreamingResponse(
+            self._stream(files),
+            media_type="application/octet-stream",
+            headers={"content-length": str(sum(e.size for e in files))},
+        )
+
+    async def _stream(self, entries: list[Entry]) -> AsyncIterator[bytes]:
+        # Each chunk is verified before it is sent; a bad one aborts the response, so a
+        # client never receives corrupt bytes as a complete, successful body.
+        for entry in entries:
+            chunks = await run(self.repo.trees.chunks, entry)
+            for key, _ in chunks:
+                yield await run(self.repo.objects.get, key)
+
+    # ---- commits and branches ------------------------------------------------------
+    async def commit(self, request: Request) -> Response:
+        if request.method == "GET":
+            commits = await run(lambda: list(self.repo.meta.list_commits()))
+            return respond(request, "".join(commit_line(c) for c in commits), [commit_json(c) for c in commits])
+        branch = q_branch(request)
+        c = await run(self.repo.commit_branch, branch, q(request, "message", "") or "", q(request, "expect"))
+        return respond(request, c.id + "\n", commit_json(c), status=201)
+
+    async def commit_one(self, request: Request) -> Response:
+        c = await run(self.repo.resolve, request.path_params["id"])
+        return respond(request, commit_line(c), commit_json(c))
+
+    async def branch(self, request: Request) -> Response:
+        if request.method == "GET":
+            refs = await run(self.repo.meta.list_refs)
+            return respond(
+                request,
+                "".join(f"{name}    {head or '-'}\n" for name, head in refs),
+                [{"name": name, "head": head} for name, head in refs],
+            )
+        name = q(request, "branch")
+        if not name:
+            raise BadRequest("missing query parameter 'branch'")
+        head = await run(self.repo.create_branch, name, q(request, "commit"))
+        return respond(
+            request, f"Created branch. ({head or '-'}) -> {name}.\n", {"name": name, "head": head}, status=201
+        )
+
+    async def branch_one(self, request: Request) -> Response:
+        name = check_branch(request.path_params["name"])
+        if request.method == "DELETE":
+            await run(self.repo.delete_branch, name)
+            return respond(request, f"Deleted branch {name}.\n", {"name": name, "deleted": True})
+        head = await run(self.repo.meta.get_ref, name)
+        return respond(request, f"{name}    {head or '-'}\n", {"name": name, "head": head})
+
+    async def log(self, request: Request) -> Response:
+        ref = q(request, "commit") or q_branch(request)
+        limit_s = q(request, "limit")
+        if limit_s is not None and not limit_s.isdigit():
+            raise BadRequest("limit must be a non-negative integer")
+        limit = int(limit_s) if limit_s is not None else None
+        commits = await run(lambda: list(self.repo.log(ref, limit)))
+        return respond(request, "".join(commit_line(c) for c in commits), [commit_json(c) for c in commits])
+
+    async def diff(self, request: Request) -> Response:
+        a, b = q(request, "from"), q(request, "to")
+        if not a or not b:
+            raise BadRequest("diff needs query parameters 'from' and 'to' (commits or branches)")
+        changes = await run(lambda: list(self.repo.diff(a, b)))
+        items = []
+        for path, old, new in changes:
+            status = "A" if old is None else "D" if new is None else "M"
+            items.append({"path": path, "status": status, "old": old and old.hash, "new": new and new.hash})
+        return respond(request, "".join(f"{i['status']}\t{i['path']}\n" for i in items), items)
+
+    async def merge(self, request: Request) -> Response:
+        source, into = q(request, "from"), q(request, "into") or q(request, "branch")
+        if not source or not into:
+            raise BadRequest("merge needs query parameters 'from' and 'into'")
+        res = await run(self.repo.merge, source, into, q(request, "strategy"), q(request, "message"))
+        return respond(
+            request,
+            f"{res.commit.id}\n",
+            {**commit_json(res.commit), "kind": res.kind},
+            status=200 if res.kind == "up-to-date" else 201,
+        )
+
+    async def revert(self, request: Request) -> Response:
+        target = q(request, "commit")
+        if not target:
+            raise BadRequest("revert needs query parameter 'commit' (the commit to go back to)")
+        c = await run(self.repo.revert, q_branch(request), target, q(request, "message"))
+        return respond(request, c.id + "\n", commit_json(c), status=201)
+
+    async def discard(self, request: Request) -> Response:
+        branch = q_branch(request)
+        n = await run(self.repo.discard, branch)
+        return respond(request, f"Discarded {n} uncommitted change(s) on {branch}.\n", {"discarded": n})
+
+    async def fsck(self, request: Request) -> Response:
+        rep = await run(fsck, self.repo, not flag(request, "quick"))
+        text = "".join(p + "\n" for p in rep.problems) + (
+            f"{'ok' if rep.ok else 'FAILED'}: {rep.commits} commits, {rep.trees} trees, "
+            f"{rep.files} files, {rep.chunks} chunks\n"
+        )
+        data = {**rep.__dict__, "ok": rep.ok}
+        return respond(request, text, data, status=200 if rep.ok else 500)
+
+    async def ping(self, request: Request) -> Response:
+        return PlainTextResponse("pong\n")
+
+
+async def _error(request: Request, exc: Exception) -> Response:
+    """The one place where exceptions become HTTP responses."""
+    if isinstance(exc, PfsError):
+        err = exc
+    elif isinstance(exc, HTTPException):
+        return PlainTextResponse(f"{exc.detail}\n", status_code=exc.status_code)
+    elif isinstance(exc, ClientDisconnect):
+        return PlainTextResponse("client disconnected\n", status_code=400)
+    else:
+        log.exception("internal error on %s %s", request.method, request.url.path)
+        err = PfsError("internal error; see the server log")
+    if wants_json(request):
+        return Response(orjson.dumps(err.to_json()), status_code=err.status, media_type="application/json")
+    lines = [err.message]
+    for c in err.details.get("conflicts", []):
+        lines.append(f"CONFLICT {c['path']}")
+    return PlainTextResponse("\n".join(lines) + "\n", status_code=err.status)
+
+
+def create_app(repo: Repository) -> Starlette:
+    s = Server(repo)
+    routes = [
+        Route("/ping", s.ping),
+        Route("/file/{path:path}", s.file, methods=["GET", "POST", "PUT", "DELETE"]),
+        Route("/file", s.file, methods=["GET"]),
+        Route("/commit", s.commit, methods=["GET", "POST"]),
+        Route("/commit/{id}", s.commit_one),
+        Route("/branch", s.branch, methods=["GET", "POST"]),
+        Route("/branch/{name}", s.branch_one, methods=["GET", "DELETE"]),
+        Route("/log", s.log),
+        Route("/diff", s.diff),
+        Route("/merge", s.merge, methods=["POST"]),
+        Route("/revert", s.revert, methods=["POST"]),
+        Route("/discard", s.discard, methods=["POST"]),
+        Route("/fsck", s.fsck),
+    ]
+    handlers = {PfsError: _error, HTTPException: _error, ClientDisconnect: _error, Exception: _error}
+    app = Starlette(routes=routes, exception_handlers=handlers)
+    app.state.repo = repo
+    return app

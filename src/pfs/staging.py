@@ -1,0 +1,91 @@
+"""What a reader sees: a commit's tree, optionally overlaid with a branch's dirty writes.
+
+Dirty writes live in the metadata store as per-path rows (a new file entry, or a
+deletion); a branch read merges them over the head tree without building a new tree.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from .errors import PathConflict
+from .meta import MetaStore
+from .paths import join, parent_dirs
+from .trees import Entry, TreeStore
+
+STAGED_DIR = Entry("dir", "", 0)  # a directory that exists only through dirty writes
+
+
+class View:
+    def __init__(self, trees: TreeStore, meta: MetaStore, root: str | None, branch: str | None) -> None:
+        self.trees = trees
+        self.meta = meta
+        self.root = root
+        self.branch = branch  # None: a clean commit, no overlay
+
+    def lookup(self, path: str) -> Entry | None:
+        if self.branch is None:
+            return self.trees.lookup(self.root, path)
+        if path != "":
+            staged = self.meta.staged_get(self.branch, path)
+            if staged is not None:
+                return staged.entry
+        entry = self.trees.lookup(self.root, path)
+        if entry is not None and entry.is_dir and path != "" and not self._dir_alive(path, entry):
+            entry = None
+        if entry is None and self.meta.staged_under(self.branch, path, limit=1, puts=True):
+            return STAGED_DIR
+        return entry
+
+    def _dir_alive(self, path: str, entry: Entry) -> bool:
+        """A committed directory vanishes from a branch once every file in it is deleted."""
+        assert self.branch is not None
+        if not self.meta.staged_under(self.branch, path, limit=1):
+            return True
+        if self.meta.staged_under(self.branch, path, limit=1, puts=True):
+            return True
+        deleted = {s.path for s in self.meta.staged_under(self.branch, path)}
+        return any(p not in deleted for p, _ in self.trees.walk(entry.hash, path))
+
+    def listdir(self, path: str) -> Iterator[tuple[str, Entry]]:
+        """Children of a directory, sorted by name (caller checked it is a directory)."""
+        base = self.trees.lookup(self.root, path)
+        entries: dict[str, Entry] = {}
+        if base is not None and base.is_dir:
+            entries = dict(self.trees.load_tree(base.hash))
+        if self.branch is not None:
+            for name, entry in list(entries.items()):
+                if entry.is_dir and not self._dir_alive(join(path, name), entry):
+                    del entries[name]
+            for s in self.meta.staged_children(self.branch, path):
+                name = s.path.rpartition("/")[2]
+                if s.entry is None:
+                    entries.pop(name, None)
+                else:
+                    entries[name] = s.entry
+            depth = path.count("/") + 1 if path else 0
+            for s in self.meta.staged_under(self.branch, path, puts=True):
+                parts = s.path.split("/")
+                if len(parts) > depth + 1 and parts[depth] not in entries:
+                    entries[parts[depth]] = STAGED_DIR
+        for name in sorted(entries):
+            yield name, entries[name]
+
+    def check_placeable(self, path: str) -> None:
+        """A file may be written at `path`: no file above it, no directory at it."""
+        for parent in parent_dirs(path):
+            entry = self.lookup(parent)
+            if entry is not None and not entry.is_dir:
+                raise PathConflict(f"cannot write {path!r}: {parent!r} is a file")
+        entry = self.lookup(path)
+        if entry is not None and entry.is_dir:
+            raise PathConflict(f"cannot write {path!r}: it is a directory")
+
+    def files_under(self, path: str) -> Iterator[tuple[str, Entry]]:
+        """Every live file below a directory, recursively, in path order."""
+        for name, entry in self.listdir(path):
+            child = join(path, name)
+            if entry.is_dir:
+                yield from self.files_under(child)
+            else:
+                yield child, entry
