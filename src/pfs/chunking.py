@@ -26,9 +26,13 @@ class FileWriter:
     points at them). Not thread-safe; one writer per upload.
     """
 
-    def __init__(self, objects: ObjectStore, trees: TreeStore, max_size: int | None = None) -> None:
+    def __init__(
+        self, objects: ObjectStore, trees: TreeStore, max_size: int | None = None, batch: Batch | None = None
+    ) -> None:
         self.trees = trees
-        self.batch: Batch = objects.batch()
+        # Many small files (an archive upload) share one batch: one durability barrier.
+        self.own_batch = batch is None
+        self.batch: Batch = batch if batch is not None else objects.batch()
         self.cdc = FastCDC(AVG_CHUNK - MIN_CHUNK, min_size=MIN_CHUNK, max_size=MAX_CHUNK)
         self.hasher = blake3.blake3()
         self.buf = bytearray()
@@ -48,6 +52,12 @@ class FileWriter:
 
     def _cut(self, final: bool) -> None:
         data = bytes(self.buf)
+        if final and len(data) <= MIN_CHUNK:  # small file: one chunk, no need to look for cuts
+            key = hash_bytes(data)
+            self.batch.put(key, data)
+            self.chunks.append((key, len(data)))
+            self.buf = bytearray()
+            return
         cut = list(self.cdc.cut_buf(data))
         if not final:
             cut = cut[:-1]  # the last cut may move once more bytes arrive
@@ -63,9 +73,11 @@ class FileWriter:
         if self.buf:
             self._cut(final=True)
         entry = self.trees.file_entry(self.hasher.hexdigest(), self.size, self.chunks, self.batch)
-        self.batch.flush()
+        if self.own_batch:
+            self.batch.flush()
         return entry
 
     def abort(self) -> None:
-        self.batch.abort()
+        if self.own_batch:
+            self.batch.abort()
         self.buf = bytearray()

@@ -121,12 +121,11 @@ def put(ctx: click.Context, local: str, remote: str | None, branch: str) -> None
         return
     if os.path.isdir(local):
         base = (remote or os.path.basename(os.path.abspath(local))).strip("/")
-        for root, dirs, files in os.walk(local):
-            dirs.sort()
-            for name in sorted(files):
-                full = os.path.join(root, name)
-                rel = os.path.relpath(full, local).replace(os.sep, "/")
-                _put_one(c, full, f"{base}/{rel}" if base else rel, branch)
+        total = sum(os.path.getsize(os.path.join(r, f)) for r, _, fs in os.walk(local) for f in fs)
+        with _progress() as p:
+            task = p.add_task(f"put {base or '/'}", total=total)
+            res = c.put_dir(local, base, branch, on_bytes=lambda n: p.update(task, advance=n))
+        click.echo(f"{branch}/{base}  {res['files']} files, {res['size']} bytes")
         return
     _put_one(c, local, remote or os.path.basename(local), branch)
 

@@ -7,7 +7,10 @@ raised, so `except pfs.errors.BranchMoved` works the same in-process and over th
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator
+import queue
+import tarfile
+import threading
+from collections.abc import Callable, Iterable, Iterator
 from typing import IO, Any
 from urllib.parse import quote
 
@@ -74,6 +77,22 @@ class Client:
             content = data
         return self._call("POST", f"/file/{_q(path)}", params={"branch": branch}, content=content)  # type: ignore[no-any-return]
 
+    def put_tar(self, prefix: str, archive: IO[bytes] | Iterable[bytes], branch: str = "master") -> dict[str, Any]:
+        """Upload a tar stream; its files land under `prefix`, all staged at once or none."""
+        content = _pieces(archive) if hasattr(archive, "read") else archive  # type: ignore[arg-type]
+        url = f"/tar/{_q(prefix.strip('/'))}" if prefix.strip("/") else "/tar"
+        return self._call("POST", url, params={"branch": branch}, content=content)  # type: ignore[no-any-return]
+
+    def put_dir(
+        self,
+        local: str,
+        prefix: str = "",
+        branch: str = "master",
+        on_bytes: Callable[[int], None] | None = None,
+    ) -> dict[str, Any]:
+        """Upload a local directory tree in one request (streamed as a tar)."""
+        return self.put_tar(prefix, _tar_stream(local, on_bytes), branch)
+
     def open_file(self, path: str, commit: str | None = None, branch: str | None = None) -> Iterator[bytes]:
         """The file's bytes as an iterator of pieces (streamed)."""
         params = {k: v for k, v in {"commit": commit, "branch": branch}.items() if v is not None}
@@ -136,6 +155,48 @@ class Client:
         except httpx.TransportError as exc:
             raise errors.Unavailable(f"cannot reach pfs at {self.url}: {exc}") from exc
         return resp.json()  # type: ignore[no-any-return]
+
+
+class _QueueWriter:
+    """File-like sink that hands tar output to the uploading generator, bounded."""
+
+    def __init__(self, q: queue.Queue[bytes | BaseException | None]) -> None:
+        self.q = q
+
+    def write(self, data: bytes) -> int:
+        self.q.put(bytes(data))
+        return len(data)
+
+
+def _tar_stream(local: str, on_bytes: Callable[[int], None] | None) -> Iterator[bytes]:
+    q: queue.Queue[bytes | BaseException | None] = queue.Queue(maxsize=16)
+
+    def produce() -> None:
+        try:
+            with tarfile.open(fileobj=_QueueWriter(q), mode="w|", bufsize=1 << 20) as tar:  # type: ignore[call-overload]
+                for root, dirs, files in os.walk(local):
+                    dirs.sort()
+                    for name in sorted(files):
+                        full = os.path.join(root, name)
+                        if not os.path.isfile(full) or os.path.islink(full):
+                            continue
+                        tar.add(full, arcname=os.path.relpath(full, local).replace(os.sep, "/"), recursive=False)
+                        if on_bytes is not None:
+                            on_bytes(os.path.getsize(full))
+            q.put(None)
+        except BaseException as exc:  # handed to the consumer, which re-raises it
+            q.put(exc)
+
+    t = threading.Thread(target=produce, daemon=True)
+    t.start()
+    while True:
+        item = q.get()
+        if item is None:
+            break
+        if isinstance(item, BaseException):
+            raise item
+        yield item
+    t.join()
 
 
 def _pieces(f: IO[bytes]) -> Iterator[bytes]:

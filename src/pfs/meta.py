@@ -85,8 +85,12 @@ class MetaStore(ABC):
         Raises BranchMoved if the head is no longer `old`; then nothing changes.
         """
 
+    def stage(self, branch: str, path: str, entry: Entry | None) -> None:
+        self.stage_many(branch, [(path, entry)])
+
     @abstractmethod
-    def stage(self, branch: str, path: str, entry: Entry | None) -> None: ...
+    def stage_many(self, branch: str, items: list[tuple[str, Entry | None]]) -> None:
+        """Stage all of `items` in one transaction: an archive lands whole or not at all."""
 
     @abstractmethod
     def staged(self, branch: str) -> list[Staged]: ...
@@ -209,25 +213,31 @@ class SqlMetaStore(MetaStore):
                 )
 
     # ---- staging -----------------------------------------------------------------
-    def stage(self, branch: str, path: str, entry: Entry | None) -> None:
-        parent = path.rpartition("/")[0]
-        values = {
-            "branch": branch,
-            "path": path,
-            "parent": parent,
-            "version": uuid.uuid4().hex,
-            "entry": entry.dumps() if entry is not None else None,
-        }
+    def stage_many(self, branch: str, items: list[tuple[str, Entry | None]]) -> None:
+        rows = [
+            {
+                "branch": branch,
+                "path": path,
+                "parent": path.rpartition("/")[0],
+                "version": uuid.uuid4().hex,
+                "entry": entry.dumps() if entry is not None else None,
+            }
+            for path, entry in items
+        ]
+        if self.is_sqlite:
+            from sqlalchemy.dialects.sqlite import insert
+        else:
+            from sqlalchemy.dialects.postgresql import insert  # type: ignore[assignment]
+        stmt = insert(staging_t)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[staging_t.c.branch, staging_t.c.path],
+            set_={"version": stmt.excluded.version, "entry": stmt.excluded.entry},
+        )
         with self._write() as c:
             if c.execute(sa.select(refs_t.c.name).where(refs_t.c.name == branch)).first() is None:
                 raise BranchNotFound(f"branch {branch!r} not found")
-            res = c.execute(
-                staging_t.update()
-                .where(staging_t.c.branch == branch, staging_t.c.path == path)
-                .values(version=values["version"], entry=values["entry"])
-            )
-            if res.rowcount == 0:
-                c.execute(staging_t.insert().values(**values))
+            for i in range(0, len(rows), 1000):
+                c.execute(stmt, rows[i : i + 1000])
 
     def staged(self, branch: str) -> list[Staged]:
         with self._read() as c:

@@ -13,9 +13,11 @@ import ctypes
 import errno
 import os
 import re
+import threading
 import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -27,28 +29,47 @@ from .errors import CorruptObject, InsufficientStorage, MissingObject
 
 _KEY_RE = re.compile(r"^[0-9a-f]{64}$")
 _RAW, _ZSTD = b"R", b"Z"
-_compressor = zstandard.ZstdCompressor(level=1)
-_decompressor = zstandard.ZstdDecompressor()
+SAMPLE = 64 << 10
+_local = threading.local()  # zstd (de)compressors are not thread-safe: one per thread
+
+
+def _zstd() -> tuple[zstandard.ZstdCompressor, zstandard.ZstdDecompressor]:
+    pair = getattr(_local, "zstd", None)
+    if pair is None:
+        pair = _local.zstd = (zstandard.ZstdCompressor(level=1), zstandard.ZstdDecompressor())
+    return pair
 
 
 def hash_bytes(data: bytes | memoryview) -> str:
     return blake3.blake3(data).hexdigest()
 
 
-def encode(data: bytes | memoryview, compress: bool = True) -> bytes:
-    """Compress when it pays; incompressible chunks are stored raw so reads stay cheap."""
+def encode_parts(data: bytes | memoryview, compress: bool = True) -> tuple[bytes, bytes | memoryview]:
+    """(header, body) of an object's stored form; raw bodies are not copied.
+
+    Compress when it pays; incompressible chunks are stored raw so reads stay cheap.
+    A 64 KiB sample decides for big objects, so random or already-compressed data costs
+    one small trial instead of compressing every megabyte for nothing."""
     if compress and len(data) >= 64:
-        packed = _compressor.compress(data)
+        zc = _zstd()[0]
+        if len(data) > SAMPLE * 2 and len(zc.compress(data[:SAMPLE])) > SAMPLE * 0.9:
+            return _RAW, data
+        packed = zc.compress(data)
         if len(packed) < len(data) * 0.95:
-            return _ZSTD + packed
-    return _RAW + bytes(data)
+            return _ZSTD, packed
+    return _RAW, data
+
+
+def encode(data: bytes | memoryview, compress: bool = True) -> bytes:
+    head, body = encode_parts(data, compress)
+    return head + bytes(body)
 
 
 def decode(key: str, blob: bytes) -> bytes:
     kind, body = blob[:1], blob[1:]
     try:
         if kind == _ZSTD:
-            data = _decompressor.decompress(body)
+            data = _zstd()[1].decompress(body)
         elif kind == _RAW:
             data = body
         else:
@@ -121,60 +142,82 @@ def _raise_storage(exc: OSError) -> None:
     raise exc
 
 
+_io_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="pfs-io")
 _syncfs: Any = None
 with contextlib.suppress(OSError, AttributeError):  # absent off Linux: fall back to fsync
     _syncfs = ctypes.CDLL(None, use_errno=True).syncfs
 
 
 class LocalBatch(Batch):
-    # Flush early so a huge upload never piles up unbounded temporary files.
+    """Writes run on a small I/O pool (file syscalls release the GIL), so parsing and
+    hashing the next object overlaps with writing the previous ones."""
+
+    # Flush early so a huge upload never piles up unbounded temporary files or memory.
     MAX_PENDING_BYTES = 64 << 20
     MAX_PENDING = 4096
 
     def __init__(self, store: LocalObjectStore) -> None:
         self.store = store
-        self.pending: list[tuple[str, str]] = []  # (tmp path, key)
+        self.pending: list[tuple[str, Future[str | None]]] = []  # (key, future of tmp path)
         self.pending_bytes = 0
         self.seen: set[str] = set()
 
     def put(self, key: str, data: bytes | memoryview, compress: bool = True) -> None:
         check_key(key)
-        if key in self.seen or self.store.has(key):
+        if key in self.seen:
             return
-        tmp = os.path.join(self.store.tmp_dir, uuid.uuid4().hex)
-        blob = encode(data, compress)
-        try:
-            with open(tmp, "wb") as f:
-                f.write(blob)
-        except OSError as exc:
-            _unlink(tmp)
-            _raise_storage(exc)
         self.seen.add(key)
-        self.pending.append((tmp, key))
-        self.pending_bytes += len(blob)
+        data = bytes(data)
+        self.pending.append((key, _io_pool.submit(self.store.write_tmp, key, data, compress)))
+        self.pending_bytes += len(data)
         if self.pending_bytes >= self.MAX_PENDING_BYTES or len(self.pending) >= self.MAX_PENDING:
             self.flush()
+
+    def _written(self) -> list[tuple[str, str]]:
+        """Wait for the pool; (tmp path, key) of each object that was not there already."""
+        out: list[tuple[str, str]] = []
+        error: BaseException | None = None
+        for key, fut in self.pending:
+            try:
+                tmp = fut.result()
+            except BaseException as exc:  # keep waiting for the rest, then raise the first
+                error = error or exc
+                continue
+            if tmp is not None:
+                out.append((tmp, key))
+        if error is not None:
+            for tmp, _ in out:
+                _unlink(tmp)
+            self.pending.clear()
+            if isinstance(error, OSError):
+                _raise_storage(error)
+            raise error
+        return out
 
     def flush(self) -> None:
         if not self.pending:
             return
+        written = self._written()
         try:
-            self.store.sync_data([p for p, _ in self.pending])
+            self.store.sync_data([p for p, _ in written])
             dirs = set()
-            for tmp, key in self.pending:
+            for tmp, key in written:
                 final = self.store.path(key)
                 dirs.add(os.path.dirname(final))
                 os.replace(tmp, final)
             self.store.sync_dirs(dirs)
         except OSError as exc:
-            self.abort()
+            for tmp, _ in written:
+                _unlink(tmp)
             _raise_storage(exc)
-        self.pending.clear()
-        self.pending_bytes = 0
+        finally:
+            self.pending.clear()
+            self.pending_bytes = 0
 
     def abort(self) -> None:
-        for tmp, _ in self.pending:
-            _unlink(tmp)
+        with contextlib.suppress(BaseException):
+            for tmp, _ in self._written():
+                _unlink(tmp)
         self.pending.clear()
         self.pending_bytes = 0
 
@@ -206,6 +249,21 @@ class LocalObjectStore(ObjectStore):
 
     def has(self, key: str) -> bool:
         return os.path.exists(self.path(check_key(key)))
+
+    def write_tmp(self, key: str, data: bytes, compress: bool) -> str | None:
+        """Write an object to a temporary file (None: it is stored already)."""
+        if self.has(key):
+            return None
+        tmp = os.path.join(self.tmp_dir, uuid.uuid4().hex)
+        try:
+            head, body = encode_parts(data, compress)
+            with open(tmp, "wb") as f:
+                f.write(head)
+                f.write(body)
+        except OSError:
+            _unlink(tmp)
+            raise
+        return tmp
 
     def get(self, key: str) -> bytes:
         try:

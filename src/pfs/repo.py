@@ -25,7 +25,7 @@ from .errors import (
     PathConflict,
 )
 from .meta import MetaStore
-from .objects import ObjectStore
+from .objects import Batch, ObjectStore
 from .paths import check_branch, is_commit_like, parent_dirs
 from .staging import View
 from .trees import Commit, Entry, TreeStore
@@ -98,8 +98,8 @@ class Repository:
         return View(self.trees, self.meta, tree, branch)
 
     # ---- dirty writes --------------------------------------------------------------
-    def writer(self) -> FileWriter:
-        return FileWriter(self.objects, self.trees, self.max_file_size)
+    def writer(self, batch: Batch | None = None) -> FileWriter:
+        return FileWriter(self.objects, self.trees, self.max_file_size, batch)
 
     def check_writable(self, branch: str, path: str) -> None:
         self.view(branch=branch).check_placeable(path)
@@ -108,6 +108,11 @@ class Repository:
         failpoint("stage.before")
         self.check_writable(branch, path)
         self.meta.stage(branch, path, entry)
+
+    def stage_files(self, branch: str, items: list[tuple[str, Entry]]) -> None:
+        """Stage many files at once (archive upload): all of them or none."""
+        self.view(branch=branch).check_placeable_many([p for p, _ in items])
+        self.meta.stage_many(branch, list(items))
 
     def delete(self, branch: str, path: str, recursive: bool = False) -> int:
         view = self.view(branch=branch)
@@ -119,11 +124,9 @@ class Repository:
             return 1
         if not recursive:
             raise PathConflict(f"{path!r} is a directory; delete it recursively")
-        n = 0
-        for p, _ in view.files_under(path):
-            self.meta.stage(branch, p, None)
-            n += 1
-        return n
+        doomed: list[tuple[str, Entry | None]] = [(p, None) for p, _ in view.files_under(path)]
+        self.meta.stage_many(branch, doomed)
+        return len(doomed)
 
     def discard(self, branch: str) -> int:
         self.meta.get_ref(check_branch(branch))

@@ -8,10 +8,13 @@ thread (storage is blocking I/O), and render plain text for curl or JSON on
 from __future__ import annotations
 
 import datetime as dt
+import io
 import logging
+import tarfile
 from collections.abc import AsyncIterator, Callable
 from typing import Any, TypeVar
 
+import anyio.from_thread
 import orjson
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -123,6 +126,22 @@ class Server:
             request,
             f"Created {branch}/{path}, size: {entry.size}.\n",
             {"branch": branch, "path": path, "size": entry.size, "hash": entry.hash},
+            status=201,
+        )
+
+    async def put_tar(self, request: Request) -> Response:
+        """Many files in one request: a tar stream unpacked under a directory, staged atomically."""
+        prefix = clean_path(request.path_params.get("path", ""), allow_root=True)
+        branch = q_branch(request)
+        await run(self.repo.meta.get_ref, branch)  # 404 before reading the body
+        reader = BodyReader(request.stream().__aiter__())
+        items = await run(unpack_tar, self.repo, reader, prefix)
+        await run(self.repo.stage_files, branch, items)
+        total = sum(e.size for _, e in items)
+        return respond(
+            request,
+            f"Created {len(items)} files under {branch}/{prefix}, size: {total}.\n",
+            {"branch": branch, "prefix": prefix, "files": len(items), "size": total},
             status=201,
         )
 
@@ -263,6 +282,56 @@ class Server:
         return PlainTextResponse("pong\n")
 
 
+class BodyReader(io.RawIOBase):
+    """A blocking file over the request body, for parsers that run in a worker thread."""
+
+    def __init__(self, it: AsyncIterator[bytes]) -> None:
+        self.it = it
+        self.buf = b""
+
+    def readable(self) -> bool:
+        return True
+
+    async def _next(self) -> bytes:
+        return await self.it.__anext__()
+
+    def readinto(self, b: Any) -> int:
+        while not self.buf:
+            try:
+                self.buf = anyio.from_thread.run(self._next)
+            except StopAsyncIteration:
+                return 0
+        n = min(len(b), len(self.buf))
+        b[:n] = self.buf[:n]
+        self.buf = self.buf[n:]
+        return n
+
+
+def unpack_tar(repo: Repository, raw: io.RawIOBase, prefix: str) -> list[tuple[str, Entry]]:
+    """Store every regular file of a tar stream; nothing is staged here, so a bad archive
+    changes nothing. Links and devices are refused: they could point outside the tree."""
+    items: dict[str, Entry] = {}
+    with repo.objects.batch() as batch:
+        try:
+            with tarfile.open(fileobj=io.BufferedReader(raw, 1 << 20), mode="r|*") as tar:
+                for member in tar:
+                    if member.isdir():
+                        continue
+                    if not member.isfile():
+                        raise BadRequest(f"archive member {member.name[:200]!r} is not a regular file")
+                    name = member.name[2:] if member.name.startswith("./") else member.name
+                    path = clean_path(f"{prefix}/{name}" if prefix else name)
+                    writer = repo.writer(batch)
+                    src = tar.extractfile(member)
+                    assert src is not None
+                    while piece := src.read(UPLOAD_BUFFER):
+                        writer.write(piece)
+                    items[path] = writer.finish()
+        except tarfile.TarError as exc:
+            raise BadRequest(f"not a valid tar archive: {exc}") from None
+    return sorted(items.items())
+
+
 async def _error(request: Request, exc: Exception) -> Response:
     """The one place where exceptions become HTTP responses."""
     if isinstance(exc, PfsError):
@@ -288,6 +357,8 @@ def create_app(repo: Repository) -> Starlette:
         Route("/ping", s.ping),
         Route("/file/{path:path}", s.file, methods=["GET", "POST", "PUT", "DELETE"]),
         Route("/file", s.file, methods=["GET"]),
+        Route("/tar/{path:path}", s.put_tar, methods=["POST"]),
+        Route("/tar", s.put_tar, methods=["POST"]),
         Route("/commit", s.commit, methods=["GET", "POST"]),
         Route("/commit/{id}", s.commit_one),
         Route("/branch", s.branch, methods=["GET", "POST"]),

@@ -22,6 +22,8 @@ class View:
         self.meta = meta
         self.root = root
         self.branch = branch  # None: a clean commit, no overlay
+        if branch is not None and not meta.has_staged(branch):
+            self.branch = None  # nothing dirty: read the tree alone, no per-path queries
 
     def lookup(self, path: str) -> Entry | None:
         if self.branch is None:
@@ -80,6 +82,22 @@ class View:
         entry = self.lookup(path)
         if entry is not None and entry.is_dir:
             raise PathConflict(f"cannot write {path!r}: it is a directory")
+
+    def check_placeable_many(self, paths: list[str]) -> None:
+        """`check_placeable` for a whole archive, each directory looked up once."""
+        files = set(paths)
+        dirs = {d for p in paths for d in parent_dirs(p)}
+        clash = files & dirs
+        if clash:
+            raise PathConflict(f"{sorted(clash)[0]!r} is both a file and a directory in the upload")
+        for d in sorted(dirs):
+            entry = self.lookup(d)
+            if entry is not None and not entry.is_dir:
+                raise PathConflict(f"cannot write below {d!r}: it is a file")
+        for p in paths:
+            entry = self.lookup(p)
+            if entry is not None and entry.is_dir:
+                raise PathConflict(f"cannot write {p!r}: it is a directory")
 
     def files_under(self, path: str) -> Iterator[tuple[str, Entry]]:
         """Every live file below a directory, recursively, in path order."""

@@ -1,0 +1,365 @@
+"""pfs benchmark: every figure is a ratio against a baseline measured in the same run.
+
+    python bench/run.py                 # full run (1 GiB files), prints a Markdown report
+    python bench/run.py --size-mb 64    # quicker smoke run
+    python bench/run.py --out bench/RESULTS.md
+
+Baselines: a plain HTTP sink/source (uvicorn + starlette, body straight to/from a file on
+the same disk), `git add && git commit`, and raw disk copy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+
+from pfs import Client
+
+PIECE = 1 << 20
+SINK_APP = textwrap.dedent(
+    """
+    import os, sys
+    from starlette.applications import Starlette
+    from starlette.responses import PlainTextResponse, StreamingResponse
+    from starlette.routing import Route
+    import uvicorn
+
+    DIR = sys.argv[2]
+
+    async def put(request):
+        path = os.path.join(DIR, "upload")
+        with open(path, "wb") as f:
+            async for piece in request.stream():
+                f.write(piece)
+            f.flush()
+            os.fsync(f.fileno())
+        return PlainTextResponse("ok")
+
+    async def get(request):
+        path = os.path.join(DIR, "upload")
+        def pieces():
+            with open(path, "rb") as f:
+                while piece := f.read(1 << 20):
+                    yield piece
+        return StreamingResponse(pieces(), headers={"content-length": str(os.path.getsize(path))})
+
+    app = Starlette(routes=[Route("/f", put, methods=["POST"]), Route("/f", get), Route("/ping", get)])
+    uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), log_level="warning")
+    """
+)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_up(url: str, proc: subprocess.Popen[bytes]) -> None:
+    for _ in range(300):
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}")
+        try:
+            httpx.get(url + "/ping", timeout=1)
+            return
+        except httpx.TransportError:
+            time.sleep(0.05)
+    raise RuntimeError("server did not start")
+
+
+class Proc:
+    def __init__(self, args: list[str], url: str, env: dict[str, str] | None = None) -> None:
+        self.url = url
+        self.proc = subprocess.Popen(args, env={**os.environ, **(env or {})}, stdout=subprocess.DEVNULL)
+        wait_up(url, self.proc)
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(10)
+
+
+def start_pfs(data_dir: Path) -> Proc:
+    port = free_port()
+    return Proc(
+        [sys.executable, "-m", "pfs", "serve", "--addr", f"127.0.0.1:{port}", "--data-dir", str(data_dir)],
+        f"http://127.0.0.1:{port}",
+    )
+
+
+def start_sink(work: Path) -> Proc:
+    port = free_port()
+    script = work / "sink.py"
+    script.write_text(SINK_APP)
+    (work / "sink").mkdir(exist_ok=True)
+    return Proc([sys.executable, str(script), str(port), str(work / "sink")], f"http://127.0.0.1:{port}")
+
+
+def file_pieces(path: Path) -> Iterator[bytes]:
+    with open(path, "rb") as f:
+        while piece := f.read(PIECE):
+            yield piece
+
+
+def timed(fn: Callable[[], object]) -> float:
+    t = time.perf_counter()
+    fn()
+    return time.perf_counter() - t
+
+
+def dir_size(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
+def make_random_file(path: Path, size: int) -> None:
+    with open(path, "wb") as f:
+        left = size
+        while left:
+            n = min(left, 64 << 20)
+            f.write(os.urandom(n))
+            left -= n
+
+
+# ---- 1. large file throughput -----------------------------------------------------------
+def bench_throughput(work: Path, size: int, rows: list[tuple[str, str, str, str]]) -> None:
+    big = work / "big.bin"
+    make_random_file(big, size)
+    mb = size / 1e6
+
+    copy_t = timed(lambda: _copy_fsync(big, work / "copy.bin"))
+    (work / "copy.bin").unlink()
+
+    sink = start_sink(work)
+    with httpx.Client(base_url=sink.url, timeout=600) as h:
+        up_sink = timed(lambda: h.post("/f", content=file_pieces(big)).raise_for_status())
+        down_sink = timed(lambda: _drain(h, "/f"))
+    sink.stop()
+
+    pfs = start_pfs(work / "pfs-tp")
+    with Client(pfs.url) as c:
+        up_pfs = timed(lambda: c.put_file("big.bin", file_pieces(big)))
+        c.commit(message="big")
+        down_pfs = timed(lambda: sum(len(p) for p in c.open_file("big.bin", commit="master")))
+    pfs.stop()
+    shutil.rmtree(work / "pfs-tp")
+    rows.append(
+        (
+            "upload 1 file",
+            f"{mb / up_pfs:.0f} MB/s",
+            f"plain HTTP sink {mb / up_sink:.0f} MB/s",
+            f"{up_sink / up_pfs:.2f}x",
+        )
+    )
+    rows.append(
+        (
+            "download 1 file",
+            f"{mb / down_pfs:.0f} MB/s",
+            f"plain HTTP source {mb / down_sink:.0f} MB/s",
+            f"{down_sink / down_pfs:.2f}x",
+        )
+    )
+    rows.append(("(reference) raw disk copy", f"{mb / copy_t:.0f} MB/s", "-", "-"))
+
+
+def _copy_fsync(src: Path, dst: Path) -> None:
+    shutil.copyfile(src, dst)
+    with open(dst, "rb") as f:
+        os.fsync(f.fileno())
+
+
+def _drain(h: httpx.Client, url: str) -> None:
+    with h.stream("GET", url) as r:
+        r.raise_for_status()
+        for _ in r.iter_bytes(PIECE):
+            pass
+
+
+# ---- 2. many small files vs git -------------------------------------------------------
+def make_small_tree(root: Path, dirs: int, per_dir: int, size: int = 1024) -> None:
+    rnd = random.Random(1)
+    for d in range(dirs):
+        sub = root / f"d{d:04}"
+        sub.mkdir(parents=True, exist_ok=True)
+        for i in range(per_dir):
+            (sub / f"f{i:05}.txt").write_bytes(rnd.randbytes(size // 2).hex().encode())
+
+
+def bench_small_files(work: Path, rows: list[tuple[str, str, str, str]]) -> None:
+    tree = work / "small"
+    make_small_tree(tree, 100, 100)
+    gitdir = work / "small-git"
+    shutil.copytree(tree, gitdir)
+    subprocess.run(["git", "init", "-q", str(gitdir)], check=True)
+    env = {
+        **os.environ,
+        "GIT_AUTHOR_NAME": "b",
+        "GIT_AUTHOR_EMAIL": "b@b",
+        "GIT_COMMITTER_NAME": "b",
+        "GIT_COMMITTER_EMAIL": "b@b",
+    }
+
+    def git() -> None:
+        subprocess.run(["git", "-C", str(gitdir), "add", "-A"], check=True, env=env)
+        subprocess.run(["git", "-C", str(gitdir), "commit", "-q", "-m", "x"], check=True, env=env)
+
+    git_t = timed(git)
+    pfs = start_pfs(work / "pfs-small")
+    with Client(pfs.url) as c:
+
+        def put() -> None:
+            c.put_dir(str(tree), "small")
+            c.commit(message="small files")
+
+        pfs_t = timed(put)
+        assert len(c.ls("small")) == 100
+    pfs.stop()
+    rows.append(
+        (
+            "add+commit 10,000 files of 1 KB",
+            f"{pfs_t:.2f} s",
+            f"git add && git commit {git_t:.2f} s",
+            f"{git_t / pfs_t:.2f}x",
+        )
+    )
+
+
+# ---- 3. commit latency and branching vs repo size --------------------------------------
+def bench_scaling(work: Path, rows: list[tuple[str, str, str, str]]) -> None:
+    results: dict[int, tuple[float, float]] = {}
+    for n, dirs in ((100, 1), (100_000, 1000)):
+        tree = work / f"scale-{n}"
+        make_small_tree(tree, dirs, n // dirs, size=64)
+        pfs = start_pfs(work / f"pfs-scale-{n}")
+        with Client(pfs.url) as c:
+            c.put_dir(str(tree), "data")
+            head = c.commit(message="load")["id"]
+            lat = []
+            for i in range(20):
+                c.put_file("data/d0000/f00000.txt", f"edit {i}".encode())
+                lat.append(timed(lambda: c.commit(message="one change")))
+            br = [timed(lambda i=i, h=head: c.create_branch(f"b{i}", h)) for i in range(20)]
+            assert len(c.ls("data")) == dirs
+        pfs.stop()
+        shutil.rmtree(tree)
+        results[n] = (statistics.median(lat), statistics.median(br))
+    (c_small, b_small), (c_big, b_big) = results[100], results[100_000]
+    rows.append(
+        (
+            "commit 1 changed file, 100,000-file repo",
+            f"{c_big * 1e3:.1f} ms",
+            f"100-file repo {c_small * 1e3:.1f} ms",
+            f"{c_big / c_small:.2f}x slower",
+        )
+    )
+    rows.append(
+        (
+            "create branch, 100,000-file repo",
+            f"{b_big * 1e3:.1f} ms",
+            f"100-file repo {b_small * 1e3:.1f} ms",
+            f"{b_big / b_small:.2f}x slower",
+        )
+    )
+
+
+# ---- 4. storage of edited versions ----------------------------------------------------
+def version_stream(base: Path, edits: list[tuple[int, str, bytes]]) -> Iterator[bytes]:
+    """`base` with edits (offset, "insert"|"overwrite", bytes) applied, streamed."""
+    pos = 0
+    with open(base, "rb") as f:
+        for off, kind, data in sorted(edits, key=lambda e: e[0]):
+            while pos < off:
+                piece = f.read(min(PIECE, off - pos))
+                pos += len(piece)
+                yield piece
+            yield data
+            if kind == "overwrite":
+                f.seek(len(data), os.SEEK_CUR)
+                pos += len(data)
+        while piece := f.read(PIECE):
+            yield piece
+
+
+def bench_storage(work: Path, size: int, rows: list[tuple[str, str, str, str]]) -> None:
+    base = work / "big.bin"
+    rnd = random.Random(7)
+    edits: list[tuple[int, str, bytes]] = []
+    pfs = start_pfs(work / "pfs-versions")
+    with Client(pfs.url) as c:
+        for v in range(10):
+            if v:
+                # each version: one 1 KB insertion and two 100-byte overwrites, far apart
+                for kind, n in (("insert", 1024), ("overwrite", 100), ("overwrite", 100)):
+                    edits.append((rnd.randrange(0, size - 200), kind, rnd.randbytes(n)))
+            c.put_file("big.bin", version_stream(base, edits))
+            c.commit(message=f"version {v}")
+    pfs.stop()
+    used = dir_size(work / "pfs-versions" / "objects")
+    rows.append(
+        (
+            "storage of 10 edited versions of one file",
+            f"{used / 1e6:.0f} MB",
+            f"one version {size / 1e6:.0f} MB",
+            f"{used / size:.3f}x",
+        )
+    )
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--size-mb", type=int, default=1024, help="size of the large file (MiB)")
+    ap.add_argument("--out", help="also write the report to this Markdown file")
+    ap.add_argument("--only", help="comma-separated subset: throughput,small,scaling,storage")
+    ap.add_argument("--work", help="scratch directory (default: a temp dir on the same disk as /tmp)")
+    args = ap.parse_args()
+    size = args.size_mb << 20
+    rows: list[tuple[str, str, str, str]] = []
+    work = Path(tempfile.mkdtemp(prefix="pfs-bench-", dir=args.work))
+    t0 = time.time()
+    try:
+        for name, fn in (
+            ("throughput", lambda: bench_throughput(work, size, rows)),
+            ("small", lambda: bench_small_files(work, rows)),
+            ("scaling", lambda: bench_scaling(work, rows)),
+            ("storage", lambda: bench_storage(work, size, rows)),
+        ):
+            if args.only and name not in args.only.split(","):
+                continue
+            print(f"... {name}", file=sys.stderr, flush=True)
+            fn()
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    cmd = "python bench/run.py" + "".join(f" {a}" for a in sys.argv[1:])
+    lines = [
+        "| measure | pfs | baseline (same run) | ratio |",
+        "|---|---|---|---|",
+        *[f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows],
+    ]
+    report = "\n".join(
+        [
+            f"Command: `{cmd}`  ",
+            f"Machine: {os.cpu_count()} cores, Python {sys.version.split()[0]}, "
+            f"run {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime(t0))}, took {time.time() - t0:.0f} s",
+            "",
+            *lines,
+            "",
+        ]
+    )
+    print(report)
+    if args.out:
+        Path(args.out).write_text(report)
+
+
+if __name__ == "__main__":
+    main()
