@@ -12,7 +12,7 @@ from pyfastcdc import FastCDC
 
 from .errors import PayloadTooLarge
 from .objects import Batch, ObjectStore, hash_bytes
-from .trees import Entry, TreeStore
+from .trees import INLINE_DATA, Entry, TreeStore
 
 AVG_CHUNK = 1 << 20
 MIN_CHUNK = 256 << 10
@@ -70,6 +70,8 @@ class FileWriter:
         self.buf = bytearray(data[end:])
 
     def finish(self) -> Entry:
+        if not self.chunks and self.size <= INLINE_DATA:  # tiny file: no object at all
+            return Entry("file", self.hasher.hexdigest(), self.size, data=bytes(self.buf))
         if self.buf:
             self._cut(final=True)
         entry = self.trees.file_entry(self.hasher.hexdigest(), self.size, self.chunks, self.batch)

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from .errors import PfsError
+from .objects import hash_bytes
 from .repo import Repository
 from .trees import Entry
 
@@ -46,6 +47,11 @@ def fsck(repo: Repository, verify_data: bool = True, progress: Callable[[int], N
         return True
 
     def check_file(entry: Entry, where: str) -> None:
+        if entry.data is not None:
+            rep.files += 1
+            if len(entry.data) != entry.size or hash_bytes(entry.data) != entry.hash:
+                rep.problems.append(f"file {where}: inline content does not match its hash")
+            return
         if entry.manifest is not None:
             check_object(entry.manifest, f"manifest of {where}")
         try:

@@ -184,6 +184,9 @@ class Server:
         # Each chunk is verified before it is sent; a bad one aborts the response, so a
         # client never receives corrupt bytes as a complete, successful body.
         for entry in entries:
+            if entry.data is not None:
+                yield entry.data
+                continue
             chunks = await run(self.repo.trees.chunks, entry)
             for key, _ in chunks:
                 yield await run(self.repo.objects.get, key)

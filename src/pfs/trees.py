@@ -8,6 +8,7 @@ O(changed paths x depth), and equal subtrees share a hash, so diffs skip them.
 
 from __future__ import annotations
 
+import base64
 import threading
 from collections import OrderedDict
 from collections.abc import Iterator
@@ -21,6 +22,7 @@ from .objects import Batch, ObjectStore, hash_bytes
 from .paths import join
 
 INLINE_CHUNKS = 8  # beyond this a file's chunk list goes to its own manifest object
+INLINE_DATA = 2048  # files up to this size live inside their tree entry (like btrfs max_inline)
 
 
 @dataclass(frozen=True)
@@ -30,6 +32,7 @@ class Entry:
     size: int  # file: bytes; dir: bytes of all files below
     chunks: tuple[tuple[str, int], ...] | None = None
     manifest: str | None = None
+    data: bytes | None = None  # small files: the content itself, covered by the tree's hash
 
     @property
     def is_dir(self) -> bool:
@@ -38,6 +41,8 @@ class Entry:
     def to_list(self) -> list[Any]:
         if self.kind == "dir":
             return ["d", self.hash, self.size]
+        if self.data is not None:
+            return ["i", self.hash, self.size, base64.b64encode(self.data).decode()]
         if self.manifest is not None:
             return ["f", self.hash, self.size, self.manifest]
         return ["f", self.hash, self.size, [list(c) for c in self.chunks or ()]]
@@ -46,6 +51,8 @@ class Entry:
     def from_list(cls, item: list[Any]) -> Entry:
         if item[0] == "d":
             return cls("dir", item[1], item[2])
+        if item[0] == "i":
+            return cls("file", item[1], item[2], data=base64.b64decode(item[3]))
         if isinstance(item[3], str):
             return cls("file", item[1], item[2], manifest=item[3])
         return cls("file", item[1], item[2], chunks=tuple((c[0], c[1]) for c in item[3]))
@@ -214,6 +221,7 @@ class TreeStore:
 
     # ---- files -------------------------------------------------------------------
     def chunks(self, entry: Entry) -> tuple[tuple[str, int], ...]:
+        """Chunk keys and sizes of a file stored as objects (none for an inline file)."""
         if entry.manifest is None:
             return entry.chunks or ()
         raw = _decode_json(entry.manifest, self.objects.get(entry.manifest))
@@ -232,6 +240,8 @@ class TreeStore:
 
     def read(self, entry: Entry) -> Iterator[bytes]:
         """The file's bytes, chunk by chunk, each verified against its hash."""
+        if entry.data is not None:
+            yield entry.data
         for key, _ in self.chunks(entry):
             yield self.objects.get(key)
 

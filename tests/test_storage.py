@@ -1,0 +1,156 @@
+"""Storage model properties (DESIGN.md section 3), checked on a repository in-process."""
+
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+
+import pytest
+
+from pfs.config import Config
+from pfs.errors import BranchMoved, CorruptObject
+from pfs.fsck import fsck
+from pfs.objects import LocalObjectStore
+from pfs.repo import Repository
+from pfs.trees import INLINE_DATA, Entry
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Repository:
+    return Config(str(tmp_path / "data")).open()
+
+
+def put(repo: Repository, path: str, data: bytes, branch: str = "master") -> Entry:
+    w = repo.writer()
+    for i in range(0, len(data), 1 << 20):
+        w.write(data[i : i + (1 << 20)])
+    entry = w.finish()
+    repo.stage_file(branch, path, entry)
+    return entry
+
+
+def read(repo: Repository, path: str, commit: str | None = None, branch: str | None = None) -> bytes:
+    entry = repo.view(branch=branch, commit=commit).lookup(path)
+    assert entry is not None and not entry.is_dir
+    return b"".join(repo.trees.read(entry))
+
+
+def n_objects(repo: Repository) -> int:
+    return sum(1 for _ in repo.objects.keys())  # noqa: SIM118 - not a dict
+
+
+def test_small_edit_to_large_file_stores_only_changed_chunks(repo: Repository) -> None:
+    rnd = random.Random(3)
+    data = bytearray(rnd.randbytes(24 << 20))
+    put(repo, "big", bytes(data))
+    repo.commit_branch("master", "v1")
+    before = n_objects(repo)
+    data[10 << 20 : (10 << 20) + 10] = b"0123456789"  # overwrite in the middle
+    data[20 << 20 : 20 << 20] = b"inserted bytes shift everything after"
+    e2 = put(repo, "big", bytes(data))
+    repo.commit_branch("master", "v2")
+    new = n_objects(repo) - before
+    # two edited regions: at most ~2 chunks each, plus manifest, trees and the commit
+    assert new <= 8, new
+    assert len(repo.trees.chunks(e2)) >= 10
+    assert read(repo, "big", commit="master") == bytes(data)
+
+
+def test_commit_cost_follows_the_change_not_the_repo(repo: Repository) -> None:
+    for d in range(30):
+        items = []
+        for f in range(30):
+            w = repo.writer()
+            w.write(f"{d}/{f}".encode() * 200)  # beyond the inline limit: real objects
+            items.append((f"top/d{d}/f{f}", w.finish()))
+        repo.stage_files("master", items)
+    repo.commit_branch("master", "load")
+    before = n_objects(repo)
+    put(repo, "top/d7/f3", os.urandom(5000))
+    repo.commit_branch("master", "one change")
+    # one chunk + trees on the path (d7, top, root) + the commit object
+    assert n_objects(repo) - before == 5
+
+
+def test_branch_creation_writes_no_objects(repo: Repository) -> None:
+    put(repo, "a", os.urandom(100_000))
+    c = repo.commit_branch("master")
+    before = n_objects(repo)
+    repo.create_branch("b1", c.id)
+    repo.create_branch("b2")
+    assert n_objects(repo) == before
+    assert read(repo, "a", commit="b1") == read(repo, "a", commit="b2")
+
+
+def test_small_files_are_inline_and_verified(repo: Repository) -> None:
+    e = put(repo, "tiny", b"x" * INLINE_DATA)
+    assert e.data == b"x" * INLINE_DATA and not e.chunks and e.manifest is None
+    e2 = put(repo, "bigger", b"y" * (INLINE_DATA + 1))
+    assert e2.data is None and e2.chunks
+    repo.commit_branch("master")
+    assert read(repo, "tiny", commit="master") == b"x" * INLINE_DATA
+    assert fsck(repo).ok
+
+
+def test_empty_file(repo: Repository) -> None:
+    put(repo, "empty", b"")
+    repo.commit_branch("master")
+    assert read(repo, "empty", commit="master") == b""
+
+
+def test_dirty_overlay_and_deletes(repo: Repository) -> None:
+    put(repo, "d/a", b"1")
+    put(repo, "d/b", b"2")
+    repo.commit_branch("master")
+    repo.delete("master", "d/a")
+    put(repo, "d/c", b"3")
+    names = [n for n, _ in repo.view(branch="master").listdir("d")]
+    assert names == ["b", "c"]
+    clean = [n for n, _ in repo.view(commit="master").listdir("d")]
+    assert clean == ["a", "b"]
+    repo.delete("master", "d", recursive=True)
+    assert repo.view(branch="master").lookup("d") is None
+    c = repo.commit_branch("master")
+    assert repo.trees.load_tree(c.tree) == {}
+
+
+def test_file_replaces_deleted_directory(repo: Repository) -> None:
+    put(repo, "x/inner", b"1")
+    repo.commit_branch("master")
+    repo.delete("master", "x", recursive=True)
+    put(repo, "x", b"now a file")
+    c = repo.commit_branch("master")
+    assert read(repo, "x", commit=c.id) == b"now a file"
+
+
+def test_expect_guards_the_head(repo: Repository) -> None:
+    c1 = repo.commit_branch("master")
+    repo.commit_branch("master")
+    put(repo, "kept", b"k")
+    with pytest.raises(BranchMoved):
+        repo.commit_branch("master", expect=c1.id)
+    assert repo.meta.staged_get("master", "kept") is not None
+
+
+def test_fsck_detects_corrupt_and_missing_objects(repo: Repository) -> None:
+    put(repo, "a", os.urandom(10_000))
+    put(repo, "b", os.urandom(10_000))
+    repo.commit_branch("master")
+    assert fsck(repo).ok
+    store = repo.objects
+    assert isinstance(store, LocalObjectStore)
+    ea = repo.view(commit="master").lookup("a")
+    eb = repo.view(commit="master").lookup("b")
+    assert ea is not None and eb is not None and ea.chunks and eb.chunks
+    path = store.path(ea.chunks[0][0])
+    raw = bytearray(Path(path).read_bytes())
+    raw[5] ^= 1
+    Path(path).write_bytes(bytes(raw))
+    os.unlink(store.path(eb.chunks[0][0]))
+    rep = fsck(repo)
+    assert not rep.ok
+    assert any("does not match" in p for p in rep.problems)
+    assert any("missing" in p for p in rep.problems)
+    with pytest.raises(CorruptObject):
+        read(repo, "a", commit="master")
