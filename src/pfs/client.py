@@ -96,9 +96,13 @@ class Client:
     def open_file(self, path: str, commit: str | None = None, branch: str | None = None) -> Iterator[bytes]:
         """The file's bytes as an iterator of pieces (streamed)."""
         params = {k: v for k, v in {"commit": commit, "branch": branch}.items() if v is not None}
-        with self.http.stream("GET", f"/file/{_q(path)}", params=params, headers={"accept": "*/*"}) as resp:
-            self._check(resp)
-            yield from resp.iter_bytes(STREAM_PIECE)
+        try:
+            with self.http.stream("GET", f"/file/{_q(path)}", params=params, headers={"accept": "*/*"}) as resp:
+                self._check(resp)
+                yield from resp.iter_bytes(STREAM_PIECE)
+        except httpx.TransportError as exc:
+            # Includes a response cut short: the server aborts rather than send bad bytes.
+            raise errors.Unavailable(f"reading {path!r} from {self.url} failed: {exc}") from exc
 
     def get_file(self, path: str, commit: str | None = None, branch: str | None = None) -> bytes:
         return b"".join(self.open_file(path, commit, branch))
