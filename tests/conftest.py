@@ -37,14 +37,13 @@ class ServerProc:
 
     def start(self, env: dict[str, str] | None = None) -> ServerProc:
         full_env = {**os.environ, "PFS_DATA_DIR": str(self.data_dir), **self.extra_env, **(env or {})}
-        log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "pfs.cli", "serve", "--addr", f"127.0.0.1:{self.port}", *self.args],
-            env=full_env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        log.close()
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "pfs.cli", "serve", "--addr", f"127.0.0.1:{self.port}", *self.args],
+                env=full_env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
