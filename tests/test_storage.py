@@ -154,3 +154,61 @@ def test_fsck_detects_corrupt_and_missing_objects(repo: Repository) -> None:
     assert any("missing" in p for p in rep.problems)
     with pytest.raises(CorruptObject):
         read(repo, "a", commit="master")
+
+
+@pytest.mark.parametrize("leaf_max,index_max", [(8, 4), (1024, 256)])
+def test_big_directory_updates_are_canonical(repo: Repository, leaf_max: int, index_max: int) -> None:
+    """A directory changed step by step hashes exactly like the same directory built at
+    once, whatever the splits: so equal directories always share a hash."""
+    trees = repo.trees
+    trees.LEAF_MAX, trees.INDEX_MAX = leaf_max, index_max
+    rnd = random.Random(leaf_max)
+    model: dict[str, Entry] = {}
+    key: str | None = None
+    for step in range(30):
+        changes: dict[str, Entry | None] = {}
+        for _ in range(rnd.choice([1, 5, 200])):
+            name = f"f{rnd.randrange(3000):05}"
+            if name in model and rnd.random() < 0.3:
+                changes[name] = None
+            else:
+                data = f"{step}-{name}".encode()
+                changes[name] = Entry("file", f"{rnd.getrandbits(256):064x}", len(data), data=data)
+        with repo.objects.batch() as b:
+            key, size = trees.dir_update(key, changes, b)
+            for name, e in changes.items():
+                if e is None:
+                    model.pop(name, None)
+                else:
+                    model[name] = e
+            fresh = trees.write_tree(model, b)
+        assert key == fresh
+        assert size == sum(e.size for e in model.values())
+        assert list(trees.dir_items(key)) == sorted(model.items())
+        for name in list(model)[:20]:
+            assert trees.dir_get(key, name) == model[name]
+        assert trees.dir_get(key, "nope") is None
+    assert len(trees.leaves(key)) > 1  # the directory really was split
+
+
+def test_big_directory_commit_and_listing(repo: Repository) -> None:
+    items = []
+    for i in range(5000):
+        w = repo.writer()
+        w.write(b"%d" % i)
+        items.append((f"flat/f{i:05}", w.finish()))
+    repo.stage_files("master", items)
+    c = repo.commit_branch("master")
+    flat = repo.trees.lookup(c.tree, "flat")
+    assert flat is not None and len(repo.trees.leaves(flat.hash)) > 3
+    before = n_objects(repo)
+    put(repo, "flat/f02500", b"changed")
+    repo.delete("master", "flat/f00007")
+    names = [n for n, _ in repo.view(branch="master").listdir("flat")]
+    assert len(names) == 4999 and "f00007" not in names and names == sorted(names)
+    c2 = repo.commit_branch("master")
+    # one or two leaves, the index nodes above them, two root-path trees, the commit
+    assert n_objects(repo) - before <= 8
+    assert read(repo, "flat/f02500", commit=c2.id) == b"changed"
+    assert [p for p, _, _ in repo.diff(c.id, c2.id)] == ["flat/f00007", "flat/f02500"]
+    assert fsck(repo).ok

@@ -67,15 +67,18 @@ def fsck(repo: Repository, verify_data: bool = True, progress: Callable[[int], N
                 rep.chunks += 1
 
     def check_tree(key: str, where: str) -> None:
-        if key in seen or not check_object(key, f"tree {where or '/'}"):
-            return  # checked already, or reported
-        rep.trees += 1
+        if key in seen:
+            return  # this whole subtree was checked already
         try:
-            entries = repo.trees.load_tree(key)
+            for node in repo.trees.nodes(key):
+                if not check_object(node, f"tree {where or '/'}"):
+                    return  # reported
+            rep.trees += 1
+            entries = list(repo.trees.dir_items(key))
         except PfsError as exc:
             rep.problems.append(f"tree {where or '/'}: {exc.message}")
             return
-        for name, entry in entries.items():
+        for name, entry in entries:
             path = f"{where}/{name}" if where else name
             if entry.is_dir:
                 check_tree(entry.hash, path)

@@ -50,28 +50,35 @@ class View:
         return any(p not in deleted for p, _ in self.trees.walk(entry.hash, path))
 
     def listdir(self, path: str) -> Iterator[tuple[str, Entry]]:
-        """Children of a directory, sorted by name (caller checked it is a directory)."""
+        """Children of a directory, sorted by name, streamed from the tree with the branch's
+        dirty writes merged in (caller checked it is a directory)."""
         base = self.trees.lookup(self.root, path)
-        entries: dict[str, Entry] = {}
-        if base is not None and base.is_dir:
-            entries = dict(self.trees.load_tree(base.hash))
-        if self.branch is not None:
-            for name, entry in list(entries.items()):
-                if entry.is_dir and not self._dir_alive(join(path, name), entry):
-                    del entries[name]
-            for s in self.meta.staged_children(self.branch, path):
-                name = s.path.rpartition("/")[2]
+        committed = self.trees.dir_items(base.hash) if base is not None and base.is_dir else iter(())
+        if self.branch is None:
+            yield from committed
+            return
+        overlay: dict[str, Entry | None] = {}
+        for s in self.meta.staged_children(self.branch, path):
+            overlay[s.path.rpartition("/")[2]] = s.entry
+        depth = path.count("/") + 1 if path else 0
+        doubtful: set[str] = set()  # committed dirs with deletions below: maybe emptied
+        for s in self.meta.staged_under(self.branch, path):
+            parts = s.path.split("/")
+            if len(parts) > depth + 1:
                 if s.entry is None:
-                    entries.pop(name, None)
+                    doubtful.add(parts[depth])
                 else:
-                    entries[name] = s.entry
-            depth = path.count("/") + 1 if path else 0
-            for s in self.meta.staged_under(self.branch, path, puts=True):
-                parts = s.path.split("/")
-                if len(parts) > depth + 1 and parts[depth] not in entries:
-                    entries[parts[depth]] = STAGED_DIR
-        for name in sorted(entries):
-            yield name, entries[name]
+                    overlay.setdefault(parts[depth], STAGED_DIR)
+        for name, old, new in _zip_overlay(committed, overlay):
+            if name not in overlay:
+                assert old is not None
+                if old.is_dir and name in doubtful and not self._dir_alive(join(path, name), old):
+                    continue
+                yield name, old
+            elif new is STAGED_DIR and old is not None and old.is_dir:
+                yield name, old
+            elif new is not None:
+                yield name, new
 
     def check_placeable(self, path: str) -> None:
         """A file may be written at `path`: no file above it, no directory at it."""
@@ -107,3 +114,23 @@ class View:
                 yield from self.files_under(child)
             else:
                 yield child, entry
+
+
+def _zip_overlay(
+    committed: Iterator[tuple[str, Entry]], overlay: dict[str, Entry | None]
+) -> Iterator[tuple[str, Entry | None, Entry | None]]:
+    """(name, committed entry, overlay entry) in name order over both."""
+    names = iter(sorted(overlay))
+    on = next(names, None)
+    for name, entry in committed:
+        while on is not None and on < name:
+            yield on, None, overlay[on]
+            on = next(names, None)
+        if on == name:
+            yield name, entry, overlay[name]
+            on = next(names, None)
+        else:
+            yield name, entry, None
+    while on is not None:
+        yield on, None, overlay[on]
+        on = next(names, None)

@@ -1,20 +1,23 @@
 """Immutable Merkle trees and commits stored in the object store.
 
-A directory is one tree object listing its children; a file entry carries its content
-hash, size and chunk list (inline for small files, in a manifest object for big ones).
-Changing a path rewrites only the trees on its way to the root, so a commit costs
-O(changed paths x depth), and equal subtrees share a hash, so diffs skip them.
+A directory is a tree object listing its children (split into a B-tree of nodes when
+big); a file entry carries its content hash, size and chunk list (the bytes themselves for
+tiny files, a manifest object for big ones). Changing a path rewrites only the nodes on
+its way to the root, so a commit costs O(changed paths x depth), and equal subtrees share
+a hash, so diffs skip them.
 """
 
 from __future__ import annotations
 
 import base64
+import bisect
 import threading
 from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
+import blake3
 import orjson
 
 from .errors import CommitNotFound, CorruptObject, MissingObject
@@ -85,6 +88,24 @@ class Commit:
         }
 
 
+def _zip_sorted(
+    a: Iterator[tuple[str, Entry]], b: Iterator[tuple[str, Entry]]
+) -> Iterator[tuple[str, Entry | None, Entry | None]]:
+    """Merge-join two name-sorted entry streams."""
+    na, nb = next(a, None), next(b, None)
+    while na is not None or nb is not None:
+        if nb is None or (na is not None and na[0] < nb[0]):
+            assert na is not None
+            yield na[0], na[1], None
+            na = next(a, None)
+        elif na is None or nb[0] < na[0]:
+            yield nb[0], None, nb[1]
+            nb = next(b, None)
+        else:
+            yield na[0], na[1], nb[1]
+            na, nb = next(a, None), next(b, None)
+
+
 def _decode_json(key: str, data: bytes) -> Any:
     try:
         return orjson.loads(data)
@@ -92,62 +113,233 @@ def _decode_json(key: str, data: bytes) -> Any:
         raise CorruptObject(f"object {key} is not valid metadata") from None
 
 
+class Child(NamedTuple):
+    """One node of a directory as its parent index node sees it."""
+
+    first: str  # smallest name in the node
+    key: str
+    n: int  # entries below
+    size: int  # bytes of files below
+
+
+class _Leaf(NamedTuple):
+    items: list[tuple[str, Entry]]
+    by_name: dict[str, Entry]
+
+
+class _Index(NamedTuple):
+    children: list[Child]
+    firsts: list[str]
+
+
+def _leaf_boundary(name: str) -> bool:
+    """Content-defined: a leaf ends after about one name in 256, decided by the name alone,
+    so equal directories always split the same way and share hashes."""
+    return blake3.blake3(name.encode("utf-8", "surrogatepass")).digest()[0] == 0
+
+
+def _index_boundary(child: Child) -> bool:
+    return int(child.key[:2], 16) < 8  # about one child in 32
+
+
 class TreeStore:
-    """Reads and writes trees, manifests and commits; caches immutable trees."""
+    """Reads and writes trees, manifests and commits; caches immutable tree nodes.
+
+    A directory is a single leaf object while small. A big one is split into leaves at
+    content-defined boundaries, under index nodes (a B-tree whose shape depends only on the
+    entries), so changing one entry rewrites one leaf and the small index above it, and
+    listing streams leaf by leaf instead of loading the whole directory.
+    """
 
     CACHE_SIZE = 4096
+    LEAF_MAX = 1024  # entries; a forced cut bounds leaves without a natural boundary
+    INDEX_MAX = 256  # children
 
     def __init__(self, objects: ObjectStore) -> None:
         self.objects = objects
-        self._cache: OrderedDict[str, dict[str, Entry]] = OrderedDict()
+        self._cache: OrderedDict[str, _Leaf | _Index] = OrderedDict()
         self._lock = threading.Lock()
-        self.empty_tree = self._encode_tree({})[0]
+        self.empty_tree = hash_bytes(self._leaf_bytes([]))
 
-    # ---- trees -------------------------------------------------------------------
+    # ---- nodes -------------------------------------------------------------------
     @staticmethod
-    def _encode_tree(entries: dict[str, Entry]) -> tuple[str, bytes]:
-        data = orjson.dumps({"entries": [[name, *entries[name].to_list()] for name in sorted(entries)]})
-        return hash_bytes(data), data
+    def _leaf_bytes(items: list[tuple[str, Entry]]) -> bytes:
+        return orjson.dumps({"entries": [[name, *e.to_list()] for name, e in items]})
 
-    def load_tree(self, key: str | None) -> dict[str, Entry]:
-        if key is None or key == self.empty_tree:
-            return {}
+    def _node(self, key: str) -> _Leaf | _Index:
         with self._lock:
             hit = self._cache.get(key)
             if hit is not None:
                 self._cache.move_to_end(key)
                 return hit
         raw = _decode_json(key, self.objects.get(key))
+        node: _Leaf | _Index
         try:
-            tree = {item[0]: Entry.from_list(item[1:]) for item in raw["entries"]}
-        except (KeyError, IndexError, TypeError):
+            if "entries" in raw:
+                items = [(item[0], Entry.from_list(item[1:])) for item in raw["entries"]]
+                node = _Leaf(items, dict(items))
+            else:
+                children = [Child(*c) for c in raw["index"]]
+                node = _Index(children, [c.first for c in children])
+        except (KeyError, IndexError, TypeError, ValueError):
             raise CorruptObject(f"object {key} is not a tree") from None
         with self._lock:
-            self._cache[key] = tree
+            self._cache[key] = node
             if len(self._cache) > self.CACHE_SIZE:
                 self._cache.popitem(last=False)
-        return tree
+        return node
+
+    def _write_leaf(self, items: list[tuple[str, Entry]], batch: Batch) -> Child:
+        data = self._leaf_bytes(items)
+        key = hash_bytes(data)
+        batch.put(key, data)
+        return Child(items[0][0], key, len(items), sum(e.size for _, e in items))
+
+    def _write_index(self, children: list[Child], batch: Batch) -> Child:
+        data = orjson.dumps({"index": [list(c) for c in children]})
+        key = hash_bytes(data)
+        batch.put(key, data)
+        return Child(children[0].first, key, sum(c.n for c in children), sum(c.size for c in children))
+
+    def _cut(self, items: Iterator[tuple[str, Entry]], batch: Batch, out: list[Child]) -> list[tuple[str, Entry]]:
+        """Cut entries into leaves, appending them to `out`; returns the unfinished tail."""
+        cur: list[tuple[str, Entry]] = []
+        for name, entry in items:
+            cur.append((name, entry))
+            if len(cur) >= self.LEAF_MAX or _leaf_boundary(name):
+                out.append(self._write_leaf(cur, batch))
+                cur = []
+        return cur
+
+    def _build_index(self, children: list[Child], batch: Batch) -> tuple[str, int]:
+        if not children:
+            batch.put(self.empty_tree, self._leaf_bytes([]))
+            return self.empty_tree, 0
+        while len(children) > 1:
+            parents: list[Child] = []
+            group: list[Child] = []
+            for c in children:
+                group.append(c)
+                if len(group) >= self.INDEX_MAX or _index_boundary(c):
+                    parents.append(self._write_index(group, batch))
+                    group = []
+            if group:
+                parents.append(self._write_index(group, batch))
+            if len(parents) == len(children):  # no boundary fired: force progress
+                parents = [self._write_index(children[i : i + 2], batch) for i in range(0, len(children), 2)]
+            children = parents
+        return children[0].key, children[0].size
+
+    def leaves(self, key: str | None) -> list[Child]:
+        """Descriptors of a directory's leaves, in name order (reads index nodes only)."""
+        if key is None or key == self.empty_tree:
+            return []
+        node = self._node(key)
+        if isinstance(node, _Leaf):
+            if not node.items:
+                return []
+            return [Child(node.items[0][0], key, len(node.items), sum(e.size for _, e in node.items))]
+        out: list[Child] = []
+        for c in node.children:
+            out.extend(self.leaves(c.key))
+        return out
+
+    def nodes(self, key: str) -> Iterator[str]:
+        """Keys of every node object of one directory (for fsck)."""
+        yield key
+        if key == self.empty_tree:
+            return
+        node = self._node(key)
+        if isinstance(node, _Index):
+            for c in node.children:
+                yield from self.nodes(c.key)
+
+    # ---- directories -------------------------------------------------------------
+    def dir_get(self, key: str | None, name: str) -> Entry | None:
+        if key is None or key == self.empty_tree:
+            return None
+        node = self._node(key)
+        while isinstance(node, _Index):
+            i = max(0, bisect.bisect_right(node.firsts, name) - 1)
+            node = self._node(node.children[i].key)
+        return node.by_name.get(name)
+
+    def dir_items(self, key: str | None) -> Iterator[tuple[str, Entry]]:
+        """A directory's entries in name order, streamed node by node."""
+        if key is None or key == self.empty_tree:
+            return
+        node = self._node(key)
+        if isinstance(node, _Leaf):
+            yield from node.items
+        else:
+            for c in node.children:
+                yield from self.dir_items(c.key)
+
+    def load_tree(self, key: str | None) -> dict[str, Entry]:
+        """A whole directory as a dict: for small directories and tests."""
+        return dict(self.dir_items(key))
 
     def write_tree(self, entries: dict[str, Entry], batch: Batch) -> str:
-        key, data = self._encode_tree(entries)
-        batch.put(key, data)
-        return key
+        return self._build(entries, batch)[0]
 
+    def _build(self, entries: dict[str, Entry], batch: Batch) -> tuple[str, int]:
+        out: list[Child] = []
+        tail = self._cut(iter(sorted(entries.items())), batch, out)
+        if tail:
+            out.append(self._write_leaf(tail, batch))
+        return self._build_index(out, batch)
+
+    def dir_update(self, key: str | None, changes: dict[str, Entry | None], batch: Batch) -> tuple[str, int]:
+        """Apply name -> entry (None: remove) to one directory; (new key, total size).
+
+        Only the leaves holding changed names are re-cut, continuing into the next leaf
+        until a cut lands where an old leaf ended; every other leaf is reused as is."""
+        old = self.leaves(key)
+        if not old:
+            return self._build({n: e for n, e in changes.items() if e is not None}, batch)
+        firsts = [c.first for c in old]
+        per_leaf: dict[int, dict[str, Entry | None]] = {}
+        for name, entry in changes.items():
+            per_leaf.setdefault(max(0, bisect.bisect_right(firsts, name) - 1), {})[name] = entry
+        new: list[Child] = []
+        i = 0
+        while i < len(old):
+            if i not in per_leaf:
+                new.append(old[i])
+                i += 1
+                continue
+            tail: list[tuple[str, Entry]] = []
+            while i < len(old):
+                merged = dict(self.dir_items(old[i].key))
+                for name, entry in per_leaf.get(i, {}).items():
+                    if entry is None:
+                        merged.pop(name, None)
+                    else:
+                        merged[name] = entry
+                tail = self._cut(iter([*tail, *sorted(merged.items())]), batch, new)
+                i += 1
+                if not tail and i not in per_leaf:
+                    break  # realigned with the old cuts: the rest is unchanged
+            if tail:
+                new.append(self._write_leaf(tail, batch))
+        return self._build_index(new, batch)
+
+    # ---- paths -------------------------------------------------------------------
     def lookup(self, root: str | None, path: str) -> Entry | None:
         """The entry at `path` ("" is the root directory itself)."""
         if path == "":
             return Entry("dir", root or self.empty_tree, 0)
-        tree = self.load_tree(root)
+        key = root
         parts = path.split("/")
         for i, part in enumerate(parts):
-            entry = tree.get(part)
+            entry = self.dir_get(key, part)
             if entry is None:
                 return None
             if i == len(parts) - 1:
                 return entry
             if not entry.is_dir:
                 return None
-            tree = self.load_tree(entry.hash)
+            key = entry.hash
         return None
 
     def apply(self, root: str | None, changes: dict[str, Entry | None], batch: Batch) -> str:
@@ -156,7 +348,6 @@ class TreeStore:
         return key
 
     def _apply(self, root: str | None, changes: dict[str, Entry | None], batch: Batch) -> tuple[str, int]:
-        entries = dict(self.load_tree(root))
         direct: dict[str, Entry | None] = {}
         nested: dict[str, dict[str, Entry | None]] = {}
         for path, entry in changes.items():
@@ -165,30 +356,25 @@ class TreeStore:
                 nested.setdefault(head, {})[rest] = entry
             else:
                 direct[head] = entry
+        here: dict[str, Entry | None] = {}
         for name in set(direct) | set(nested):
-            cur = entries.get(name)
-            if name in direct:
-                new = direct[name]
-                if new is not None:  # a file put wins over anything below it
-                    entries[name] = new
-                    continue
-                cur = None
+            new = direct.get(name)
+            if new is not None:  # a file put wins over anything below it
+                here[name] = new
+                continue
             sub = nested.get(name)
-            if sub:
-                base = cur.hash if cur is not None and cur.is_dir else None
-                sub_key, sub_size = self._apply(base, sub, batch)
-                if sub_key == self.empty_tree:
-                    entries.pop(name, None)  # directories exist only through their files
-                else:
-                    entries[name] = Entry("dir", sub_key, sub_size)
-            else:
-                entries.pop(name, None)
-        size = sum(e.size for e in entries.values())
-        return self.write_tree(entries, batch), size
+            if not sub:
+                here[name] = None
+                continue
+            cur = None if name in direct else self.dir_get(root, name)
+            sub_key, sub_size = self._apply(cur.hash if cur is not None and cur.is_dir else None, sub, batch)
+            # directories exist only through their files
+            here[name] = None if sub_key == self.empty_tree else Entry("dir", sub_key, sub_size)
+        return self.dir_update(root, here, batch)
 
     def walk(self, root: str | None, prefix: str = "") -> Iterator[tuple[str, Entry]]:
         """Every file below `root`, depth first in path order."""
-        for name, entry in sorted(self.load_tree(root).items()):
+        for name, entry in self.dir_items(root):
             path = join(prefix, name)
             if entry.is_dir:
                 yield from self.walk(entry.hash, path)
@@ -199,9 +385,7 @@ class TreeStore:
         """Changed files between two trees, in path order; equal subtrees are skipped."""
         if (a or self.empty_tree) == (b or self.empty_tree):
             return
-        ta, tb = self.load_tree(a), self.load_tree(b)
-        for name in sorted(set(ta) | set(tb)):
-            ea, eb = ta.get(name), tb.get(name)
+        for name, ea, eb in _zip_sorted(self.dir_items(a), self.dir_items(b)):
             path = join(prefix, name)
             if ea == eb:
                 continue
