@@ -130,6 +130,7 @@ class _Leaf(NamedTuple):
 class _Index(NamedTuple):
     children: list[Child]
     firsts: list[str]
+    level: int  # 1: the children are leaves
 
 
 def _leaf_boundary(name: str) -> bool:
@@ -180,7 +181,7 @@ class TreeStore:
                 node = _Leaf(items, dict(items))
             else:
                 children = [Child(*c) for c in raw["index"]]
-                node = _Index(children, [c.first for c in children])
+                node = _Index(children, [c.first for c in children], int(raw["level"]))
         except (KeyError, IndexError, TypeError, ValueError):
             raise CorruptObject(f"object {key} is not a tree") from None
         with self._lock:
@@ -195,8 +196,8 @@ class TreeStore:
         batch.put(key, data)
         return Child(items[0][0], key, len(items), sum(e.size for _, e in items))
 
-    def _write_index(self, children: list[Child], batch: Batch) -> Child:
-        data = orjson.dumps({"index": [list(c) for c in children]})
+    def _write_index(self, children: list[Child], level: int, batch: Batch) -> Child:
+        data = orjson.dumps({"index": [list(c) for c in children], "level": level})
         key = hash_bytes(data)
         batch.put(key, data)
         return Child(children[0].first, key, sum(c.n for c in children), sum(c.size for c in children))
@@ -215,19 +216,21 @@ class TreeStore:
         if not children:
             batch.put(self.empty_tree, self._leaf_bytes([]))
             return self.empty_tree, 0
+        level = 1
         while len(children) > 1:
             parents: list[Child] = []
             group: list[Child] = []
             for c in children:
                 group.append(c)
                 if len(group) >= self.INDEX_MAX or _index_boundary(c):
-                    parents.append(self._write_index(group, batch))
+                    parents.append(self._write_index(group, level, batch))
                     group = []
             if group:
-                parents.append(self._write_index(group, batch))
-            if len(parents) == len(children):  # no boundary fired: force progress
-                parents = [self._write_index(children[i : i + 2], batch) for i in range(0, len(children), 2)]
+                parents.append(self._write_index(group, level, batch))
+            if len(parents) == len(children):  # every child was a boundary: force progress
+                parents = [self._write_index(children[i : i + 2], level, batch) for i in range(0, len(children), 2)]
             children = parents
+            level += 1
         return children[0].key, children[0].size
 
     def leaves(self, key: str | None) -> list[Child]:
@@ -239,6 +242,8 @@ class TreeStore:
             if not node.items:
                 return []
             return [Child(node.items[0][0], key, len(node.items), sum(e.size for _, e in node.items))]
+        if node.level == 1:
+            return list(node.children)  # the index already describes its leaves
         out: list[Child] = []
         for c in node.children:
             out.extend(self.leaves(c.key))
