@@ -7,6 +7,7 @@ thread (storage is blocking I/O), and render plain text for curl or JSON on
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import io
 import logging
@@ -33,6 +34,7 @@ from .trees import Commit, Entry
 log = logging.getLogger("pfs.server")
 T = TypeVar("T")
 UPLOAD_BUFFER = 8 << 20  # bytes handed to the chunker at a time
+DRAIN_LIMIT = 64 << 20  # beyond this a refused upload is cut off rather than read to the end
 
 
 async def run(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
@@ -118,6 +120,10 @@ class Server:
             if buf:
                 await run(writer.write, bytes(buf))
             entry = await run(writer.finish)
+        except PfsError:
+            await run(writer.abort)
+            await drain(request)
+            raise
         except BaseException:
             writer.abort()
             raise
@@ -135,7 +141,11 @@ class Server:
         branch = q_branch(request)
         await run(self.repo.meta.get_ref, branch)  # 404 before reading the body
         reader = BodyReader(request.stream().__aiter__())
-        items = await run(unpack_tar, self.repo, reader, prefix)
+        try:
+            items = await run(unpack_tar, self.repo, reader, prefix)
+        except PfsError:
+            await drain(request)
+            raise
         await run(self.repo.stage_files, branch, items)
         total = sum(e.size for _, e in items)
         return respond(
@@ -283,6 +293,17 @@ class Server:
 
     async def ping(self, request: Request) -> Response:
         return PlainTextResponse("pong\n")
+
+
+async def drain(request: Request, limit: int = DRAIN_LIMIT) -> None:
+    """Read and drop the rest of a refused body (bounded), so the client reads our error
+    response instead of a connection reset in the middle of its upload."""
+    seen = 0
+    with contextlib.suppress(ClientDisconnect, RuntimeError):
+        async for piece in request.stream():
+            seen += len(piece)
+            if seen > limit:
+                return
 
 
 class BodyReader(io.RawIOBase):
