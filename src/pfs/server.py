@@ -10,9 +10,10 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import io
+import itertools
 import logging
 import tarfile
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any, TypeVar
 
 import anyio.from_thread
@@ -26,7 +27,7 @@ from starlette.routing import Route
 
 from .errors import BadRequest, FileNotFound, PayloadTooLarge, PfsError
 from .fsck import fsck
-from .paths import check_branch, clean_path
+from .paths import check_branch, clean_path, join
 from .repo import Repository
 from .staging import View
 from .trees import Commit, Entry
@@ -49,6 +50,55 @@ def respond(request: Request, text: str, data: Any, status: int = 200) -> Respon
     if wants_json(request):
         return Response(orjson.dumps(data), status_code=status, media_type="application/json")
     return PlainTextResponse(text, status_code=status)
+
+
+async def batches(items: Iterator[T], size: int = 500) -> AsyncIterator[list[T]]:
+    """Pull a blocking iterator in a worker thread, a batch at a time."""
+    while batch := await run(lambda: list(itertools.islice(items, size))):
+        yield batch
+
+
+async def _aiter(items: AsyncIterator[T] | list[T]) -> AsyncIterator[T]:
+    if isinstance(items, list):
+        for x in items:
+            yield x
+    else:
+        async for x in items:
+            yield x
+
+
+async def respond_many(
+    request: Request, items: Iterator[T], text: Callable[[T], str], js: Callable[[T], Any]
+) -> Response:
+    """Stream a listing of any length: text lines, or one JSON array written piece by piece.
+
+    The first batch is read before the response starts, so errors such as an unknown
+    branch still get their proper status code."""
+    first = await run(lambda: list(itertools.islice(items, 500)))
+    as_json = wants_json(request)
+
+    async def body() -> AsyncIterator[bytes]:
+        async def all_batches() -> AsyncIterator[list[T]]:
+            yield first
+            if len(first) == 500:
+                async for b in batches(items):
+                    yield b
+
+        if as_json:
+            yield b"["
+        sep = b""
+        async for batch in all_batches():
+            if as_json:
+                for x in batch:
+                    yield sep + orjson.dumps(js(x))
+                    sep = b","
+            else:
+                yield "".join(text(x) for x in batch).encode()
+        if as_json:
+            yield b"]"
+
+    media = "application/json" if as_json else "text/plain; charset=utf-8"
+    return StreamingResponse(body(), media_type=media)
 
 
 def iso(t: float) -> str:
@@ -179,21 +229,22 @@ class Server:
             raise FileNotFound(f"directory {path or '/'!r} not found")
         if not entry.is_dir:
             raise BadRequest(f"{path!r} is a file, not a directory")
-        children = await run(lambda: list(view.listdir(path)))
+        children = view.listdir(path)
         if wants_json(request):
-            full = [entry_json(f"{path}/{n}" if path else n, e) for n, e in children]
-            return Response(orjson.dumps(full), media_type="application/json")
-        files = [e for _, e in children if not e.is_dir]
-        return StreamingResponse(
-            self._stream(files),
-            media_type="application/octet-stream",
-            headers={"content-length": str(sum(e.size for e in files))},
-        )
+            return await respond_many(request, children, lambda c: "", lambda c: entry_json(join(path, c[0]), c[1]))
 
-    async def _stream(self, entries: list[Entry]) -> AsyncIterator[bytes]:
+        async def files() -> AsyncIterator[Entry]:
+            async for batch in batches(children):
+                for _, e in batch:
+                    if not e.is_dir:
+                        yield e
+
+        return StreamingResponse(self._stream(files()), media_type="application/octet-stream")
+
+    async def _stream(self, entries: AsyncIterator[Entry] | list[Entry]) -> AsyncIterator[bytes]:
         # Each chunk is verified before it is sent; a bad one aborts the response, so a
         # client never receives corrupt bytes as a complete, successful body.
-        for entry in entries:
+        async for entry in _aiter(entries):
             if entry.data is not None:
                 yield entry.data
                 continue
@@ -204,8 +255,7 @@ class Server:
     # ---- commits and branches ------------------------------------------------------
     async def commit(self, request: Request) -> Response:
         if request.method == "GET":
-            commits = await run(lambda: list(self.repo.meta.list_commits()))
-            return respond(request, "".join(commit_line(c) for c in commits), [commit_json(c) for c in commits])
+            return await respond_many(request, self.repo.meta.list_commits(), commit_line, commit_json)
         branch = q_branch(request)
         c = await run(self.repo.commit_branch, branch, q(request, "message", "") or "", q(request, "expect"))
         return respond(request, c.id + "\n", commit_json(c), status=201)
@@ -244,19 +294,20 @@ class Server:
         if limit_s is not None and not limit_s.isdigit():
             raise BadRequest("limit must be a non-negative integer")
         limit = int(limit_s) if limit_s is not None else None
-        commits = await run(lambda: list(self.repo.log(ref, limit)))
-        return respond(request, "".join(commit_line(c) for c in commits), [commit_json(c) for c in commits])
+        return await respond_many(request, self.repo.log(ref, limit), commit_line, commit_json)
 
     async def diff(self, request: Request) -> Response:
         a, b = q(request, "from"), q(request, "to")
         if not a or not b:
             raise BadRequest("diff needs query parameters 'from' and 'to' (commits or branches)")
-        changes = await run(lambda: list(self.repo.diff(a, b)))
-        items = []
-        for path, old, new in changes:
+        changes = await run(self.repo.diff, a, b)  # resolves both ends: errors come first
+
+        def item(change: tuple[str, Entry | None, Entry | None]) -> dict[str, Any]:
+            path, old, new = change
             status = "A" if old is None else "D" if new is None else "M"
-            items.append({"path": path, "status": status, "old": old and old.hash, "new": new and new.hash})
-        return respond(request, "".join(f"{i['status']}\t{i['path']}\n" for i in items), items)
+            return {"path": path, "status": status, "old": old and old.hash, "new": new and new.hash}
+
+        return await respond_many(request, changes, lambda c: "{status}\t{path}\n".format(**item(c)), item)
 
     async def merge(self, request: Request) -> Response:
         source, into = q(request, "from"), q(request, "into") or q(request, "branch")
