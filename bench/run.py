@@ -56,7 +56,10 @@ SINK_APP = textwrap.dedent(
                     yield piece
         return StreamingResponse(pieces(), headers={"content-length": str(os.path.getsize(path))})
 
-    app = Starlette(routes=[Route("/f", put, methods=["POST"]), Route("/f", get), Route("/ping", get)])
+    async def ping(request):
+        return PlainTextResponse("pong")
+
+    app = Starlette(routes=[Route("/f", put, methods=["POST"]), Route("/f", get), Route("/ping", ping)])
     uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), log_level="warning")
     """
 )
@@ -134,43 +137,51 @@ def make_random_file(path: Path, size: int) -> None:
 
 # ---- 1. large file throughput -----------------------------------------------------------
 def bench_throughput(work: Path, size: int, rows: list[tuple[str, str, str, str]]) -> None:
+    """Each side runs twice, interleaved, best of two; every written copy is deleted before
+    the next run, so neither side gets page-cache pages the other one warmed."""
     big = work / "big.bin"
     make_random_file(big, size)
     mb = size / 1e6
+    best = {"copy": 1e9, "up_sink": 1e9, "down_sink": 1e9, "up_pfs": 1e9, "down_pfs": 1e9}
 
-    copy_t = timed(lambda: _copy_fsync(big, work / "copy.bin"))
-    (work / "copy.bin").unlink()
+    def keep(name: str, t: float) -> None:
+        best[name] = min(best[name], t)
 
-    sink = start_sink(work)
-    with httpx.Client(base_url=sink.url, timeout=600) as h:
-        up_sink = timed(lambda: h.post("/f", content=file_pieces(big)).raise_for_status())
-        down_sink = timed(lambda: _drain(h, "/f"))
-    sink.stop()
+    for trial in range(2):
+        keep("copy", timed(lambda: _copy_fsync(big, work / "copy.bin")))
+        (work / "copy.bin").unlink()
 
-    pfs = start_pfs(work / "pfs-tp")
-    with Client(pfs.url) as c:
-        up_pfs = timed(lambda: c.put_file("big.bin", file_pieces(big)))
-        c.commit(message="big")
-        down_pfs = timed(lambda: sum(len(p) for p in c.open_file("big.bin", commit="master")))
-    pfs.stop()
-    shutil.rmtree(work / "pfs-tp")
+        sink = start_sink(work)
+        with httpx.Client(base_url=sink.url, timeout=600) as h:
+            keep("up_sink", timed(lambda: h.post("/f", content=file_pieces(big)).raise_for_status()))
+            keep("down_sink", timed(lambda: _drain(h, "/f")))
+        sink.stop()
+        (work / "sink" / "upload").unlink()
+
+        pfs = start_pfs(work / f"pfs-tp{trial}")
+        with Client(pfs.url) as c:
+            keep("up_pfs", timed(lambda: c.put_file("big.bin", file_pieces(big))))
+            c.commit(message="big")
+            keep("down_pfs", timed(lambda: sum(len(p) for p in c.open_file("big.bin", commit="master"))))
+        pfs.stop()
+        shutil.rmtree(work / f"pfs-tp{trial}")
     rows.append(
         (
             "upload 1 file",
-            f"{mb / up_pfs:.0f} MB/s",
-            f"plain HTTP sink {mb / up_sink:.0f} MB/s",
-            f"{up_sink / up_pfs:.2f}x",
+            f"{mb / best['up_pfs']:.0f} MB/s",
+            f"plain HTTP sink {mb / best['up_sink']:.0f} MB/s",
+            f"{best['up_sink'] / best['up_pfs']:.2f}x the speed",
         )
     )
     rows.append(
         (
             "download 1 file",
-            f"{mb / down_pfs:.0f} MB/s",
-            f"plain HTTP source {mb / down_sink:.0f} MB/s",
-            f"{down_sink / down_pfs:.2f}x",
+            f"{mb / best['down_pfs']:.0f} MB/s",
+            f"plain HTTP source {mb / best['down_sink']:.0f} MB/s",
+            f"{best['down_sink'] / best['down_pfs']:.2f}x the speed",
         )
     )
-    rows.append(("(reference) raw disk copy", f"{mb / copy_t:.0f} MB/s", "-", "-"))
+    rows.append(("(reference) raw disk copy + fsync", f"{mb / best['copy']:.0f} MB/s", "-", "-"))
 
 
 def _copy_fsync(src: Path, dst: Path) -> None:
@@ -197,11 +208,10 @@ def make_small_tree(root: Path, dirs: int, per_dir: int, size: int = 1024) -> No
 
 
 def bench_small_files(work: Path, rows: list[tuple[str, str, str, str]]) -> None:
+    """Best of two interleaved runs each, every one on a fresh copy after `sync`, since
+    the disk here is still writing back whatever the previous step left dirty."""
     tree = work / "small"
     make_small_tree(tree, 100, 100)
-    gitdir = work / "small-git"
-    shutil.copytree(tree, gitdir)
-    subprocess.run(["git", "init", "-q", str(gitdir)], check=True)
     env = {
         **os.environ,
         "GIT_AUTHOR_NAME": "b",
@@ -209,28 +219,38 @@ def bench_small_files(work: Path, rows: list[tuple[str, str, str, str]]) -> None
         "GIT_COMMITTER_NAME": "b",
         "GIT_COMMITTER_EMAIL": "b@b",
     }
+    git_t = pfs_t = 1e9
+    for trial in range(2):
+        gitdir = work / f"small-git{trial}"
+        shutil.copytree(tree, gitdir)
+        subprocess.run(["git", "init", "-q", str(gitdir)], check=True)
+        os.sync()
 
-    def git() -> None:
-        subprocess.run(["git", "-C", str(gitdir), "add", "-A"], check=True, env=env)
-        subprocess.run(["git", "-C", str(gitdir), "commit", "-q", "-m", "x"], check=True, env=env)
+        def git(d: Path = gitdir) -> None:
+            subprocess.run(["git", "-C", str(d), "add", "-A"], check=True, env=env)
+            subprocess.run(["git", "-C", str(d), "commit", "-q", "-m", "x"], check=True, env=env)
 
-    git_t = timed(git)
-    pfs = start_pfs(work / "pfs-small")
-    with Client(pfs.url) as c:
+        git_t = min(git_t, timed(git))
+        shutil.rmtree(gitdir)
 
-        def put() -> None:
-            c.put_dir(str(tree), "small")
-            c.commit(message="small files")
+        pfs = start_pfs(work / f"pfs-small{trial}")
+        os.sync()
+        with Client(pfs.url) as c:
 
-        pfs_t = timed(put)
-        assert len(c.ls("small")) == 100
-    pfs.stop()
+            def put(c: Client = c) -> None:
+                c.put_dir(str(tree), "small")
+                c.commit(message="small files")
+
+            pfs_t = min(pfs_t, timed(put))
+            assert len(c.ls("small")) == 100
+        pfs.stop()
+        shutil.rmtree(work / f"pfs-small{trial}")
     rows.append(
         (
             "add+commit 10,000 files of 1 KB",
             f"{pfs_t:.2f} s",
             f"git add && git commit {git_t:.2f} s",
-            f"{git_t / pfs_t:.2f}x",
+            f"{git_t / pfs_t:.2f}x as fast",
         )
     )
 

@@ -157,7 +157,7 @@ def test_swap_ref_race_has_one_winner(meta: MetaStore) -> None:
     assert meta.get_ref("master") == wins[0]
 
 
-def test_staging_upsert_and_consume_only_committed_versions(meta: MetaStore) -> None:
+def test_staging_upsert_and_consume_only_what_was_committed(meta: MetaStore) -> None:
     e1 = Entry("file", "a" * 64, 1, data=b"1")
     e2 = Entry("file", "b" * 64, 1, data=b"2")
     meta.stage("master", "d/x", e1)
@@ -165,7 +165,7 @@ def test_staging_upsert_and_consume_only_committed_versions(meta: MetaStore) -> 
     snapshot = meta.staged("master")
     assert [(s.path, s.entry) for s in snapshot] == [("d/x", e1), ("d/y", None)]
     meta.stage("master", "d/x", e2)  # a newer write lands after the snapshot
-    meta.swap_ref("master", None, _commit("s"), snapshot)
+    meta.swap_ref("master", None, _commit("s"), max(s.seq for s in snapshot))
     left = meta.staged("master")
     assert [(s.path, s.entry) for s in left] == [("d/x", e2)]  # the newer write survived
 

@@ -9,6 +9,7 @@ from typing import IO, Any
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
 
 from . import errors
@@ -39,9 +40,15 @@ class PfsGroup(click.Group):
         try:
             return super().invoke(ctx)
         except errors.PfsError as exc:
-            err_console.print(f"[red]error:[/red] {exc.message}", highlight=False)
+            # soft_wrap: one line however long, never wrapped at the terminal's width
+            err_console.print(f"[red]error:[/red] {escape(exc.message)}", highlight=False, soft_wrap=True)
             for c in exc.details.get("conflicts", []):
-                err_console.print(f"  conflict: {c['path']}", highlight=False)
+                err_console.print(f"  conflict: {c['path']}", highlight=False, markup=False, soft_wrap=True)
+            sys.exit(1)
+        except OSError as exc:  # a local file problem (pfs get to a missing directory...): no traceback
+            where = f": {exc.filename}" if exc.filename else ""
+            msg = escape(f"{exc.strerror or exc}{where}")
+            err_console.print(f"[red]error:[/red] {msg}", highlight=False, soft_wrap=True)
             sys.exit(1)
 
 

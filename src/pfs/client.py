@@ -6,9 +6,13 @@ raised, so `except pfs.errors.BranchMoved` works the same in-process and over th
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
+import shutil
+import subprocess
 import tarfile
+import tempfile
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from typing import IO, Any
@@ -23,7 +27,9 @@ STREAM_PIECE = 1 << 20
 
 
 def _q(path: str) -> str:
-    return quote(path, safe="/")
+    # "." and ".." segments are escaped, or httpx would resolve them away and send another
+    # path than the caller gave (a/./b -> a/b, ../x -> /x); the server refuses them instead.
+    return "/".join("%2E" * len(s) if s in (".", "..") else quote(s, safe="") for s in path.split("/"))
 
 
 class Client:
@@ -55,6 +61,8 @@ class Client:
                 raise ValueError
         except ValueError:
             body = {"message": resp.text.strip() or f"HTTP {resp.status_code}"}
+            if "x-pfs-error" in resp.headers:  # a plain-text error (file reads) still names its type
+                body["error"] = resp.headers["x-pfs-error"]
         raise errors.from_json(resp.status_code, body)
 
     def _call(self, method: str, url: str, **kw: Any) -> Any:
@@ -173,6 +181,56 @@ class _QueueWriter:
 
 
 def _tar_stream(local: str, on_bytes: Callable[[int], None] | None) -> Iterator[bytes]:
+    """A tar of the regular files below `local`, produced while it is being sent."""
+    if shutil.which("tar"):
+        yield from _system_tar(local, on_bytes)
+    else:
+        yield from _python_tar(local, on_bytes)
+
+
+def _system_tar(local: str, on_bytes: Callable[[int], None] | None) -> Iterator[bytes]:
+    """GNU/BSD tar packs small files several times faster than `tarfile`; we still choose
+    the files (regular ones only, in path order) and feed it their names."""
+    with tempfile.TemporaryFile() as errlog:  # a file, not a pipe: tar never blocks on it
+        proc = subprocess.Popen(
+            ["tar", "-C", local, "--null", "--no-recursion", "-cf", "-", "-T", "-"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=errlog,
+        )
+        stdin, stdout = proc.stdin, proc.stdout
+        assert stdin is not None and stdout is not None
+
+        def feed() -> None:
+            try:
+                for _, rel, st in _walk_files(local):
+                    stdin.write(rel.encode("utf-8", "surrogateescape") + b"\0")
+                    if on_bytes is not None:
+                        on_bytes(st.st_size)
+            except BrokenPipeError:
+                pass
+            finally:
+                with contextlib.suppress(BrokenPipeError):
+                    stdin.close()
+
+        t = threading.Thread(target=feed, daemon=True)
+        t.start()
+        done = False
+        try:
+            while piece := stdout.read(STREAM_PIECE):
+                yield piece
+            done = True
+        finally:
+            if not done:
+                proc.kill()  # the upload stopped early
+            t.join()
+            code = proc.wait()
+        if code != 0:
+            errlog.seek(0)
+            raise errors.BadRequest(f"tar of {local} failed: {errlog.read().decode(errors='replace')[:500]}")
+
+
+def _python_tar(local: str, on_bytes: Callable[[int], None] | None) -> Iterator[bytes]:
     q: queue.Queue[bytes | BaseException | None] = queue.Queue(maxsize=16)
 
     def produce() -> None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -33,6 +32,9 @@ refs_t = sa.Table(
     sa.Column("name", sa.String(100), primary_key=True),
     sa.Column("head", sa.String(64), nullable=True),
     sa.Column("updated", sa.Float, nullable=False),
+    # Last sequence number handed to a staged write on this branch. Taken with a row
+    # update inside the staging transaction, so sequence order is commit order.
+    sa.Column("seq", sa.BigInteger, nullable=False, server_default="0"),
 )
 staging_t = sa.Table(
     "staging",
@@ -40,7 +42,7 @@ staging_t = sa.Table(
     sa.Column("branch", sa.String(100), primary_key=True),
     sa.Column("path", sa.Text, primary_key=True),
     sa.Column("parent", sa.Text, nullable=False),
-    sa.Column("version", sa.String(32), nullable=False),
+    sa.Column("seq", sa.BigInteger, nullable=False),
     sa.Column("entry", sa.Text, nullable=True),  # NULL: staged deletion
     sa.Index("staging_parent", "branch", "parent"),
 )
@@ -60,7 +62,7 @@ commits_t = sa.Table(
 @dataclass(frozen=True)
 class Staged:
     path: str
-    version: str
+    seq: int  # a rewrite of the same path gets a higher one
     entry: Entry | None  # None: deleted
 
 
@@ -79,8 +81,9 @@ class MetaStore(ABC):
     def delete_ref(self, name: str) -> None: ...
 
     @abstractmethod
-    def swap_ref(self, name: str, old: str | None, new: Commit, consumed: list[Staged] | None = None) -> None:
-        """Atomically: move `name` from `old` to `new`, index `new`, drop `consumed` staging.
+    def swap_ref(self, name: str, old: str | None, new: Commit, consumed_upto: int | None = None) -> None:
+        """Atomically: move `name` from `old` to `new`, index `new`, and drop the staged
+        rows with seq <= `consumed_upto` (exactly those the commit was built from).
 
         Raises BranchMoved if the head is no longer `old`; then nothing changes.
         """
@@ -133,7 +136,7 @@ def _row_commit(row: Any) -> Commit:
 
 
 def _row_staged(row: Any) -> Staged:
-    return Staged(row.path, row.version, Entry.loads(row.entry) if row.entry is not None else None)
+    return Staged(row.path, row.seq, Entry.loads(row.entry) if row.entry is not None else None)
 
 
 class SqlMetaStore(MetaStore):
@@ -191,7 +194,7 @@ class SqlMetaStore(MetaStore):
                 raise BranchNotFound(f"branch {name!r} not found")
             c.execute(staging_t.delete().where(staging_t.c.branch == name))
 
-    def swap_ref(self, name: str, old: str | None, new: Commit, consumed: list[Staged] | None = None) -> None:
+    def swap_ref(self, name: str, old: str | None, new: Commit, consumed_upto: int | None = None) -> None:
         with self._write() as c:
             cond = refs_t.c.head.is_(None) if old is None else refs_t.c.head == old
             res = c.execute(refs_t.update().where(refs_t.c.name == name, cond).values(head=new.id, updated=time.time()))
@@ -201,29 +204,15 @@ class SqlMetaStore(MetaStore):
                     raise BranchNotFound(f"branch {name!r} not found")
                 raise BranchMoved(f"branch {name!r} moved while committing; retry")
             self._index(c, new)
-            if consumed:
-                # Only rows still at the version we committed; newer writes stay staged.
-                c.execute(
-                    staging_t.delete().where(
-                        staging_t.c.branch == name,
-                        staging_t.c.path == sa.bindparam("p"),
-                        staging_t.c.version == sa.bindparam("v"),
-                    ),
-                    [{"p": s.path, "v": s.version} for s in consumed],
-                )
+            if consumed_upto is not None:
+                # A write that landed after the commit's snapshot has a higher seq: it stays.
+                c.execute(staging_t.delete().where(staging_t.c.branch == name, staging_t.c.seq <= consumed_upto))
 
     # ---- staging -----------------------------------------------------------------
     def stage_many(self, branch: str, items: list[tuple[str, Entry | None]]) -> None:
-        rows = [
-            {
-                "branch": branch,
-                "path": path,
-                "parent": path.rpartition("/")[0],
-                "version": uuid.uuid4().hex,
-                "entry": entry.dumps() if entry is not None else None,
-            }
-            for path, entry in items
-        ]
+        if not items:
+            self.get_ref(branch)
+            return
         if self.is_sqlite:
             from sqlalchemy.dialects.sqlite import insert
         else:
@@ -231,11 +220,28 @@ class SqlMetaStore(MetaStore):
         stmt = insert(staging_t)
         stmt = stmt.on_conflict_do_update(
             index_elements=[staging_t.c.branch, staging_t.c.path],
-            set_={"version": stmt.excluded.version, "entry": stmt.excluded.entry},
+            set_={"seq": stmt.excluded.seq, "entry": stmt.excluded.entry},
         )
         with self._write() as c:
-            if c.execute(sa.select(refs_t.c.name).where(refs_t.c.name == branch)).first() is None:
+            last = c.execute(
+                refs_t.update()
+                .where(refs_t.c.name == branch)
+                .values(seq=refs_t.c.seq + len(items))
+                .returning(refs_t.c.seq)
+            ).first()
+            if last is None:
                 raise BranchNotFound(f"branch {branch!r} not found")
+            first = int(last.seq) - len(items) + 1
+            rows = [
+                {
+                    "branch": branch,
+                    "path": path,
+                    "parent": path.rpartition("/")[0],
+                    "seq": first + i,
+                    "entry": entry.dumps() if entry is not None else None,
+                }
+                for i, (path, entry) in enumerate(items)
+            ]
             for i in range(0, len(rows), 1000):
                 c.execute(stmt, rows[i : i + 1000])
 

@@ -16,6 +16,7 @@ import re
 import threading
 import uuid
 from abc import ABC, abstractmethod
+from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -26,6 +27,7 @@ import blake3
 import zstandard
 
 from .errors import CorruptObject, InsufficientStorage, MissingObject
+from .failpoints import failpoint
 
 _KEY_RE = re.compile(r"^[0-9a-f]{64}$")
 _RAW, _ZSTD = b"R", b"Z"
@@ -152,25 +154,37 @@ class LocalBatch(Batch):
     """Writes run on a small I/O pool (file syscalls release the GIL), so parsing and
     hashing the next object overlaps with writing the previous ones."""
 
-    # Flush early so a huge upload never piles up unbounded temporary files or memory.
-    MAX_PENDING_BYTES = 64 << 20
-    MAX_PENDING = 4096
+    # Bytes handed to the pool but not yet on disk: bounds memory when the disk is slower
+    # than the network. The durability barrier itself waits for flush(), so the disk
+    # writes back in the background while the upload goes on.
+    MAX_INFLIGHT_BYTES = 32 << 20
+    MAX_PENDING = 100_000  # objects awaiting the barrier
 
     def __init__(self, store: LocalObjectStore) -> None:
         self.store = store
         self.pending: list[tuple[str, Future[str | None]]] = []  # (key, future of tmp path)
-        self.pending_bytes = 0
+        self.inflight: deque[tuple[Future[str | None], int]] = deque()
+        self.inflight_bytes = 0
         self.seen: set[str] = set()
 
     def put(self, key: str, data: bytes | memoryview, compress: bool = True) -> None:
+        """`data` must not change afterwards: views of immutable bytes are not copied."""
         check_key(key)
         if key in self.seen:
             return
         self.seen.add(key)
-        data = bytes(data)
-        self.pending.append((key, _io_pool.submit(self.store.write_tmp, key, data, compress)))
-        self.pending_bytes += len(data)
-        if self.pending_bytes >= self.MAX_PENDING_BYTES or len(self.pending) >= self.MAX_PENDING:
+        if not isinstance(data, bytes) and not isinstance(data.obj, bytes):
+            data = bytes(data)
+        fut = _io_pool.submit(self.store.write_tmp, key, data, compress)
+        self.pending.append((key, fut))
+        self.inflight.append((fut, len(data)))
+        self.inflight_bytes += len(data)
+        while self.inflight_bytes > self.MAX_INFLIGHT_BYTES:
+            oldest, n = self.inflight.popleft()
+            self.inflight_bytes -= n
+            if oldest.exception() is not None:
+                self._written()  # raises the storage error now, not gigabytes later
+        if len(self.pending) >= self.MAX_PENDING:
             self.flush()
 
     def _written(self) -> list[tuple[str, str]]:
@@ -188,7 +202,7 @@ class LocalBatch(Batch):
         if error is not None:
             for tmp, _ in out:
                 _unlink(tmp)
-            self.pending.clear()
+            self._reset()
             if isinstance(error, OSError):
                 _raise_storage(error)
             raise error
@@ -200,26 +214,32 @@ class LocalBatch(Batch):
         written = self._written()
         try:
             self.store.sync_data([p for p, _ in written])
+            failpoint("objects.synced")  # data durable, nothing under its final name yet
             dirs = set()
-            for tmp, key in written:
+            for i, (tmp, key) in enumerate(written):
                 final = self.store.path(key)
                 dirs.add(os.path.dirname(final))
                 os.replace(tmp, final)
+                if i == 0 and len(written) > 1:
+                    failpoint("objects.partly_renamed")  # some objects in place, some still temporary
             self.store.sync_dirs(dirs)
         except OSError as exc:
             for tmp, _ in written:
                 _unlink(tmp)
             _raise_storage(exc)
         finally:
-            self.pending.clear()
-            self.pending_bytes = 0
+            self._reset()
+
+    def _reset(self) -> None:
+        self.pending.clear()
+        self.inflight.clear()
+        self.inflight_bytes = 0
 
     def abort(self) -> None:
         with contextlib.suppress(BaseException):
             for tmp, _ in self._written():
                 _unlink(tmp)
-        self.pending.clear()
-        self.pending_bytes = 0
+        self._reset()
 
 
 def _unlink(path: str) -> None:
@@ -250,7 +270,7 @@ class LocalObjectStore(ObjectStore):
     def has(self, key: str) -> bool:
         return os.path.exists(self.path(check_key(key)))
 
-    def write_tmp(self, key: str, data: bytes, compress: bool) -> str | None:
+    def write_tmp(self, key: str, data: bytes | memoryview, compress: bool) -> str | None:
         """Write an object to a temporary file (None: it is stored already)."""
         if self.has(key):
             return None

@@ -48,7 +48,7 @@ def clean_path(raw: str, *, allow_root: bool = False) -> str:
 
 def check_branch(name: str) -> str:
     """Branch names: git-like, short, and never mistakable for a commit id."""
-    if not _REF_RE.match(name) or ".." in name or name.endswith(".lock"):
+    if not _REF_RE.fullmatch(name) or ".." in name or name.endswith(".lock"):  # fullmatch: "$" allows a final "\n"
         raise InvalidName(f"invalid branch name {name[:100]!r}: use letters, digits, '.', '_' and '-'")
     if is_commit_like(name):
         raise InvalidName(f"branch name {name!r} looks like a commit id")
@@ -56,7 +56,7 @@ def check_branch(name: str) -> str:
 
 
 def is_commit_like(name: str) -> bool:
-    return bool(_HEX_RE.match(name)) and len(name) >= 8
+    return bool(_HEX_RE.fullmatch(name)) and len(name) >= 8
 
 
 def parent_dirs(path: str) -> list[str]:

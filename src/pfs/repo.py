@@ -8,7 +8,6 @@ rows it consumed). A crash before the swap leaves only unreferenced garbage.
 from __future__ import annotations
 
 import heapq
-import os
 import threading
 import time
 from collections.abc import Iterator
@@ -24,6 +23,7 @@ from .errors import (
     MergeConflict,
     PathConflict,
 )
+from .failpoints import failpoint
 from .meta import MetaStore
 from .objects import Batch, ObjectStore
 from .paths import check_branch, is_commit_like, parent_dirs
@@ -31,12 +31,6 @@ from .staging import View
 from .trees import Commit, Entry, TreeStore
 
 CAS_RETRIES = 20
-
-
-def failpoint(name: str) -> None:
-    """Crash here if PFS_FAILPOINT names this point: fault injection for crash tests."""
-    if os.environ.get("PFS_FAILPOINT") == name:
-        os._exit(137)
 
 
 @dataclass(frozen=True)
@@ -147,7 +141,7 @@ class Repository:
                     commit = self.trees.write_commit(new_tree, [head] if head else [], branch, time.time(), message, b)
                 failpoint("commit.object_written")
                 try:
-                    self.meta.swap_ref(branch, head, commit, staged)
+                    self.meta.swap_ref(branch, head, commit, max((s.seq for s in staged), default=None))
                 except BranchMoved:
                     if expect is not None:
                         raise

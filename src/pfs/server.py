@@ -13,6 +13,7 @@ import io
 import itertools
 import logging
 import tarfile
+import urllib.parse
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any, TypeVar
 
@@ -20,12 +21,13 @@ import anyio.from_thread
 import orjson
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
+from starlette.convertors import PathConvertor, register_url_convertor
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from .errors import BadRequest, FileNotFound, PayloadTooLarge, PfsError
+from .errors import BadRequest, FileNotFound, InvalidPath, PayloadTooLarge, PfsError
 from .fsck import fsck
 from .paths import check_branch, clean_path, join
 from .repo import Repository
@@ -120,6 +122,26 @@ def entry_json(path: str, entry: Entry) -> dict[str, Any]:
     return {"path": path, "name": path.rpartition("/")[2], "type": "file", "size": entry.size, "hash": entry.hash}
 
 
+class AnyPathConvertor(PathConvertor):
+    """Starlette's `path`, but matching newlines too: such a name must reach the validators
+    and get its 400, not the router's bare 404 or, for a final newline, be cut off."""
+
+    regex = "(?s:.*)"
+
+
+register_url_convertor("anypath", AnyPathConvertor())
+
+
+def path_param(request: Request) -> str:
+    """The `path` route parameter. The server decodes percent-escapes that are not UTF-8 to
+    U+FFFD, which would silently rename the file, so the raw bytes are checked here."""
+    try:
+        urllib.parse.unquote_to_bytes(request.scope.get("raw_path", b"")).decode("utf-8")
+    except UnicodeDecodeError:
+        raise InvalidPath("path is not valid UTF-8") from None
+    return str(request.path_params.get("path", ""))
+
+
 def q(request: Request, name: str, default: str | None = None) -> str | None:
     value = request.query_params.get(name)
     if value is None:
@@ -143,7 +165,7 @@ class Server:
 
     # ---- files ---------------------------------------------------------------------
     async def file(self, request: Request) -> Response:
-        raw: str = request.path_params.get("path", "")
+        raw = path_param(request)
         if request.method == "GET":
             return await self.get_file(request, raw)
         path = clean_path(raw)
@@ -187,7 +209,7 @@ class Server:
 
     async def put_tar(self, request: Request) -> Response:
         """Many files in one request: a tar stream unpacked under a directory, staged atomically."""
-        prefix = clean_path(request.path_params.get("path", ""), allow_root=True)
+        prefix = clean_path(path_param(request), allow_root=True)
         branch = q_branch(request)
         await run(self.repo.meta.get_ref, branch)  # 404 before reading the body
         reader = BodyReader(request.stream().__aiter__())
@@ -423,21 +445,22 @@ async def _error(request: Request, exc: Exception) -> Response:
     lines = [err.message]
     for c in err.details.get("conflicts", []):
         lines.append(f"CONFLICT {c['path']}")
-    return PlainTextResponse("\n".join(lines) + "\n", status_code=err.status)
+    # The code in a header too: file reads take plain-text errors, and clients still want the type.
+    return PlainTextResponse("\n".join(lines) + "\n", status_code=err.status, headers={"x-pfs-error": err.code})
 
 
 def create_app(repo: Repository) -> Starlette:
     s = Server(repo)
     routes = [
         Route("/ping", s.ping),
-        Route("/file/{path:path}", s.file, methods=["GET", "POST", "PUT", "DELETE"]),
+        Route("/file/{path:anypath}", s.file, methods=["GET", "POST", "PUT", "DELETE"]),
         Route("/file", s.file, methods=["GET"]),
-        Route("/tar/{path:path}", s.put_tar, methods=["POST"]),
+        Route("/tar/{path:anypath}", s.put_tar, methods=["POST"]),
         Route("/tar", s.put_tar, methods=["POST"]),
         Route("/commit", s.commit, methods=["GET", "POST"]),
         Route("/commit/{id}", s.commit_one),
         Route("/branch", s.branch, methods=["GET", "POST"]),
-        Route("/branch/{name}", s.branch_one, methods=["GET", "DELETE"]),
+        Route("/branch/{name:anypath}", s.branch_one, methods=["GET", "DELETE"]),
         Route("/log", s.log),
         Route("/diff", s.diff),
         Route("/merge", s.merge, methods=["POST"]),

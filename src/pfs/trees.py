@@ -9,7 +9,7 @@ a hash, so diffs skip them.
 
 from __future__ import annotations
 
-import base64
+import binascii
 import bisect
 import threading
 from collections import OrderedDict
@@ -45,7 +45,7 @@ class Entry:
         if self.kind == "dir":
             return ["d", self.hash, self.size]
         if self.data is not None:
-            return ["i", self.hash, self.size, base64.b64encode(self.data).decode()]
+            return ["i", self.hash, self.size, binascii.b2a_base64(self.data, newline=False).decode()]
         if self.manifest is not None:
             return ["f", self.hash, self.size, self.manifest]
         return ["f", self.hash, self.size, [list(c) for c in self.chunks or ()]]
@@ -55,7 +55,7 @@ class Entry:
         if item[0] == "d":
             return cls("dir", item[1], item[2])
         if item[0] == "i":
-            return cls("file", item[1], item[2], data=base64.b64decode(item[3]))
+            return cls("file", item[1], item[2], data=binascii.a2b_base64(item[3]))
         if isinstance(item[3], str):
             return cls("file", item[1], item[2], manifest=item[3])
         return cls("file", item[1], item[2], chunks=tuple((c[0], c[1]) for c in item[3]))
