@@ -212,3 +212,11 @@ def test_big_directory_commit_and_listing(repo: Repository) -> None:
     assert read(repo, "flat/f02500", commit=c2.id) == b"changed"
     assert [p for p, _, _ in repo.diff(c.id, c2.id)] == ["flat/f00007", "flat/f02500"]
     assert fsck(repo).ok
+
+
+def test_master_cannot_be_deleted(repo: Repository) -> None:
+    from pfs.errors import Conflict
+
+    with pytest.raises(Conflict):
+        repo.delete_branch("master")
+    assert repo.meta.get_ref("master") is None  # still there

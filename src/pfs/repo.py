@@ -18,6 +18,7 @@ from .errors import (
     BadRequest,
     BranchMoved,
     CommitNotFound,
+    Conflict,
     DirtyBranch,
     FileNotFound,
     MergeConflict,
@@ -161,7 +162,10 @@ class Repository:
         return head
 
     def delete_branch(self, name: str) -> None:
-        self.meta.delete_ref(check_branch(name))
+        """Drops the ref and its dirty writes; its commits stay reachable by id."""
+        if check_branch(name) == "master":
+            raise Conflict("master is the default branch and cannot be deleted")
+        self.meta.delete_ref(name)
 
     # ---- history -------------------------------------------------------------------
     def log(self, ref: str, limit: int | None = None) -> Iterator[Commit]:
