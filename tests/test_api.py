@@ -12,6 +12,7 @@ from urllib.parse import quote
 
 import blake3
 import httpx
+import pytest
 from conftest import ServerProc
 
 J = {"accept": "application/json"}
@@ -95,6 +96,14 @@ def dir_size(path: Path) -> int:
 
 def one_line(text: str) -> bool:
     return text.endswith("\n") and text.count("\n") == 1
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[ServerProc]:
+    """conftest's server, killed rather than shut down gracefully: many tests, each fresh."""
+    s = ServerProc(tmp_path / "data").start()
+    yield s
+    s.kill9()
 
 
 # ---- ping, files -----------------------------------------------------------------------
@@ -206,6 +215,8 @@ def test_dir_star_concatenates_regular_files_sorted_by_name(http: httpx.Client) 
     assert r.status_code == 200
     assert r.content == b"A" + big + b"C"  # sorted, not in write order; subdir skipped
     assert get(http, "*") == b"T"  # the root: only its own files
+    assert http.get("/file", headers=J).json() == ls(http)  # the root itself, as a listing
+    assert http.get("/file").status_code == 400  # ... but not as a file
 
     listing = ls(http, "d")
     assert [(e["name"], e["type"]) for e in listing] == [("a", "file"), ("b", "file"), ("c", "file"), ("sub", "dir")]

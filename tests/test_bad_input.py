@@ -101,8 +101,8 @@ def snapshot(srv: ServerProc) -> dict[str, Any]:
     with httpx.Client(base_url=srv.url, timeout=30) as h:
         branches = h.get("/branch", headers=J).json()
         commits = h.get("/commit", headers=J).json()
+        # Dirty views; committed ones follow from the heads, as commits and trees are immutable.
         listings = {b["name"]: _walk(h, b["name"]) for b in branches}
-        committed = {b["name"]: _walk_commit(h, b["head"]) for b in branches if b["head"]}
     db = sqlite3.connect(os.path.join(srv.data_dir, "meta.sqlite"))
     try:
         staging = db.execute("SELECT branch, path, seq, entry FROM staging ORDER BY branch, path").fetchall()
@@ -117,25 +117,12 @@ def snapshot(srv: ServerProc) -> dict[str, Any]:
         "branches": branches,
         "commits": commits,
         "listings": listings,
-        "committed": committed,
         "staging": staging,
         "refs": refs,
         "commit_rows": commit_rows,
         "objects": objects,
         "tmp": tmp,
     }
-
-
-def _walk_commit(h: httpx.Client, commit: str, directory: str = "") -> list[tuple[str, str, Any]]:
-    target = f"/file/{directory}/*" if directory else "/file/*"
-    r = h.get(target, params={"commit": commit}, headers=J)
-    assert r.status_code == 200, r.text
-    out: list[tuple[str, str, Any]] = []
-    for e in r.json():
-        out.append((e["path"], e["type"], e.get("hash")))
-        if e["type"] == "dir":
-            out.extend(_walk_commit(h, commit, e["path"]))
-    return out
 
 
 def assert_clean_error(status: int, headers: dict[str, str], body: bytes, srv: ServerProc, lines: int = 1) -> None:
@@ -305,6 +292,8 @@ CASES = [
     C("GET", "/file/*?branch=a%20b", 400, id="list-branch-space"),
     C("GET", f"/file/*?branch={HEX64}", 400, id="list-branch-64hex"),
     C("POST", "/file/new.txt?branch=nope", 404, id="write-unknown-branch"),
+    C("POST", "/file/newdir/", 400, id="write-trailing-slash"),
+    C("PUT", "/file/dir/b.txt/", 400, id="put-trailing-slash"),
     C("POST", "/file/new.txt?branch=..%2Fx", 400, id="write-branch-dotdot"),
     C("POST", "/file/new.txt?branch=x%0A", 400, id="write-branch-newline"),
     C("DELETE", "/file/dir/b.txt?branch=nope", 404, id="delete-unknown-branch"),
@@ -336,10 +325,14 @@ CASES = [
     C("DELETE", "/branch/nope", 404, id="delete-unknown-branch-ref"),
     C("DELETE", "/branch/..", 400, id="delete-branch-dotdot"),
     C("DELETE", f"/branch/{HEX64}", 400, id="delete-branch-64hex"),
+    C("DELETE", "/branch/master", 409, id="delete-master"),
     # commits
     C("POST", "/commit?branch=nope", 404, id="commit-unknown-branch"),
     C("POST", "/commit?branch=..%2Fx", 400, id="commit-bad-branch"),
     C("POST", "/commit?branch=master&expect={c1}", 409, id="commit-expect-stale"),
+    C("POST", "/commit?branch=master&expect=abc", 400, id="commit-expect-malformed"),
+    C("POST", "/commit?branch=master&expect=", 409, id="commit-expect-empty-branch-but-has-commits"),
+    C("POST", f"/commit?branch=master&expect={'A' * 64}", 400, id="commit-expect-uppercase"),
     C("POST", f"/commit?branch=master&expect={'0' * 64}", 409, id="commit-expect-unknown"),
     C("GET", "/commit/nope", 404, id="inspect-unknown-branch"),
     C("GET", "/commit/deadbeef", 404, id="inspect-unknown-prefix"),
@@ -406,6 +399,8 @@ TAR_CASES = [
     P("/tar/in", [("/etc/evil", b"x")], 400, id="tar-member-absolute"),
     P("/tar", [("a\\b", b"x")], 400, id="tar-member-backslash"),
     P("/tar", [("a*", b"x")], 400, id="tar-member-star"),
+    P("/tar", [("bad\udcff", b"x")], 400, id="tar-member-invalid-utf8"),
+    P("/tar", [("ctl\x01", b"x")], 400, id="tar-member-control-char"),
     P("/tar/in", [("link", None)], 400, id="tar-member-symlink"),
     P("/tar/../x", [("ok.txt", b"x")], 400, id="tar-prefix-dotdot"),
     P("/tar/in?branch=..%2Fx", [("ok.txt", b"x")], 400, id="tar-bad-branch"),

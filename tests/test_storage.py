@@ -220,3 +220,12 @@ def test_master_cannot_be_deleted(repo: Repository) -> None:
     with pytest.raises(Conflict):
         repo.delete_branch("master")
     assert repo.meta.get_ref("master") is None  # still there
+
+
+def test_expect_empty_means_no_commits_yet_and_ids_are_case_insensitive(repo: Repository) -> None:
+    put(repo, "a", b"1")
+    first = repo.commit_branch("master", expect="")  # strict: the branch had no commit
+    with pytest.raises(BranchMoved):
+        repo.commit_branch("master", expect="")
+    assert repo.resolve(first.id.upper()).id == first.id
+    assert repo.resolve(first.id[:10].upper()).id == first.id

@@ -14,7 +14,6 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColu
 
 from . import errors
 from .client import Client
-from .config import DEFAULT_ADDR, Config, parse_addr
 
 err_console = Console(stderr=True)
 PROGRESS_MIN = 8 << 20  # show a bar only for transfers bigger than this
@@ -65,13 +64,14 @@ def client(ctx: click.Context) -> Client:
 
 
 @main.command()
-@click.option("--addr", envvar="PFS_ADDR", default=DEFAULT_ADDR, show_default=True, help="HOST:PORT to listen on")
+@click.option("--addr", envvar="PFS_ADDR", default="127.0.0.1:8080", show_default=True, help="HOST:PORT to listen on")
 @click.option("--data-dir", envvar="PFS_DATA_DIR", default=None, help="where data lives [default: ~/.pfs]")
 @click.option("--max-file-size", type=int, default=None, help="reject files larger than this many bytes")
 def serve(addr: str, data_dir: str | None, max_file_size: int | None) -> None:
     """Run one pfs node on embedded storage (SQLite + local objects)."""
     import uvicorn
 
+    from .config import Config, parse_addr  # storage imports load only for the verbs using them
     from .server import create_app
 
     cfg = Config.from_env(data_dir)
@@ -280,6 +280,7 @@ def fsck(ctx: click.Context, data_dir: str | None, server: bool, quick: bool) ->
         problems, ok = rep.get("problems", []), rep.get("ok", False)
         summary = f"{rep.get('commits')} commits, {rep.get('trees')} trees, {rep.get('files')} files"
     else:
+        from .config import Config
         from .fsck import fsck as run_fsck
 
         cfg = Config.from_env(data_dir)

@@ -64,7 +64,10 @@ class Repository:
 
     def resolve(self, ref: str) -> Commit:
         """A commit id, a unique prefix of one (8+ hex digits), or a branch name (its head)."""
-        if is_commit_like(ref):
+        if ref == "":
+            raise BadRequest("empty commit or branch name")
+        if is_commit_like(ref.lower()):
+            ref = ref.lower()
             if len(ref) == 64:
                 return self.commit(ref)
             found = self.meta.find_commits(ref)
@@ -129,12 +132,16 @@ class Repository:
 
     # ---- commits -------------------------------------------------------------------
     def commit_branch(self, branch: str, message: str = "", expect: str | None = None) -> Commit:
+        """Commit the branch's dirty writes. `expect` turns it into a strict compare-and-swap:
+        a commit id the head must be at, or "" for a branch with no commits yet."""
+        if expect is not None and expect != "" and not (len(expect) == 64 and is_commit_like(expect)):
+            raise BadRequest("expect must be a full 64-digit commit id, or empty for a branch with no commits")
         check_branch(branch)
         with self._lock(branch):
             for _ in range(CAS_RETRIES):
                 head, tree = self.head_tree(branch)
-                if expect is not None and head != expect:
-                    raise BranchMoved(f"branch {branch!r} is at {head}, not {expect}")
+                if expect is not None and head != (expect or None):
+                    raise BranchMoved(f"branch {branch!r} is at {head or 'no commit'}, not {expect or 'no commit'}")
                 staged = self.meta.staged(branch)
                 with self.objects.batch() as b:
                     new_tree = self.trees.apply(tree, {s.path: s.entry for s in staged}, b)

@@ -36,7 +36,7 @@ from .trees import Commit, Entry
 
 log = logging.getLogger("pfs.server")
 T = TypeVar("T")
-UPLOAD_BUFFER = 8 << 20  # bytes handed to the chunker at a time
+UPLOAD_BUFFER = 1 << 20  # bytes handed to the chunker at a time (bigger: more server RSS per upload)
 DRAIN_LIMIT = 64 << 20  # beyond this a refused upload is cut off rather than read to the end
 
 
@@ -168,6 +168,8 @@ class Server:
         raw = path_param(request)
         if request.method == "GET":
             return await self.get_file(request, raw)
+        if request.method in ("POST", "PUT") and raw.endswith("/"):
+            raise InvalidPath(f"a file path cannot end with '/': {raw[:100]!r}")
         path = clean_path(raw)
         branch = q_branch(request)
         if request.method == "DELETE":
