@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
-import pytest
 from conftest import ServerProc
 
 from pfs import Client, errors
@@ -244,12 +243,6 @@ def test_concurrent_branch_creation_has_exactly_one_winner(server: ServerProc) -
     offline_fsck(server)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known bug: a branch read takes the head, then the staged rows, in separate reads; a "
-    "commit that lands in between (ref swap + staged rows dropped) hides acknowledged writes "
-    "from that read (404 / missing from the listing). Needs snapshot reads of ref + staging.",
-)
 def test_branch_reads_racing_commits_see_every_acknowledged_write(server: ServerProc) -> None:
     """Read-your-writes across commits (catalogue I4: never a branch in an intermediate
     state): a file acknowledged before a read starts is visible to that read, whether the

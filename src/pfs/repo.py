@@ -91,9 +91,7 @@ class Repository:
             raise BadRequest("give either commit or branch, not both")
         if commit is not None:
             return View(self.trees, self.meta, self.resolve(commit).tree, None)
-        branch = check_branch(branch or "master")
-        _, tree = self.head_tree(branch)
-        return View(self.trees, self.meta, tree, branch)
+        return View(self.trees, self.meta, None, check_branch(branch or "master"), self.head_tree)
 
     # ---- dirty writes --------------------------------------------------------------
     def writer(self, batch: Batch | None = None) -> FileWriter:

@@ -6,7 +6,7 @@ deletion); a branch read merges them over the head tree without building a new t
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from .errors import PathConflict
 from .meta import MetaStore
@@ -17,15 +17,55 @@ STAGED_DIR = Entry("dir", "", 0)  # a directory that exists only through dirty w
 
 
 class View:
-    def __init__(self, trees: TreeStore, meta: MetaStore, root: str | None, branch: str | None) -> None:
+    """A read of a commit, or of a branch as of one moment.
+
+    A branch read pins the head and then reads staged rows in separate queries; a commit
+    that lands in between drops the rows it consumed, which would hide acknowledged
+    writes. So after reading staged rows the view checks that the head has not moved and,
+    if it has, re-pins and reads again (heads never repeat: every commit is new).
+    """
+
+    def __init__(
+        self,
+        trees: TreeStore,
+        meta: MetaStore,
+        root: str | None,
+        branch: str | None,
+        head_tree: Callable[[str], tuple[str | None, str | None]] | None = None,
+    ) -> None:
         self.trees = trees
         self.meta = meta
         self.root = root
         self.branch = branch  # None: a clean commit, no overlay
-        if branch is not None and not meta.has_staged(branch):
-            self.branch = None  # nothing dirty: read the tree alone, no per-path queries
+        self._name = branch
+        self._head_tree = head_tree
+        self.head: str | None = None
+        if branch is not None:
+            self._pin()
+
+    def _pin(self) -> None:
+        assert self._name is not None and self._head_tree is not None
+        while True:
+            self.head, self.root = self._head_tree(self._name)
+            dirty = self.meta.has_staged(self._name)
+            if self.meta.get_ref(self._name) == self.head:
+                break
+        self.branch = self._name if dirty else None  # nothing dirty: the tree alone
+
+    def _moved(self) -> bool:
+        """True (and re-pinned) if a commit landed since the staged rows were read."""
+        if self.branch is None or self.meta.get_ref(self.branch) == self.head:
+            return False
+        self._pin()
+        return True
 
     def lookup(self, path: str) -> Entry | None:
+        while True:
+            entry = self._lookup(path)
+            if not self._moved():
+                return entry
+
+    def _lookup(self, path: str) -> Entry | None:
         if self.branch is None:
             return self.trees.lookup(self.root, path)
         if path != "":
@@ -52,23 +92,27 @@ class View:
     def listdir(self, path: str) -> Iterator[tuple[str, Entry]]:
         """Children of a directory, sorted by name, streamed from the tree with the branch's
         dirty writes merged in (caller checked it is a directory)."""
+        while True:
+            overlay: dict[str, Entry | None] = {}
+            doubtful: set[str] = set()  # committed dirs with deletions below: maybe emptied
+            if self.branch is not None:
+                for s in self.meta.staged_children(self.branch, path):
+                    overlay[s.path.rpartition("/")[2]] = s.entry
+                depth = path.count("/") + 1 if path else 0
+                for s in self.meta.staged_under(self.branch, path):
+                    parts = s.path.split("/")
+                    if len(parts) > depth + 1:
+                        if s.entry is None:
+                            doubtful.add(parts[depth])
+                        else:
+                            overlay.setdefault(parts[depth], STAGED_DIR)
+            if not self._moved():
+                break
         base = self.trees.lookup(self.root, path)
         committed = self.trees.dir_items(base.hash) if base is not None and base.is_dir else iter(())
         if self.branch is None:
             yield from committed
             return
-        overlay: dict[str, Entry | None] = {}
-        for s in self.meta.staged_children(self.branch, path):
-            overlay[s.path.rpartition("/")[2]] = s.entry
-        depth = path.count("/") + 1 if path else 0
-        doubtful: set[str] = set()  # committed dirs with deletions below: maybe emptied
-        for s in self.meta.staged_under(self.branch, path):
-            parts = s.path.split("/")
-            if len(parts) > depth + 1:
-                if s.entry is None:
-                    doubtful.add(parts[depth])
-                else:
-                    overlay.setdefault(parts[depth], STAGED_DIR)
         for name, old, new in _zip_overlay(committed, overlay):
             if name not in overlay:
                 assert old is not None
