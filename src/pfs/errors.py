@@ -82,6 +82,30 @@ class DirtyBranch(Conflict):
     code = "dirty_branch"
 
 
+class JobNotFound(NotFound):
+    code = "job_not_found"
+
+
+class RunNotFound(NotFound):
+    code = "run_not_found"
+
+
+class JobNotReady(Conflict):
+    """A job's output was asked for while its run is still going, or after it failed."""
+
+    code = "job_not_ready"
+
+
+class JobError(PfsError):
+    """A job's worker failed: crashed, answered non-2xx, timed out or never started.
+
+    Not a user error of the HTTP caller; it is recorded on the run, with the worker's log.
+    """
+
+    status = 502
+    code = "job_error"
+
+
 class PayloadTooLarge(PfsError):
     status = 413
     code = "payload_too_large"
