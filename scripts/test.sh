@@ -13,10 +13,14 @@ fi
 .venv/bin/python -m pip install -q -e '.[test]'
 
 echo "== ruff"
-.venv/bin/ruff check src tests bench
-.venv/bin/ruff format --check src tests bench
+.venv/bin/ruff check src tests bench examples
+.venv/bin/ruff format --check src tests bench examples
 echo "== mypy"
 .venv/bin/mypy
+echo "== docker"
+# The docker runtime's tests need an engine and the base image: set up here (as root) on a
+# fresh machine; a no-op when both are there already.
+bash scripts/docker-setup.sh
 echo "== pytest"
 set +e
 .venv/bin/python -m pytest -q -p no:cacheprovider "$@"

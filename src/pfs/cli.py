@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from collections.abc import Iterator
@@ -10,7 +11,7 @@ from typing import IO, Any
 import click
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
+from rich.progress import BarColumn, DownloadColumn, MofNCompleteColumn, Progress, TransferSpeedColumn
 
 from . import errors
 from .client import Client
@@ -81,11 +82,12 @@ def serve(addr: str, data_dir: str | None, max_file_size: int | None) -> None:
     repo = cfg.open()
     err_console.print(f"pfs serving {os.path.abspath(cfg.data_dir)} on http://{addr}", highlight=False)
     uvicorn.run(
-        create_app(repo),
+        create_app(repo, cfg.scheduler(repo)),
         host=host,
         port=port,
         log_level=os.environ.get("PFS_LOG_LEVEL", "warning"),
         timeout_keep_alive=30,
+        timeout_graceful_shutdown=5,  # long-polls (`/run/<id>?wait=`) must not hold up a shutdown
         limit_concurrency=int(os.environ.get("PFS_MAX_CONNECTIONS", "1000")),
     )
 
@@ -193,10 +195,11 @@ def rm(ctx: click.Context, path: str, branch: str, recursive: bool) -> None:
 @main.command()
 @click.option("-b", "--branch", default="master", show_default=True)
 @click.option("-m", "--message", default="", help="commit message")
+@click.option("--run", is_flag=True, help="also run the job DAG on the new commit (see `pfs job wait`)")
 @click.pass_context
-def commit(ctx: click.Context, branch: str, message: str) -> None:
+def commit(ctx: click.Context, branch: str, message: str, run: bool) -> None:
     """Commit a branch's dirty writes; prints the commit id."""
-    click.echo(client(ctx).commit(branch, message)["id"])
+    click.echo(client(ctx).commit(branch, message, run=run)["id"])
 
 
 @main.command()
@@ -293,6 +296,128 @@ def fsck(ctx: click.Context, data_dir: str | None, server: bool, quick: bool) ->
         click.echo(p)
     click.echo(("ok: " if ok else "FAILED: ") + summary)
     sys.exit(0 if ok else 1)
+
+
+@main.group()
+def job() -> None:
+    """Map/reduce jobs: specs, runs, outputs and logs."""
+
+
+@job.command("put")
+@click.argument("name")
+@click.argument("spec", type=click.File("rb"))
+@click.pass_context
+def job_put(ctx: click.Context, name: str, spec: IO[bytes]) -> None:
+    """Store job NAME from a JSON SPEC file ('-' for stdin)."""
+    client(ctx).put_job(name, spec.read())
+    click.echo(f"stored job {name}")
+
+
+@job.command("get")
+@click.argument("name")
+@click.pass_context
+def job_get(ctx: click.Context, name: str) -> None:
+    """Print a job's spec."""
+    spec = client(ctx).get_job(name)
+    spec.pop("name", None)
+    click.echo(json.dumps(spec, indent=2))
+
+
+@job.command("rm")
+@click.argument("name")
+@click.pass_context
+def job_rm(ctx: click.Context, name: str) -> None:
+    """Delete a job spec (its past outputs stay readable)."""
+    client(ctx).delete_job(name)
+    click.echo(f"deleted job {name}")
+
+
+@job.command("ls")
+@click.pass_context
+def job_ls(ctx: click.Context) -> None:
+    """List jobs."""
+    for j in client(ctx).jobs():
+        click.echo(f"{j['name']:<20} {j['type']:<7} {j['input']:<30} {j.get('image') or '(process)'}")
+
+
+def _print_run(status: dict[str, Any]) -> None:
+    click.echo(f"run {status['commit'][:12]} on {status['branch']}: {status['state']}")
+    for j in status.get("jobs", []):
+        click.echo(
+            f"  {j['job']:<20} {j['type']:<7} {j['state']:<10} {j['progress']}"
+            + (f"  {j['error']}" if j["error"] else "")
+        )
+
+
+@job.command("status")
+@click.argument("commit", default="master")
+@click.pass_context
+def job_status(ctx: click.Context, commit: str) -> None:
+    """State of the run on COMMIT (default: master's head), job by job."""
+    _print_run(client(ctx).run_status(commit))
+
+
+@job.command("wait")
+@click.argument("commit", default="master")
+@click.option("--timeout", type=float, default=None, help="give up after this many seconds (exit 2)")
+@click.pass_context
+def job_wait(ctx: click.Context, commit: str, timeout: float | None) -> None:
+    """Wait for the run on COMMIT to finish, with progress; exit 1 if it failed."""
+    c = client(ctx)
+    bars = Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        console=err_console,
+        transient=True,
+        disable=not err_console.is_terminal,
+    )
+    with bars as p:
+        tasks: dict[str, Any] = {}
+
+        def show(status: dict[str, Any]) -> None:
+            for j in status.get("jobs", []):
+                if j["job"] not in tasks:
+                    tasks[j["job"]] = p.add_task(f"{j['job']} ({j['type']})", total=None)
+                todo = j["total"] - j["reused"] if j["type"] == "map" else 1
+                p.update(tasks[j["job"]], completed=j["done"], total=todo or None)
+
+        status = c.wait_run(commit, timeout, show)
+    _print_run(status)
+    if status["state"] == "failed":
+        sys.exit(1)
+    if status["state"] != "succeeded":
+        sys.exit(2)
+
+
+@job.command("log")
+@click.argument("name")
+@click.option("-c", "--commit", default=None, help="the run's commit [default: master's head]")
+@click.pass_context
+def job_log(ctx: click.Context, name: str, commit: str | None) -> None:
+    """A job's error and its workers' logs for one run."""
+    click.echo(client(ctx).job_log(name, commit), nl=False)
+
+
+@job.command("runs")
+@click.argument("name")
+@click.pass_context
+def job_runs(ctx: click.Context, name: str) -> None:
+    """Past runs of a job, newest first."""
+    for j in client(ctx).job_runs(name):
+        click.echo(f"{j['commit'][:12]}  {j['state']:<10} {j['progress']}  {j['error'] or ''}")
+
+
+@job.command("cat")
+@click.argument("name")
+@click.argument("path", default="")
+@click.option("-c", "--commit", default=None, help="the run's commit [default: master's head]")
+@click.pass_context
+def job_cat(ctx: click.Context, name: str, path: str, commit: str | None) -> None:
+    """Print a job's output file (a reduce's only file when PATH is omitted)."""
+    for piece in client(ctx).open_job_file(name, path, commit):
+        sys.stdout.buffer.write(piece)
+    sys.stdout.buffer.flush()
 
 
 if __name__ == "__main__":

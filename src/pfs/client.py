@@ -14,11 +14,13 @@ import subprocess
 import tarfile
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import IO, Any
 from urllib.parse import quote
 
 import httpx
+import orjson
 
 from . import errors
 
@@ -124,8 +126,11 @@ class Client:
         return self._call("DELETE", f"/file/{_q(path)}", params=params)  # type: ignore[no-any-return]
 
     # ---- commits, branches, history ------------------------------------------------
-    def commit(self, branch: str = "master", message: str = "", expect: str | None = None) -> dict[str, Any]:
-        params = {"branch": branch, "message": message or None, "expect": expect}
+    def commit(
+        self, branch: str = "master", message: str = "", expect: str | None = None, run: bool = False
+    ) -> dict[str, Any]:
+        """Commit the branch's dirty writes; with `run`, also start the job DAG on it."""
+        params = {"branch": branch, "message": message or None, "expect": expect, "run": "1" if run else None}
         return self._call("POST", "/commit", params=params)  # type: ignore[no-any-return]
 
     def commits(self) -> list[dict[str, Any]]:
@@ -160,6 +165,75 @@ class Client:
 
     def discard(self, branch: str = "master") -> dict[str, Any]:
         return self._call("POST", "/discard", params={"branch": branch})  # type: ignore[no-any-return]
+
+    # ---- jobs ----------------------------------------------------------------------
+    def put_job(self, name: str, spec: dict[str, Any] | bytes) -> dict[str, Any]:
+        """Store (or replace) a job spec; it runs at the next commit with `run`."""
+        body = spec if isinstance(spec, bytes) else orjson.dumps(spec)
+        return self._call(  # type: ignore[no-any-return]
+            "POST", f"/job/{_q(name)}", content=body, headers={"content-type": "application/json"}
+        )
+
+    def get_job(self, name: str) -> dict[str, Any]:
+        return self._call("GET", f"/job/{_q(name)}")  # type: ignore[no-any-return]
+
+    def delete_job(self, name: str) -> dict[str, Any]:
+        return self._call("DELETE", f"/job/{_q(name)}")  # type: ignore[no-any-return]
+
+    def jobs(self) -> list[dict[str, Any]]:
+        return self._call("GET", "/job")  # type: ignore[no-any-return]
+
+    def job_runs(self, name: str) -> list[dict[str, Any]]:
+        return self._call("GET", f"/job/{_q(name)}/runs")  # type: ignore[no-any-return]
+
+    def runs(self) -> list[dict[str, Any]]:
+        return self._call("GET", "/run")  # type: ignore[no-any-return]
+
+    def run_status(self, commit: str, wait: float | None = None) -> dict[str, Any]:
+        params = {"wait": str(wait) if wait else None}
+        return self._call("GET", f"/run/{_q(commit)}", params=params)  # type: ignore[no-any-return]
+
+    def wait_run(
+        self, commit: str, timeout: float | None = None, on_status: Callable[[dict[str, Any]], None] | None = None
+    ) -> dict[str, Any]:
+        """Block until the run on `commit` finishes (or `timeout` seconds pass); returns
+        its last status. Long-polls, so a finished run returns at once."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            left = 10.0 if deadline is None else max(0.0, min(10.0, deadline - time.monotonic()))
+            status = self.run_status(commit, wait=left or None)
+            if on_status is not None:
+                on_status(status)
+            if status["state"] in ("succeeded", "failed") or (deadline is not None and time.monotonic() >= deadline):
+                return status
+
+    def job_log(self, name: str, commit: str | None = None) -> str:
+        try:
+            resp = self.http.get(
+                f"/job/{_q(name)}/log", params={"commit": commit} if commit else {}, headers={"accept": "text/plain"}
+            )
+        except httpx.TransportError as exc:
+            raise errors.Unavailable(f"cannot reach pfs at {self.url}: {exc}") from exc
+        return self._check(resp).text
+
+    def open_job_file(self, name: str, path: str = "", commit: str | None = None) -> Iterator[bytes]:
+        """A job's output for the run on `commit` (default: master's head), streamed."""
+        url = f"/job/{_q(name)}/file" + (f"/{_q(path)}" if path else "")
+        try:
+            with self.http.stream(
+                "GET", url, params={"commit": commit} if commit else {}, headers={"accept": "*/*"}
+            ) as resp:
+                self._check(resp)
+                yield from resp.iter_bytes(STREAM_PIECE)
+        except httpx.TransportError as exc:
+            raise errors.Unavailable(f"reading job {name!r} output from {self.url} failed: {exc}") from exc
+
+    def get_job_file(self, name: str, path: str = "", commit: str | None = None) -> bytes:
+        return b"".join(self.open_job_file(name, path, commit))
+
+    def ls_job(self, name: str, path: str = "", commit: str | None = None) -> list[dict[str, Any]]:
+        target = f"/job/{_q(name)}/file/" + (f"{_q(path.strip('/'))}/*" if path.strip("/") else "*")
+        return self._call("GET", target, params={"commit": commit})  # type: ignore[no-any-return]
 
     def fsck(self, quick: bool = False) -> dict[str, Any]:
         try:

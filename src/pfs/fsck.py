@@ -1,5 +1,5 @@
-"""`pfs fsck`: check that every object reachable from a ref, a staged write or the commit
-index exists and matches its hash."""
+"""`pfs fsck`: check that every object reachable from a ref, a staged write, the commit
+index or a job's recorded output exists and matches its hash."""
 
 from __future__ import annotations
 
@@ -107,6 +107,10 @@ def fsck(repo: Repository, verify_data: bool = True, progress: Callable[[int], N
         rep.commits += 1
         check_tree(commit.tree, "")
         todo.extend(commit.parents)
+    for run in repo.meta.list_runs(limit=1 << 30):
+        for jr in repo.meta.job_runs(run["commit"]):
+            if jr["output_tree"]:  # a job's recorded output is as reachable as a commit
+                check_tree(jr["output_tree"], f"job {jr['job']} output on {run['commit'][:12]}")
     for name, _ in repo.meta.list_refs():
         for staged in repo.meta.staged(name):
             if staged.entry is not None:

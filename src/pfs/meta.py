@@ -57,6 +57,52 @@ commits_t = sa.Table(
     sa.Column("message", sa.Text, nullable=False),
     sa.Index("commits_time", "time"),
 )
+jobs_t = sa.Table(
+    "jobs",
+    md,
+    sa.Column("name", sa.String(100), primary_key=True),
+    sa.Column("spec", sa.Text, nullable=False),
+    sa.Column("updated", sa.Float, nullable=False),
+)
+# One run per commit posted with ?run; its jobs' specs are copied in when it is created,
+# so a spec edited later does not change what a queued run does.
+runs_t = sa.Table(
+    "runs",
+    md,
+    sa.Column("commit", sa.String(64), primary_key=True),
+    sa.Column("branch", sa.String(100), nullable=False),
+    sa.Column("state", sa.String(16), nullable=False),  # queued | running | succeeded | failed
+    sa.Column("created", sa.Float, nullable=False),
+    sa.Column("started", sa.Float, nullable=True),
+    sa.Column("finished", sa.Float, nullable=True),
+    sa.Column("owner", sa.String(64), nullable=True),  # the node driving it
+    sa.Column("heartbeat", sa.Float, nullable=True),
+    sa.Column("error", sa.Text, nullable=True),
+    sa.Index("runs_state", "state", "created"),
+)
+job_runs_t = sa.Table(
+    "job_runs",
+    md,
+    sa.Column("commit", sa.String(64), primary_key=True),
+    sa.Column("job", sa.String(100), primary_key=True),
+    sa.Column("seq", sa.Integer, nullable=False),  # DAG order within the run
+    sa.Column("spec", sa.Text, nullable=False),
+    # pending | running | succeeded | reused | failed | skipped
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("spec_key", sa.String(64), nullable=True),
+    sa.Column("input_tree", sa.String(64), nullable=True),
+    sa.Column("output_tree", sa.String(64), nullable=True),  # set only on success
+    sa.Column("total", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("done", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("reused", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("started", sa.Float, nullable=True),
+    sa.Column("finished", sa.Float, nullable=True),
+    sa.Column("error", sa.Text, nullable=True),
+    sa.Column("log", sa.Text, nullable=True),
+    sa.Index("job_runs_key", "job", "spec_key", "finished"),
+)
+RUN_FIELDS = {c.name for c in runs_t.c}
+JOB_RUN_FIELDS = {c.name for c in job_runs_t.c}
 
 
 @dataclass(frozen=True)
@@ -125,6 +171,50 @@ class MetaStore(ABC):
 
     @abstractmethod
     def index_commit(self, commit: Commit) -> None: ...
+
+    # ---- jobs and runs ---------------------------------------------------------------
+    @abstractmethod
+    def put_job(self, name: str, spec: str) -> None: ...
+
+    @abstractmethod
+    def get_job(self, name: str) -> str | None: ...
+
+    @abstractmethod
+    def list_jobs(self) -> list[tuple[str, str, float]]: ...
+
+    @abstractmethod
+    def delete_job(self, name: str) -> bool: ...
+
+    @abstractmethod
+    def create_run(self, commit: str, branch: str, jobs: list[tuple[str, str]]) -> bool:
+        """False if the commit already has a run."""
+
+    @abstractmethod
+    def get_run(self, commit: str) -> dict[str, Any] | None: ...
+
+    @abstractmethod
+    def list_runs(self, limit: int = 100, job: str | None = None) -> list[dict[str, Any]]: ...
+
+    @abstractmethod
+    def job_runs(self, commit: str) -> list[dict[str, Any]]: ...
+
+    @abstractmethod
+    def get_job_run(self, commit: str, job: str) -> dict[str, Any] | None: ...
+
+    @abstractmethod
+    def update_run(self, commit: str, **fields: Any) -> None: ...
+
+    @abstractmethod
+    def update_job_run(self, commit: str, job: str, **fields: Any) -> None: ...
+
+    @abstractmethod
+    def claim_run(self, owner: str, stale_before: float) -> str | None:
+        """Take the oldest queued run, or one whose driver stopped heartbeating."""
+
+    @abstractmethod
+    def last_good_job_run(self, job: str, spec_key: str) -> dict[str, Any] | None:
+        """The newest successful run of this job with this spec and image: what an
+        incremental run reuses."""
 
 
 def _escape_like(s: str) -> str:
@@ -338,6 +428,115 @@ class SqlMetaStore(MetaStore):
             for r in rows:
                 yield _row_commit(r)
             last = (rows[-1].time, rows[-1].id)
+
+    # ---- jobs and runs -------------------------------------------------------------
+    def put_job(self, name: str, spec: str) -> None:
+        with self._write() as c:
+            now = time.time()
+            if c.execute(jobs_t.update().where(jobs_t.c.name == name).values(spec=spec, updated=now)).rowcount == 0:
+                c.execute(jobs_t.insert().values(name=name, spec=spec, updated=now))
+
+    def get_job(self, name: str) -> str | None:
+        with self._read() as c:
+            row = c.execute(sa.select(jobs_t.c.spec).where(jobs_t.c.name == name)).first()
+        return None if row is None else str(row.spec)
+
+    def list_jobs(self) -> list[tuple[str, str, float]]:
+        with self._read() as c:
+            rows = c.execute(sa.select(jobs_t).order_by(jobs_t.c.name)).all()
+        return [(r.name, r.spec, r.updated) for r in rows]
+
+    def delete_job(self, name: str) -> bool:
+        with self._write() as c:
+            return bool(c.execute(jobs_t.delete().where(jobs_t.c.name == name)).rowcount)
+
+    def create_run(self, commit: str, branch: str, jobs: list[tuple[str, str]]) -> bool:
+        with self._write() as c:
+            if c.execute(sa.select(runs_t.c.commit).where(runs_t.c.commit == commit)).first() is not None:
+                return False
+            c.execute(runs_t.insert().values(commit=commit, branch=branch, state="queued", created=time.time()))
+            if jobs:
+                c.execute(
+                    job_runs_t.insert(),
+                    [
+                        {"commit": commit, "job": n, "seq": i, "spec": s, "state": "pending"}
+                        for i, (n, s) in enumerate(jobs)
+                    ],
+                )
+        return True
+
+    def get_run(self, commit: str) -> dict[str, Any] | None:
+        with self._read() as c:
+            row = c.execute(sa.select(runs_t).where(runs_t.c.commit == commit)).first()
+        return None if row is None else dict(row._mapping)
+
+    def list_runs(self, limit: int = 100, job: str | None = None) -> list[dict[str, Any]]:
+        q = sa.select(runs_t).order_by(runs_t.c.created.desc()).limit(limit)
+        if job is not None:
+            q = q.where(runs_t.c.commit.in_(sa.select(job_runs_t.c.commit).where(job_runs_t.c.job == job)))
+        with self._read() as c:
+            return [dict(r._mapping) for r in c.execute(q).all()]
+
+    def job_runs(self, commit: str) -> list[dict[str, Any]]:
+        with self._read() as c:
+            rows = c.execute(
+                sa.select(job_runs_t).where(job_runs_t.c.commit == commit).order_by(job_runs_t.c.seq)
+            ).all()
+        return [dict(r._mapping) for r in rows]
+
+    def get_job_run(self, commit: str, job: str) -> dict[str, Any] | None:
+        with self._read() as c:
+            row = c.execute(sa.select(job_runs_t).where(job_runs_t.c.commit == commit, job_runs_t.c.job == job)).first()
+        return None if row is None else dict(row._mapping)
+
+    def update_run(self, commit: str, **fields: Any) -> None:
+        assert set(fields) <= RUN_FIELDS
+        with self._write() as c:
+            c.execute(runs_t.update().where(runs_t.c.commit == commit).values(**fields))
+
+    def update_job_run(self, commit: str, job: str, **fields: Any) -> None:
+        assert set(fields) <= JOB_RUN_FIELDS
+        with self._write() as c:
+            c.execute(
+                job_runs_t.update().where(job_runs_t.c.commit == commit, job_runs_t.c.job == job).values(**fields)
+            )
+
+    def claim_run(self, owner: str, stale_before: float) -> str | None:
+        with self._write() as c:
+            row = c.execute(
+                sa.select(runs_t.c.commit, runs_t.c.state)
+                .where(
+                    sa.or_(
+                        runs_t.c.state == "queued",
+                        sa.and_(runs_t.c.state == "running", runs_t.c.heartbeat < stale_before),
+                    )
+                )
+                .order_by(runs_t.c.created)
+                .limit(1)
+            ).first()
+            if row is None:
+                return None
+            now = time.time()
+            res = c.execute(
+                runs_t.update()
+                .where(runs_t.c.commit == row.commit, runs_t.c.state == row.state)
+                .values(state="running", owner=owner, heartbeat=now, started=sa.func.coalesce(runs_t.c.started, now))
+            )
+            return str(row.commit) if res.rowcount == 1 else None
+
+    def last_good_job_run(self, job: str, spec_key: str) -> dict[str, Any] | None:
+        with self._read() as c:
+            row = c.execute(
+                sa.select(job_runs_t)
+                .where(
+                    job_runs_t.c.job == job,
+                    job_runs_t.c.spec_key == spec_key,
+                    job_runs_t.c.state.in_(["succeeded", "reused"]),
+                )
+                .order_by(job_runs_t.c.finished.desc())
+                .limit(1)
+            ).first()
+        return None if row is None else dict(row._mapping)
 
 
 class _Guard:

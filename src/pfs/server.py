@@ -27,8 +27,20 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from .errors import BadRequest, FileNotFound, InvalidPath, PayloadTooLarge, PfsError
+from .errors import (
+    BadRequest,
+    Conflict,
+    FileNotFound,
+    InvalidPath,
+    JobNotFound,
+    JobNotReady,
+    PayloadTooLarge,
+    PfsError,
+    RunNotFound,
+)
 from .fsck import fsck
+from .jobs.scheduler import REDUCE_OUTPUT, Scheduler, check_input_exists
+from .jobs.spec import MAX_SPEC_BYTES, check_dag, check_job_name, parse_spec
 from .paths import check_branch, clean_path, join
 from .repo import Repository
 from .staging import View
@@ -160,8 +172,15 @@ def flag(request: Request, name: str) -> bool:
 
 
 class Server:
-    def __init__(self, repo: Repository) -> None:
+    def __init__(self, repo: Repository, scheduler: Scheduler | None = None) -> None:
         self.repo = repo
+        self.scheduler = scheduler
+
+    @property
+    def jobs(self) -> Scheduler:
+        if self.scheduler is None:
+            raise Conflict("jobs are not enabled on this server")
+        return self.scheduler
 
     # ---- files ---------------------------------------------------------------------
     async def file(self, request: Request) -> Response:
@@ -229,8 +248,9 @@ class Server:
             status=201,
         )
 
-    async def get_file(self, request: Request, raw: str) -> Response:
-        view: View = await run(self.repo.view, q(request, "branch"), q(request, "commit"))
+    async def get_file(self, request: Request, raw: str, view: View | None = None) -> Response:
+        if view is None:
+            view = await run(self.repo.view, q(request, "branch"), q(request, "commit"))
         if raw == "*" or raw.endswith("/*"):
             return await self.get_dir(request, view, clean_path(raw[:-1], allow_root=True))
         path = clean_path(raw, allow_root=True)
@@ -281,8 +301,14 @@ class Server:
         if request.method == "GET":
             return await respond_many(request, self.repo.meta.list_commits(), commit_line, commit_json)
         branch = q_branch(request)
+        if flag(request, "run"):
+            self.jobs  # noqa: B018 - refuse before committing when jobs are off
+            await run(check_dag, self.jobs.specs())  # a broken DAG refuses before committing
         c = await run(self.repo.commit_branch, branch, q(request, "message", "") or "", q(request, "expect"))
-        return respond(request, c.id + "\n", commit_json(c), status=201)
+        data = commit_json(c)
+        if flag(request, "run"):
+            data["jobs"] = await run(self.jobs.submit, c.id, branch)
+        return respond(request, c.id + "\n", data, status=201)
 
     async def commit_one(self, request: Request) -> Response:
         c = await run(self.repo.resolve, request.path_params["id"])
@@ -366,8 +392,166 @@ class Server:
         data = {**rep.__dict__, "ok": rep.ok}
         return respond(request, text, data, status=200 if rep.ok else 500)
 
+    # ---- jobs and runs --------------------------------------------------------------
+    async def job_list(self, request: Request) -> Response:
+        specs = await run(self.jobs.specs)
+        return respond(
+            request,
+            "".join(f"{j.name}    {j.type}    {j.input}    {j.image or '(process)'}\n" for j in specs),
+            [{"name": j.name, **j.to_json()} for j in specs],
+        )
+
+    async def job(self, request: Request) -> Response:
+        name = check_job_name(request.path_params["name"])
+        if request.method == "POST":
+            return await self.put_job(request, name)
+        text = await run(self.repo.meta.get_job, name)
+        if text is None:
+            raise JobNotFound(f"job {name!r} not found")
+        if request.method == "DELETE":
+            users = [j.name for j in await run(self.jobs.specs) if j.upstream == name]
+            if users:
+                raise Conflict(f"job {name!r} is the input of {', '.join(users)}; delete or change those first")
+            await run(self.repo.meta.delete_job, name)
+            return respond(request, f"Deleted job {name}.\n", {"name": name, "deleted": True})
+        spec = orjson.loads(text)
+        return respond(request, orjson.dumps(spec, option=orjson.OPT_INDENT_2).decode() + "\n", {"name": name, **spec})
+
+    async def put_job(self, request: Request, name: str) -> Response:
+        body = bytearray()
+        async for piece in request.stream():
+            body += piece
+            if len(body) > MAX_SPEC_BYTES:
+                await drain(request)
+                raise PayloadTooLarge(f"job spec larger than {MAX_SPEC_BYTES} bytes")
+        spec = parse_spec(name, bytes(body))
+        others = [j for j in await run(self.jobs.specs) if j.name != name]
+        check_dag([*others, spec])
+        await run(check_input_exists, self.repo, spec)
+        if spec.image is not None and (spec.runtime or self.jobs.default_runtime_name()) == "docker":
+            await run(self.jobs.runtime(spec.runtime).image_id, spec.image)  # 400 if not built here
+        existed = await run(self.repo.meta.get_job, name) is not None
+        await run(self.repo.meta.put_job, name, spec.dumps())
+        verb = "Replaced" if existed else "Created"
+        return respond(
+            request, f"{verb} job {name}.\n", {"name": name, **spec.to_json()}, status=200 if existed else 201
+        )
+
+    def _job_commit(self, request: Request) -> str:
+        ref = q(request, "commit")
+        if ref:
+            return self.repo.resolve(ref).id
+        head = self.repo.meta.get_ref(q_branch(request))
+        if head is None:
+            raise RunNotFound("the branch has no commits yet")
+        return head
+
+    def _job_run(self, request: Request, name: str) -> dict[str, Any]:
+        cid = self._job_commit(request)
+        jr = self.repo.meta.get_job_run(cid, name)
+        if jr is None:
+            if self.repo.meta.get_job(name) is None:
+                raise JobNotFound(f"job {name!r} not found")
+            raise RunNotFound(f"job {name!r} has not run on commit {cid[:12]}; commit with ?run to run the jobs")
+        return jr
+
+    async def job_file(self, request: Request) -> Response:
+        name = check_job_name(request.path_params["name"])
+        jr = await run(self._job_run, request, name)
+        short = jr["commit"][:12]
+        if jr["state"] in ("pending", "running"):
+            raise JobNotReady(f"job {name!r} on commit {short} is {jr['state']} ({jr['done']}/{jr['total']} files)")
+        if jr["state"] not in ("succeeded", "reused"):
+            raise JobNotReady(f"job {name!r} on commit {short} {jr['state']}: {jr['error'] or 'no output'}")
+        view = View(self.repo.trees, self.repo.meta, jr["output_tree"], None)
+        raw = path_param(request)
+        if raw == "" and orjson.loads(jr["spec"])["type"] == "reduce":
+            raw = REDUCE_OUTPUT  # a reduce's single output file
+        return await self.get_file(request, raw, view)
+
+    async def job_log(self, request: Request) -> Response:
+        name = check_job_name(request.path_params["name"])
+        jr = await run(self._job_run, request, name)
+        text = jr["log"] or ""
+        if jr["error"]:
+            text = f"error: {jr['error']}\n{text}"
+        return respond(request, text if text.endswith("\n") or not text else text + "\n", _job_run_json(jr))
+
+    async def job_runs(self, request: Request) -> Response:
+        name = check_job_name(request.path_params["name"])
+        if await run(self.repo.meta.get_job, name) is None:
+            raise JobNotFound(f"job {name!r} not found")
+        runs = await run(self.repo.meta.list_runs, 100, name)
+        rows = [await run(self.repo.meta.get_job_run, r["commit"], name) for r in runs]
+        items = [_job_run_json(jr) for jr in rows if jr is not None]
+        return respond(request, "".join(_job_run_line(j, with_commit=True) for j in items), items)
+
+    async def run_list(self, request: Request) -> Response:
+        runs = await run(self.repo.meta.list_runs, 100)
+        return respond(
+            request,
+            "".join(f"{r['commit']}    {r['branch']}    {r['state']}    {iso(r['created'])}\n" for r in runs),
+            [_run_json(r, None) for r in runs],
+        )
+
+    async def run_one(self, request: Request) -> Response:
+        cid = (await run(self.repo.resolve, request.path_params["id"])).id
+        wait = q(request, "wait")
+        try:
+            timeout = min(float(wait), 600.0) if wait else 0.0
+        except ValueError:
+            raise BadRequest("wait must be a number of seconds") from None
+        deadline = anyio.current_time() + timeout
+        pause = 0.01  # short runs are seen to end at once; long ones cost 10 queries/s at most
+        while True:
+            r = await run(self.repo.meta.get_run, cid)
+            if r is None:
+                raise RunNotFound(f"no run on commit {cid[:12]}; commit with ?run to run the jobs")
+            if r["state"] in ("succeeded", "failed") or anyio.current_time() >= deadline:
+                break
+            await anyio.sleep(min(pause, max(deadline - anyio.current_time(), 0)))
+            pause = min(pause * 1.5, 0.1)
+        jobs = [_job_run_json(jr) for jr in await run(self.repo.meta.job_runs, cid)]
+        text = f"run {cid} on {r['branch']}: {r['state']}\n" + "".join(_job_run_line(j) for j in jobs)
+        return respond(request, text, _run_json(r, jobs))
+
     async def ping(self, request: Request) -> Response:
         return PlainTextResponse("pong\n")
+
+
+def _run_json(r: dict[str, Any], jobs: list[dict[str, Any]] | None) -> dict[str, Any]:
+    out = {k: r[k] for k in ("commit", "branch", "state", "error")}
+    for k in ("created", "started", "finished"):
+        out[k] = iso(r[k]) if r[k] else None
+    if jobs is not None:
+        out["jobs"] = jobs
+    return out
+
+
+def _job_run_json(jr: dict[str, Any]) -> dict[str, Any]:
+    spec = orjson.loads(jr["spec"])
+    out = {k: jr[k] for k in ("commit", "job", "state", "total", "done", "reused", "error", "output_tree")}
+    out.update(type=spec["type"], input=spec["input"], image=spec.get("image"))
+    for k in ("started", "finished"):
+        out[k] = iso(jr[k]) if jr[k] else None
+    out["seconds"] = round(jr["finished"] - jr["started"], 3) if jr["finished"] and jr["started"] else None
+    out["progress"] = _progress(out)
+    return out
+
+
+def _progress(j: dict[str, Any]) -> str:
+    """ "7/10 files mapped, 990 reused": done counts against the work to do, not the input."""
+    if j["type"] == "reduce":
+        return "reused" if j["state"] == "reused" else f"{j['done']}/1 reduce"
+    todo = j["total"] - j["reused"]
+    return f"{j['done']}/{todo} files mapped" + (f", {j['reused']} reused" if j["reused"] else "")
+
+
+def _job_run_line(j: dict[str, Any], with_commit: bool = False) -> str:
+    head = f"{j['commit']}    " if with_commit else "  "
+    tail = f"    {j['error']}" if j["error"] else ""
+    secs = f"    {j['seconds']:.1f} s" if j["seconds"] is not None else ""
+    return f"{head}{j['job']}    {j['type']}    {j['state']}    {j['progress']}{secs}{tail}\n"
 
 
 async def drain(request: Request, limit: int = DRAIN_LIMIT) -> None:
@@ -451,8 +635,8 @@ async def _error(request: Request, exc: Exception) -> Response:
     return PlainTextResponse("\n".join(lines) + "\n", status_code=err.status, headers={"x-pfs-error": err.code})
 
 
-def create_app(repo: Repository) -> Starlette:
-    s = Server(repo)
+def create_app(repo: Repository, scheduler: Scheduler | None = None) -> Starlette:
+    s = Server(repo, scheduler)
     routes = [
         Route("/ping", s.ping),
         Route("/file/{path:anypath}", s.file, methods=["GET", "POST", "PUT", "DELETE"]),
@@ -469,8 +653,27 @@ def create_app(repo: Repository) -> Starlette:
         Route("/revert", s.revert, methods=["POST"]),
         Route("/discard", s.discard, methods=["POST"]),
         Route("/fsck", s.fsck),
+        Route("/job", s.job_list),
+        Route("/job/{name}", s.job, methods=["GET", "POST", "PUT", "DELETE"]),
+        Route("/job/{name}/file/{path:anypath}", s.job_file),
+        Route("/job/{name}/file", s.job_file),
+        Route("/job/{name}/log", s.job_log),
+        Route("/job/{name}/runs", s.job_runs),
+        Route("/run", s.run_list),
+        Route("/run/{id}", s.run_one),
     ]
     handlers = {PfsError: _error, HTTPException: _error, ClientDisconnect: _error, Exception: _error}
-    app = Starlette(routes=routes, exception_handlers=handlers)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        if scheduler is not None:
+            await run(scheduler.start)
+        try:
+            yield
+        finally:
+            if scheduler is not None:
+                await run(scheduler.close)
+
+    app = Starlette(routes=routes, exception_handlers=handlers, lifespan=lifespan)
     app.state.repo = repo
     return app

@@ -1,0 +1,330 @@
+"""Job input from an S3 bucket: `s3://bucket/prefix`.
+
+A listing becomes (relative path, fingerprint, size) triples for the scheduler's synthetic
+tree; objects are streamed to workers piece by piece. Keys are untrusted names from
+someone else's storage (S3Scanner CVE-2021-32061): a key that is not a clean pfs path is
+skipped, never turned into a file name. The secret key never appears in a repr, a log
+line or an error message.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from ..errors import BadRequest, Conflict, FileNotFound, InvalidPath, PfsError, Unavailable
+from ..paths import clean_path
+
+log = logging.getLogger(__name__)
+
+CHUNK = 1 << 20  # bytes per piece streamed from an object
+PAGE = 1000  # keys per listing request (the S3 maximum)
+MAX_KEY = 1024  # S3's limit on a key, in UTF-8 bytes
+_BUCKET_RE = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+_IPV4_RE = re.compile(r"\d+\.\d+\.\d+\.\d+")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# error codes that mean "these credentials may not do this", whatever the store calls it
+_DENIED = {
+    "AccessDenied",
+    "AllAccessDisabled",
+    "AccountProblem",
+    "ExpiredToken",
+    "InvalidAccessKeyId",
+    "InvalidToken",
+    "SignatureDoesNotMatch",
+    "TokenRefreshRequired",
+    "403",
+}
+_WRONG_REGION = {"AuthorizationHeaderMalformed", "IllegalLocationConstraintException", "PermanentRedirect"}
+_TRANSIENT = {"InternalError", "RequestTimeout", "ServiceUnavailable", "SlowDown", "Throttling"}
+
+
+@dataclass(frozen=True)
+class S3Config:
+    """Where and as whom to reach S3; None fields fall back to boto3's defaults (AWS)."""
+
+    endpoint_url: str | None = None
+    region: str | None = None
+    access_key: str | None = None
+    secret_key: str | None = None
+    connect_timeout: float = 5.0
+    read_timeout: float = 60.0
+    max_attempts: int = 3  # per request, including the first (boto3 "standard" retries with backoff)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> S3Config:
+        e = os.environ if env is None else env
+
+        def get(*names: str) -> str | None:
+            for n in names:
+                if e.get(n):
+                    return e[n]
+            return None
+
+        return cls(
+            endpoint_url=get("PFS_S3_ENDPOINT", "AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"),
+            region=get("AWS_REGION", "AWS_DEFAULT_REGION"),
+            access_key=get("AWS_ACCESS_KEY_ID"),
+            secret_key=get("AWS_SECRET_ACCESS_KEY"),
+        )
+
+    def __repr__(self) -> str:
+        secret = None if self.secret_key is None else "***"
+        return (
+            f"S3Config(endpoint_url={self.display_endpoint!r}, region={self.region!r}, "
+            f"access_key={self.access_key!r}, secret_key={secret!r})"
+        )
+
+    __str__ = __repr__
+
+    @property
+    def display_endpoint(self) -> str | None:
+        """The endpoint without any user:password@ part, for messages."""
+        if self.endpoint_url is None:
+            return None
+        try:
+            parts = urlsplit(self.endpoint_url)
+            host = parts.netloc.rpartition("@")[2]
+            return urlunsplit((parts.scheme, host, parts.path, "", ""))
+        except ValueError:
+            return "<invalid endpoint>"
+
+    def scrub(self, text: str) -> str:
+        """`text` with the secret (and endpoint credentials) blanked, for messages built from boto3 errors."""
+        if self.secret_key:
+            text = text.replace(self.secret_key, "***")
+        if self.endpoint_url and self.display_endpoint and self.endpoint_url != self.display_endpoint:
+            text = text.replace(self.endpoint_url, self.display_endpoint)
+        return text
+
+
+def parse_s3_url(url: str) -> tuple[str, str]:
+    """ "s3://bucket/some/prefix" -> ("bucket", "some/prefix/"); the prefix is "" or ends in "/".
+
+    The prefix is a directory: `s3://b/data` never matches `b/database/...`.
+    """
+    if not isinstance(url, str) or not url.startswith("s3://"):
+        raise BadRequest(f"not an s3:// url: {str(url)[:200]!r}")
+    if _CONTROL.search(url):
+        raise BadRequest(f"s3 url contains a control character: {url[:200]!r}")
+    bucket, _, prefix = url[len("s3://") :].partition("/")
+    if bucket == "":
+        raise BadRequest(f"s3 url has no bucket: {url[:200]!r}")
+    if not _BUCKET_RE.fullmatch(bucket) or ".." in bucket or _IPV4_RE.fullmatch(bucket):
+        raise BadRequest(
+            f"invalid S3 bucket name {bucket[:100]!r}: 3-63 lowercase letters, digits, '.' and '-', "
+            "starting and ending with a letter or digit"
+        )
+    if prefix == "":
+        return bucket, ""
+    if len(prefix.encode("utf-8", "surrogatepass")) > MAX_KEY:
+        raise BadRequest(f"s3 prefix longer than {MAX_KEY} bytes")
+    try:
+        prefix = clean_path(prefix)
+    except InvalidPath as exc:
+        raise BadRequest(f"invalid prefix in s3 url {url[:200]!r}: {exc.message}") from None
+    return bucket, prefix + "/"
+
+
+def _relative(key: str, prefix: str) -> str | None:
+    """The pfs path of `key` under `prefix`, or None when the key is not a safe file name."""
+    if not isinstance(key, str) or not key.startswith(prefix):
+        return None
+    rel = key[len(prefix) :]
+    if rel == "" or rel.endswith("/"):  # the prefix itself, or a "directory marker"
+        return None
+    try:
+        return rel if clean_path(rel) == rel else None
+    except InvalidPath:
+        return None
+
+
+class S3Source:
+    """One `s3://bucket/prefix` input. Thread-safe: boto3 clients may be shared by threads."""
+
+    def __init__(self, url: str, config: S3Config) -> None:
+        self.url = url
+        self.bucket, self.prefix = parse_s3_url(url)
+        self.config = config
+        self.skipped = 0  # keys the last files() left out (unsafe names, file/directory clashes)
+        if (config.access_key is None) != (config.secret_key is None):
+            raise BadRequest("S3 credentials are incomplete: set both AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY")
+        self._client = self._make_client()
+
+    def _make_client(self) -> Any:
+        import boto3
+        from botocore.config import Config
+
+        cfg = self.config
+        region = cfg.region or ("us-east-1" if cfg.endpoint_url else None)  # S3-compatible stores sign as us-east-1
+        try:
+            session = boto3.session.Session(
+                aws_access_key_id=cfg.access_key, aws_secret_access_key=cfg.secret_key, region_name=region
+            )
+            return session.client(
+                "s3",
+                endpoint_url=cfg.endpoint_url,
+                config=Config(
+                    # path style: self-hosted stores (SeaweedFS, MinIO) rarely have wildcard DNS for buckets
+                    s3={"addressing_style": "path" if cfg.endpoint_url else "auto"},
+                    connect_timeout=cfg.connect_timeout,
+                    read_timeout=cfg.read_timeout,
+                    retries={"total_max_attempts": cfg.max_attempts, "mode": "standard"},
+                    max_pool_connections=32,
+                    user_agent_extra="pfs",
+                ),
+            )
+        except Exception as exc:
+            raise self._translate(exc, "configure the S3 client") from None
+
+    # ---- the interface -----------------------------------------------------------
+    def files(self) -> Iterator[tuple[str, str, int]]:
+        """(relative path, fingerprint, size) for every object under the prefix, one page in memory.
+
+        Order is the store's listing order, which is sorted: UTF-8 byte order on AWS S3 and
+        MinIO, path order (segment by segment) on SeaweedFS. In both, a key K comes before
+        every K/..., so a clash between a file K and files below K is seen in a bounded
+        stack: the file wins and the keys below it are skipped, as the tree would do.
+        """
+        self.skipped = 0
+        files_above: list[str] = []  # yielded paths that are string prefixes of the current one
+        last: str | None = None
+        for page in self._pages():
+            for obj in page.get("Contents") or ():
+                key, size = obj.get("Key"), obj.get("Size")
+                rel = _relative(key, self.prefix)
+                if rel is None or not isinstance(size, int) or size < 0:
+                    self._skip(key, "not a safe relative path" if rel is None else "no valid size")
+                    continue
+                if rel == last:
+                    continue  # a store repeating a key across pages
+                while files_above and not rel.startswith(files_above[-1]):
+                    files_above.pop()
+                clash = next((f for f in files_above if rel.startswith(f + "/")), None)
+                if clash is not None:
+                    self._skip(key, f"below the file {clash!r}")
+                    continue
+                files_above.append(rel)
+                last = rel
+                yield rel, self._fingerprint(obj), size
+
+    def open(self, relpath: str, *, size: int | None = None) -> Iterator[bytes]:
+        """The object's bytes in pieces of at most CHUNK.
+
+        `size`, if given, is the size seen in the listing: an object replaced since then is
+        an error rather than a silent mismatch with the Content-Length pfs already promised.
+        """
+        key = self.prefix + clean_path(relpath)
+        what = f"read s3://{self.bucket}/{key[:300]}"
+        try:
+            resp = self._client.get_object(Bucket=self.bucket, Key=key)
+        except Exception as exc:
+            raise self._translate(exc, what) from None
+        body = resp["Body"]
+        try:
+            length = resp.get("ContentLength")
+            if size is not None and length is not None and length != size:
+                raise Conflict(f"{what}: the object changed since it was listed ({length} bytes, not {size})")
+            sent = 0
+            for piece in body.iter_chunks(CHUNK):
+                sent += len(piece)
+                if size is not None and sent > size:
+                    raise Conflict(f"{what}: the object grew since it was listed (more than {size} bytes)")
+                yield piece
+            if size is not None and sent != size:
+                raise Conflict(f"{what}: the object changed since it was listed ({sent} bytes, not {size})")
+        except PfsError:
+            raise
+        except Exception as exc:
+            raise self._translate(exc, what) from None
+        finally:
+            body.close()
+
+    def check(self) -> None:
+        """Fail when a spec is stored, not at its first run: 400 if the bucket is missing or not listable
+        with these credentials, 503 if the endpoint does not answer."""
+        try:
+            self._client.list_objects_v2(Bucket=self.bucket, Prefix=self.prefix, MaxKeys=1)
+        except Exception as exc:
+            raise self._translate(exc, f"list {self.url[:300]}") from None
+
+    # ---- helpers -----------------------------------------------------------------
+    def _pages(self) -> Iterator[dict[str, Any]]:
+        what = f"list {self.url[:300]}"
+        try:
+            paginator = self._client.get_paginator("list_objects_v2")
+            pages = iter(
+                paginator.paginate(Bucket=self.bucket, Prefix=self.prefix, PaginationConfig={"PageSize": PAGE})
+            )
+        except Exception as exc:
+            raise self._translate(exc, what) from None
+        while True:
+            try:
+                page = next(pages)
+            except StopIteration:
+                return
+            except Exception as exc:
+                raise self._translate(exc, what) from None
+            yield page
+
+    @staticmethod
+    def _fingerprint(obj: Mapping[str, Any]) -> str:
+        """ETag (content hash or upload id on every S3) plus size; mtime if a store gives no ETag."""
+        etag = str(obj.get("ETag") or "").strip('"')
+        if not etag:
+            etag = f"mtime:{obj.get('LastModified')}"
+        return f"{etag}:{obj.get('Size')}"
+
+    def _skip(self, key: object, why: str) -> None:
+        self.skipped += 1
+        log.warning("s3 input %s: skipping key %.300r: %s", self.url[:300], key, why)
+
+    def _translate(self, exc: Exception, what: str) -> PfsError:
+        """A boto3/botocore exception as the pfs error a user can act on, secret-free."""
+        from botocore.exceptions import (
+            ClientError,
+            NoCredentialsError,
+            NoRegionError,
+            ParamValidationError,
+            PartialCredentialsError,
+        )
+
+        where = f" at {self.config.display_endpoint}" if self.config.endpoint_url else ""
+        scrub = self.config.scrub
+        if isinstance(exc, ClientError):
+            err = exc.response.get("Error") or {}
+            code = str(err.get("Code") or "")
+            message = scrub(str(err.get("Message") or ""))[:300]
+            status = int((exc.response.get("ResponseMetadata") or {}).get("HTTPStatusCode") or 0)
+            if code == "NoSuchBucket" or (code == "404" and exc.operation_name == "HeadBucket"):
+                return BadRequest(f"cannot {what}: S3 bucket {self.bucket!r} does not exist{where}")
+            if code in ("NoSuchKey", "404"):
+                return FileNotFound(f"cannot {what}: no such object{where}")
+            if code in _DENIED or status == 403:
+                return BadRequest(
+                    f"cannot {what}: access denied{where} ({code or status}: {message or 'forbidden'}); "
+                    f"check the access key {self.config.access_key or '(default credentials)'!r} and its secret"
+                )
+            if code in _WRONG_REGION or status == 301:
+                return BadRequest(
+                    f"cannot {what}: S3{where} says the bucket is in another region ({code or status}: {message}); "
+                    f"set AWS_REGION (now {self.config.region or 'unset'})"
+                )
+            if code in _TRANSIENT or status >= 500:
+                return Unavailable(f"cannot {what}: S3{where} failed ({code or status}: {message})")
+            return BadRequest(f"cannot {what}: S3{where} refused ({code or status}: {message})")
+        if isinstance(exc, NoCredentialsError | PartialCredentialsError):
+            return BadRequest(f"cannot {what}: no S3 credentials; set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY")
+        if isinstance(exc, NoRegionError):
+            return BadRequest(f"cannot {what}: no S3 region; set AWS_REGION")
+        if isinstance(exc, ParamValidationError | ValueError):
+            return BadRequest(f"cannot {what}: {scrub(str(exc))[:300]}")
+        # connection refused, timeouts, a body cut short: the store, not the request
+        return Unavailable(
+            f"cannot {what}: S3 endpoint{where} unreachable ({type(exc).__name__}: {scrub(str(exc))[:300]})"
+        )
