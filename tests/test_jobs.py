@@ -259,6 +259,12 @@ def test_job_routes_and_errors(c: Client, srv: ServerProc) -> None:
     with pytest.raises(errors.JobNotFound):
         c.get_job_file("ghost", "x", commit=cid)
     assert httpx.get(f"{u}/run/{cid}?wait=soon").status_code in (400, 404)
+    c.put_file("d/y", b"2")
+    ran = c.commit(run=True)["id"]
+    for bad in ("soon", "-1", "nan", "inf"):
+        r = httpx.get(f"{u}/run/{ran}?wait={bad}")
+        assert r.status_code == 400 and "wait must be" in r.text, bad
+    assert httpx.get(f"{u}/run/{ran}?wait=1e9").status_code == 200  # capped, and the run is short
     c.delete_job("b")
     c.delete_job("a")
     assert c.jobs() == []

@@ -498,9 +498,12 @@ class Server:
         cid = (await run(self.repo.resolve, request.path_params["id"])).id
         wait = q(request, "wait")
         try:
-            timeout = min(float(wait), 600.0) if wait else 0.0
+            timeout = float(wait) if wait else 0.0
         except ValueError:
-            raise BadRequest("wait must be a number of seconds") from None
+            timeout = -1.0
+        if not 0.0 <= timeout < float("inf"):  # NaN fails this too
+            raise BadRequest(f"wait must be a number of seconds (up to 600), not {wait!r}")
+        timeout = min(timeout, 600.0)
         deadline = anyio.current_time() + timeout
         pause = 0.01  # short runs are seen to end at once; long ones cost 10 queries/s at most
         while True:

@@ -358,7 +358,7 @@ class _JobRun:
 
     def start_worker(self) -> Worker:
         with self.start_lock:
-            if self.abort.is_set():
+            if self.abort.is_set() or self.sched._stop.is_set():
                 raise _GaveUp("job aborted")
             self.starts += 1
             if self.starts > self.spec.parallelism + self.spec.retries:
