@@ -68,8 +68,23 @@ def client(ctx: click.Context) -> Client:
 @click.option("--addr", envvar="PFS_ADDR", default="127.0.0.1:8080", show_default=True, help="HOST:PORT to listen on")
 @click.option("--data-dir", envvar="PFS_DATA_DIR", default=None, help="where data lives [default: ~/.pfs]")
 @click.option("--max-file-size", type=int, default=None, help="reject files larger than this many bytes")
-def serve(addr: str, data_dir: str | None, max_file_size: int | None) -> None:
-    """Run one pfs node on embedded storage (SQLite + local objects)."""
+@click.option(
+    "--meta-url",
+    envvar="PFS_META_URL",
+    default=None,
+    help="metadata: postgresql://user:password@host:port/db for a cluster [default: SQLite in the data dir]",
+)
+@click.option(
+    "--objects-url",
+    envvar="PFS_OBJECTS_URL",
+    default=None,
+    help="objects: s3://bucket/prefix (endpoint: PFS_S3_ENDPOINT, keys: AWS_*) [default: the data dir]",
+)
+def serve(
+    addr: str, data_dir: str | None, max_file_size: int | None, meta_url: str | None, objects_url: str | None
+) -> None:
+    """Run a pfs node: embedded storage (SQLite + local objects) by default; with PostgreSQL
+    and S3, as many nodes as you like serve one repository."""
     import uvicorn
 
     from .config import Config, parse_addr  # storage imports load only for the verbs using them
@@ -78,9 +93,11 @@ def serve(addr: str, data_dir: str | None, max_file_size: int | None) -> None:
     cfg = Config.from_env(data_dir)
     if max_file_size is not None:
         cfg.max_file_size = max_file_size
+    cfg.meta_url = meta_url or cfg.meta_url
+    cfg.objects_url = objects_url or cfg.objects_url
     host, port = parse_addr(addr)
     repo = cfg.open()
-    err_console.print(f"pfs serving {os.path.abspath(cfg.data_dir)} on http://{addr}", highlight=False)
+    err_console.print(f"pfs serving {cfg.describe()} on http://{addr}", highlight=False)
     uvicorn.run(
         create_app(repo, cfg.scheduler(repo)),
         host=host,

@@ -7,8 +7,9 @@ import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from .errors import BadRequest
 from .meta import SqlMetaStore, sqlite_url
-from .objects import LocalObjectStore
+from .objects import LocalObjectStore, ObjectStore
 from .repo import Repository
 
 if TYPE_CHECKING:
@@ -23,8 +24,9 @@ def default_data_dir() -> str:
 
 @dataclass
 class Config:
-    data_dir: str
-    meta_url: str | None = None  # default: SQLite in data_dir
+    data_dir: str  # node-local state: embedded storage, job worker scratch, this node's id
+    meta_url: str | None = None  # default: SQLite in data_dir; postgresql://... for a cluster
+    objects_url: str | None = None  # default: data_dir; s3://bucket/prefix for a cluster
     max_file_size: int | None = None  # bytes; None: unlimited
     job_runtime: str | None = None  # "docker" | "process"; None: docker if an engine answers
 
@@ -34,15 +36,46 @@ class Config:
         return cls(
             data_dir=data_dir or default_data_dir(),
             meta_url=os.environ.get("PFS_META_URL") or None,
+            objects_url=os.environ.get("PFS_OBJECTS_URL") or None,
             max_file_size=int(limit) if limit else None,
             job_runtime=os.environ.get("PFS_JOB_RUNTIME") or None,
         )
 
+    @property
+    def shared(self) -> bool:
+        """Metadata in a server that other nodes may share (PostgreSQL), not embedded."""
+        return self.meta_url is not None and not self.meta_url.startswith("sqlite")
+
+    def describe(self) -> str:
+        """Where the data is, for people (no password)."""
+        if self.meta_url is None and self.objects_url is None:
+            return os.path.abspath(self.data_dir)
+        from sqlalchemy.engine import make_url
+
+        meta = (
+            make_url(normalize_meta_url(self.meta_url)).render_as_string(hide_password=True)
+            if self.meta_url
+            else sqlite_url(self.data_dir)
+        )
+        return f"metadata {meta}, objects {self.objects_url or os.path.abspath(self.data_dir)}"
+
     def open(self) -> Repository:
         os.makedirs(self.data_dir, exist_ok=True)
-        meta = SqlMetaStore(self.meta_url or sqlite_url(self.data_dir))
-        objects = LocalObjectStore(self.data_dir)
-        return Repository(objects, meta, max_file_size=self.max_file_size)
+        meta = SqlMetaStore(normalize_meta_url(self.meta_url) if self.meta_url else sqlite_url(self.data_dir))
+        return Repository(self.open_objects(), meta, max_file_size=self.max_file_size)
+
+    def open_objects(self) -> ObjectStore:
+        url = self.objects_url
+        if url is None or url == "":
+            return LocalObjectStore(self.data_dir)
+        if url.startswith("s3://"):
+            from .s3 import S3Config
+            from .s3objects import S3ObjectStore
+
+            return S3ObjectStore(url, S3Config.from_env())
+        if url.startswith("file://") or url.startswith("/"):
+            return LocalObjectStore(url.removeprefix("file://"))
+        raise BadRequest(f"objects url must be s3://bucket/prefix or a local directory, not {url!r}")
 
     def instance(self) -> str:
         """A stable id of this data directory: labels its job containers, so a restarted
@@ -66,8 +99,17 @@ class Config:
 
         state = os.path.join(self.data_dir, "jobs")
         os.makedirs(state, exist_ok=True)
-        takeover = self.meta_url is None or self.meta_url.startswith("sqlite")
-        return Scheduler(repo, self.instance(), state, self.job_runtime, takeover=takeover)
+        return Scheduler(repo, self.instance(), state, self.job_runtime, takeover=not self.shared)
+
+
+def normalize_meta_url(url: str) -> str:
+    """postgresql://... means the psycopg 3 driver (SQLAlchemy would pick psycopg2)."""
+    for plain in ("postgresql://", "postgres://"):
+        if url.startswith(plain):
+            return "postgresql+psycopg://" + url[len(plain) :]
+    if url.startswith(("sqlite:", "postgresql+psycopg:")):
+        return url
+    raise BadRequest(f"metadata url must be postgresql://user:password@host:port/db or sqlite:///path, not {url!r}")
 
 
 def parse_addr(addr: str) -> tuple[str, int]:

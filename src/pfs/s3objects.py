@@ -1,0 +1,197 @@
+"""Objects in an S3-compatible store (AWS S3, SeaweedFS, MinIO, Ceph): the cluster backend.
+
+Layout: `s3://bucket/prefix/objects/ab/cdef…`, each object encoded exactly as on local disk
+(header + optional zstd body) and verified against its name on every read. A successful
+PUT is durable, so a batch is durable once every PUT it started has answered: that is the
+barrier the write order (blobs → trees → commit → ref swap) needs. Uploads run on a
+shared thread pool with a bound on bytes in flight, so a fast client cannot fill memory
+when the store is slow.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections import deque
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
+
+from .errors import BadRequest, InsufficientStorage, MissingObject, PfsError, Unavailable
+from .objects import _KEY_RE, Batch, ObjectStore, check_key, decode, encode_parts
+from .s3 import S3Config, make_client, parse_s3_url
+
+log = logging.getLogger("pfs.objects.s3")
+
+UPLOAD_THREADS = 16  # PUTs in flight per process (latency-bound, not CPU-bound)
+HEAD_FIRST = 64 << 10  # objects at least this big are looked up before upload (dedupe)
+_FULL = {"QuotaExceeded", "XMinioStorageFull", "InsufficientStorage", "StorageFull"}
+_pool = ThreadPoolExecutor(max_workers=UPLOAD_THREADS, thread_name_prefix="pfs-s3")
+
+
+class S3Batch(Batch):
+    MAX_INFLIGHT_BYTES = 32 << 20
+
+    def __init__(self, store: S3ObjectStore) -> None:
+        self.store = store
+        self.pending: list[Future[None]] = []
+        self.inflight: deque[tuple[Future[None], int]] = deque()
+        self.inflight_bytes = 0
+        self.seen: set[str] = set()
+
+    def put(self, key: str, data: bytes | memoryview, compress: bool = True) -> None:
+        check_key(key)
+        if key in self.seen:
+            return
+        self.seen.add(key)
+        if not isinstance(data, bytes) and not isinstance(data.obj, bytes):
+            data = bytes(data)
+        fut = _pool.submit(self.store.upload, key, data, compress)
+        self.pending.append(fut)
+        self.inflight.append((fut, len(data)))
+        self.inflight_bytes += len(data)
+        while self.inflight_bytes > self.MAX_INFLIGHT_BYTES:
+            oldest, n = self.inflight.popleft()
+            self.inflight_bytes -= n
+            if oldest.exception() is not None:  # waits; the store's error now, not gigabytes later
+                self.flush()
+
+    def flush(self) -> None:
+        error: BaseException | None = None
+        try:
+            for fut in self.pending:
+                try:
+                    fut.result()
+                except BaseException as exc:  # wait for every PUT, then raise the first error
+                    error = error or exc
+        finally:
+            self.pending.clear()
+            self.inflight.clear()
+            self.inflight_bytes = 0
+        if error is not None:
+            raise error
+
+    def abort(self) -> None:
+        for fut in self.pending:
+            fut.cancel()
+        with contextlib.suppress(BaseException):
+            self.flush()  # objects already stored are unreferenced garbage, never half-written
+
+
+class S3ObjectStore(ObjectStore):
+    def __init__(self, url: str, config: S3Config, create_bucket: bool = True) -> None:
+        self.url = url
+        self.bucket, prefix = parse_s3_url(url)
+        self.prefix = prefix + "objects/"
+        self.config = config
+        if (config.access_key is None) != (config.secret_key is None):
+            raise BadRequest("S3 credentials are incomplete: set both AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY")
+        try:
+            self.client = make_client(config, pool=UPLOAD_THREADS + 16)
+        except Exception as exc:
+            raise self._error(exc, "configure the S3 client") from None
+        self._check_bucket(create_bucket)
+
+    def _check_bucket(self, create: bool) -> None:
+        from botocore.exceptions import ClientError
+
+        try:
+            self.client.head_bucket(Bucket=self.bucket)
+            return
+        except ClientError as exc:
+            code = str((exc.response.get("Error") or {}).get("Code") or "")
+            if code not in ("404", "NoSuchBucket") or not create:
+                raise self._error(exc, f"reach bucket {self.bucket!r}") from None
+        except Exception as exc:
+            raise self._error(exc, f"reach bucket {self.bucket!r}") from None
+        try:
+            self.client.create_bucket(Bucket=self.bucket)
+            log.warning("created S3 bucket %s", self.bucket)
+        except ClientError as exc:
+            code = str((exc.response.get("Error") or {}).get("Code") or "")
+            if code not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):  # another node made it
+                raise self._error(exc, f"create bucket {self.bucket!r}") from None
+        except Exception as exc:
+            raise self._error(exc, f"create bucket {self.bucket!r}") from None
+
+    def name(self, key: str) -> str:
+        return self.prefix + key[:2] + "/" + key[2:]
+
+    # ---- the interface -------------------------------------------------------------
+    def has(self, key: str) -> bool:
+        from botocore.exceptions import ClientError
+
+        try:
+            self.client.head_object(Bucket=self.bucket, Key=self.name(check_key(key)))
+            return True
+        except ClientError as exc:
+            if str((exc.response.get("Error") or {}).get("Code") or "") in ("404", "NoSuchKey", "NotFound"):
+                return False
+            raise self._error(exc, f"look up object {key}") from None
+        except Exception as exc:
+            raise self._error(exc, f"look up object {key}") from None
+
+    def upload(self, key: str, data: bytes | memoryview, compress: bool) -> None:
+        if len(data) >= HEAD_FIRST and self.has(key):
+            return  # a big chunk stored before (dedupe): not sent again
+        head, body = encode_parts(data, compress)
+        try:
+            self.client.put_object(Bucket=self.bucket, Key=self.name(key), Body=head + bytes(body))
+        except Exception as exc:
+            raise self._error(exc, f"store object {key}") from None
+
+    def get(self, key: str) -> bytes:
+        from botocore.exceptions import ClientError
+
+        try:
+            resp = self.client.get_object(Bucket=self.bucket, Key=self.name(check_key(key)))
+            blob = resp["Body"].read()
+        except ClientError as exc:
+            if str((exc.response.get("Error") or {}).get("Code") or "") in ("404", "NoSuchKey"):
+                raise MissingObject(f"object {key} is missing") from None
+            raise self._error(exc, f"read object {key}") from None
+        except Exception as exc:
+            raise self._error(exc, f"read object {key}") from None
+        return decode(key, blob)
+
+    def batch(self) -> Batch:
+        return S3Batch(self)
+
+    def delete(self, key: str) -> None:
+        try:
+            self.client.delete_object(Bucket=self.bucket, Key=self.name(check_key(key)))
+        except Exception as exc:
+            raise self._error(exc, f"delete object {key}") from None
+
+    def keys(self) -> Iterator[str]:
+        try:
+            pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=self.prefix)
+            for page in pages:
+                for obj in page.get("Contents") or ():
+                    rest = str(obj.get("Key", ""))[len(self.prefix) :]
+                    key = rest.replace("/", "", 1)
+                    if len(rest) > 3 and rest[2] == "/" and _KEY_RE.match(key):
+                        yield key
+        except PfsError:
+            raise
+        except Exception as exc:
+            raise self._error(exc, f"list {self.url}") from None
+
+    def close(self) -> None:
+        self.client.close()
+
+    def _error(self, exc: Exception, what: str) -> PfsError:
+        """The store's failure as a server-side error: a user's request is not at fault."""
+        from botocore.exceptions import ClientError
+
+        where = f"S3 {self.config.display_endpoint or 'AWS'} bucket {self.bucket!r}"
+        if isinstance(exc, ClientError):
+            err: dict[str, Any] = exc.response.get("Error") or {}
+            code = str(err.get("Code") or "")
+            status = int((exc.response.get("ResponseMetadata") or {}).get("HTTPStatusCode") or 0)
+            message = self.config.scrub(str(err.get("Message") or ""))[:300]
+            if code in _FULL or status == 507:
+                return InsufficientStorage(f"cannot {what}: {where} is full ({code or status}: {message})")
+            return Unavailable(f"cannot {what}: {where} answered {code or status}: {message}")
+        detail = self.config.scrub(str(exc))[:300]
+        return Unavailable(f"cannot {what}: {where} unreachable ({type(exc).__name__}: {detail})")
