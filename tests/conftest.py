@@ -13,8 +13,65 @@ from pathlib import Path
 
 import httpx
 import pytest
+from pg import PostgresServer, postgres_fixture  # noqa: F401
+from seaweed import SeaweedServer, seaweed_fixture  # noqa: F401
 
 from pfs import Client
+
+BACKENDS = ["embedded", "cluster"]  # SQLite + local directory; PostgreSQL + S3 (SeaweedFS)
+
+
+class Storage:
+    """Where a test server keeps its data, with backdoors for tests that look at (or
+    damage) the stored bytes themselves: the embedded data dir, or PostgreSQL + S3."""
+
+    def __init__(self, data_dir: Path, pg: PostgresServer | None = None, weed: SeaweedServer | None = None) -> None:
+        self.data_dir = data_dir
+        self.pg_url = pg.new_database() if pg is not None else None
+        self.weed = weed
+        self.bucket = weed.new_bucket("pfs") if weed is not None else None
+
+    @property
+    def kind(self) -> str:
+        return "cluster" if self.pg_url else "embedded"
+
+    def env(self) -> dict[str, str]:
+        if self.pg_url is None or self.weed is None:
+            return {}
+        return {"PFS_META_URL": self.pg_url, "PFS_OBJECTS_URL": f"s3://{self.bucket}/repo", **self.weed.env()}
+
+    def sql_url(self) -> str:
+        if self.pg_url is None:
+            return "sqlite:///" + os.path.join(self.data_dir, "meta.sqlite")
+        return self.pg_url.replace("postgresql://", "postgresql+psycopg://", 1)
+
+    def object_sizes(self) -> dict[str, int]:
+        """Stored size of every object, by storage name."""
+        if self.weed is None:
+            root = Path(self.data_dir) / "objects"
+            return {str(p): p.stat().st_size for p in root.rglob("*") if p.is_file()}
+        pages = self.weed.client().get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix="repo/")
+        return {o["Key"]: o["Size"] for page in pages for o in page.get("Contents") or ()}
+
+    def corrupt(self, name: str) -> None:
+        """Flip a byte in the middle of a stored object, behind pfs's back."""
+        if self.weed is None:
+            raw = bytearray(Path(name).read_bytes())
+            raw[len(raw) // 2] ^= 0xFF
+            Path(name).write_bytes(bytes(raw))
+            return
+        s3 = self.weed.client()
+        raw = bytearray(s3.get_object(Bucket=self.bucket, Key=name)["Body"].read())
+        raw[len(raw) // 2] ^= 0xFF
+        s3.put_object(Bucket=self.bucket, Key=name, Body=bytes(raw))
+
+
+@pytest.fixture(params=BACKENDS)
+def storage(request: pytest.FixtureRequest, tmp_path: Path) -> Storage:
+    """Each test that takes it runs once per backend."""
+    if request.param == "embedded":
+        return Storage(tmp_path / "data")
+    return Storage(tmp_path / "data", request.getfixturevalue("postgres"), request.getfixturevalue("seaweed"))
 
 
 def free_port() -> int:
@@ -26,8 +83,15 @@ def free_port() -> int:
 class ServerProc:
     """A pfs server subprocess that tests can start, kill -9 and restart on one data dir."""
 
-    def __init__(self, data_dir: Path, env: dict[str, str] | None = None, args: list[str] | None = None) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        env: dict[str, str] | None = None,
+        args: list[str] | None = None,
+        storage: Storage | None = None,
+    ) -> None:
         self.data_dir = data_dir
+        self.storage = storage or Storage(data_dir)
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.extra_env = env or {}
@@ -36,7 +100,13 @@ class ServerProc:
         self.log_path = data_dir.parent / f"server-{self.port}.log"
 
     def start(self, env: dict[str, str] | None = None) -> ServerProc:
-        full_env = {**os.environ, "PFS_DATA_DIR": str(self.data_dir), **self.extra_env, **(env or {})}
+        full_env = {
+            **os.environ,
+            "PFS_DATA_DIR": str(self.data_dir),
+            **self.storage.env(),
+            **self.extra_env,
+            **(env or {}),
+        }
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "pfs.cli", "serve", "--addr", f"127.0.0.1:{self.port}", *self.args],
@@ -76,8 +146,8 @@ class ServerProc:
 
 
 @pytest.fixture
-def server(tmp_path: Path) -> Iterator[ServerProc]:
-    s = ServerProc(tmp_path / "data").start()
+def server(storage: Storage) -> Iterator[ServerProc]:
+    s = ServerProc(storage.data_dir, storage=storage).start()
     yield s
     s.stop()
 

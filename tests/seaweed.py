@@ -87,8 +87,18 @@ class SeaweedServer:
     `start()` again brings it back on the same ports and data.
     """
 
-    def __init__(self, root: Path, identities: list[dict[str, Any]] | None = None) -> None:
+    def __init__(
+        self,
+        root: Path,
+        identities: list[dict[str, Any]] | None = None,
+        volumes: int = 1,
+        replication: str | None = None,
+    ) -> None:
+        """`volumes` volume servers; `replication` in SeaweedFS's xyz form ("001": a second
+        copy on another server of the same rack) for every new volume."""
         self.root = root
+        self.n_volumes = volumes
+        self.replication = replication
         self.access_key = "pfs-test-" + secrets.token_hex(4)
         self.secret_key = secrets.token_urlsafe(24)
         self.limited_access_key = "pfs-limited-" + secrets.token_hex(4)
@@ -108,6 +118,7 @@ class SeaweedServer:
             *(identities or []),
         ]
         self.ports: dict[str, int] = {}
+        self.extra_volume_ports: list[tuple[int, int]] = []
         self.procs: list[subprocess.Popen[bytes]] = []
         self._buckets = 0
 
@@ -139,6 +150,7 @@ class SeaweedServer:
             "-master.telemetry=false",
             "-master.resumeState=false",  # one master: resuming raft state makes a restart wait ~15 s for a leader
             "-master.volumeSizeLimitMB=64",  # the 30 GB default leaves room for 2 volumes on a small disk
+            *([f"-master.defaultReplication={self.replication}"] if self.replication else []),
             "-volume=false",
             "-filer",
             f"-filer.port={p['filer.port']}",
@@ -152,19 +164,37 @@ class SeaweedServer:
             "-s3.port.iceberg=0",
             "-s3.port.lance=0",
         ]
-        volume = [
+        return main, self.volume_command(0)
+
+    def volume_command(self, i: int) -> list[str]:
+        """The i-th volume server: its own directory and ports."""
+        p = self.ports
+        port, grpc = (p["volume.port"], p["volume.port.grpc"]) if i == 0 else self.extra_volume_ports[i - 1]
+        vdir = self.root / "data" if i == 0 else self.root / f"volume{i}"
+        vdir.mkdir(parents=True, exist_ok=True)
+        return [
             weed_binary(),
             "volume",
-            f"-dir={data}",
+            f"-dir={vdir}",
             "-ip=127.0.0.1",
             "-ip.bind=127.0.0.1",
-            f"-port={p['volume.port']}",
-            f"-port.grpc={p['volume.port.grpc']}",
+            f"-port={port}",
+            f"-port.grpc={grpc}",
             f"-mserver=127.0.0.1:{p['master.port']}.{p['master.port.grpc']}",
             "-max=1000",  # sparse files: costs nothing until written
             "-preStopSeconds=0",
+            "-dataCenter=dc1",
+            "-rack=rack1",
         ]
-        return main, volume
+
+    def volume_dirs(self) -> list[Path]:
+        return [self.root / "data"] + [self.root / f"volume{i}" for i in range(1, self.n_volumes)]
+
+    def kill_volume(self, i: int) -> None:
+        """SIGKILL one volume server (procs[0] is master + filer + S3, then one per volume)."""
+        proc = self.procs[1 + i]
+        proc.kill()
+        proc.wait(10)
 
     # ---- lifecycle -------------------------------------------------------------
     def start(self) -> SeaweedServer:
@@ -174,15 +204,23 @@ class SeaweedServer:
         os.chmod(self.root / "s3.json", 0o600)
         # weed reads ./master.toml: grow one volume per new bucket (collection), not seven
         (self.root / "master.toml").write_text("[master.volume_growth]\ncopy_1 = 1\ncopy_other = 1\n")
+        if self.replication:
+            copies = 1 + sum(int(d) for d in self.replication)
+            growth = f"[master.volume_growth]\ncopy_1 = 1\ncopy_{copies} = 1\ncopy_other = 1\n"
+            (self.root / "master.toml").write_text(growth)
         fresh = not self.ports
         for attempt in range(3):
             if fresh:
                 self.ports = dict(zip(PORT_FLAGS, _free_ports(len(PORT_FLAGS)), strict=True))
+                extra = _free_ports(2 * (self.n_volumes - 1)) if self.n_volumes > 1 else []
+                self.extra_volume_ports = list(zip(extra[::2], extra[1::2], strict=True))
             main, volume = self.commands()
             try:
                 self._spawn(main)
                 self._wait_leader()
                 self._spawn(volume)
+                for i in range(1, self.n_volumes):
+                    self._spawn(self.volume_command(i))
                 self._wait_ready()
                 return self
             except RuntimeError:
@@ -271,9 +309,10 @@ class SeaweedServer:
             with contextlib.suppress(ProcessLookupError):
                 proc.kill()  # in case it left the group
             proc.wait(10)
-        for flag in ("master.port.grpc", "volume.port.grpc", "filer.port.grpc", "s3.port.grpc"):
-            kind = flag.split(".")[0]
-            sock = Path(f"/tmp/seaweedfs-{kind}-grpc-{self.ports[flag]}.sock")  # hard-coded by weed
+        socks = [(flag.split(".")[0], self.ports[flag]) for flag in PORT_FLAGS if flag.endswith(".grpc")]
+        socks += [("volume", grpc) for _, grpc in self.extra_volume_ports]
+        for kind, port in socks:
+            sock = Path(f"/tmp/seaweedfs-{kind}-grpc-{port}.sock")  # hard-coded by weed
             with contextlib.suppress(OSError):
                 if sock.is_socket():
                     sock.unlink()
@@ -320,6 +359,15 @@ class SeaweedServer:
         self.client().create_bucket(Bucket=name)
         return name
 
+    def config(self) -> dict[str, str]:
+        """S3Config(**...) arguments for this server."""
+        return {
+            "endpoint_url": self.endpoint,
+            "region": self.region,
+            "access_key": self.access_key,
+            "secret_key": self.secret_key,
+        }
+
     def env(self) -> dict[str, str]:
         """Environment variables that point pfs (S3Config.from_env) at this server."""
         return {
@@ -331,8 +379,8 @@ class SeaweedServer:
 
 
 @contextlib.contextmanager
-def running_seaweed(root: Path) -> Iterator[SeaweedServer]:
-    server = SeaweedServer(root).start()
+def running_seaweed(root: Path, **kw: Any) -> Iterator[SeaweedServer]:
+    server = SeaweedServer(root, **kw).start()
     try:
         yield server
     finally:

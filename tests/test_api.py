@@ -6,14 +6,13 @@ import os
 import random
 import re
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 import blake3
 import httpx
 import pytest
-from conftest import ServerProc
+from conftest import ServerProc, Storage
 
 J = {"accept": "application/json"}
 ID = re.compile(r"^[0-9a-f]{64}$")
@@ -77,21 +76,23 @@ def files_tree(h: httpx.Client, directory: str = "", **params: str) -> dict[str,
 
 
 def staged_count(server: ServerProc, branch: str = "master") -> int:
-    import sqlite3
+    import sqlalchemy as sa
 
-    db = sqlite3.connect(os.path.join(server.data_dir, "meta.sqlite"))
+    engine = sa.create_engine(server.storage.sql_url())
     try:
-        return int(db.execute("SELECT count(*) FROM staging WHERE branch = ?", (branch,)).fetchone()[0])
+        with engine.connect() as db:
+            q = sa.text("SELECT count(*) FROM staging WHERE branch = :b")
+            return int(db.execute(q, {"b": branch}).scalar_one())
     finally:
-        db.close()
+        engine.dispose()
 
 
 def n_objects(server: ServerProc) -> int:
-    return sum(1 for p in (Path(server.data_dir) / "objects").rglob("*") if p.is_file())
+    return len(server.storage.object_sizes())
 
 
-def dir_size(path: Path) -> int:
-    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+def stored_bytes(server: ServerProc) -> int:
+    return sum(server.storage.object_sizes().values())
 
 
 def one_line(text: str) -> bool:
@@ -99,9 +100,10 @@ def one_line(text: str) -> bool:
 
 
 @pytest.fixture
-def server(tmp_path: Path) -> Iterator[ServerProc]:
-    """conftest's server, killed rather than shut down gracefully: many tests, each fresh."""
-    s = ServerProc(tmp_path / "data").start()
+def server(storage: Storage) -> Iterator[ServerProc]:
+    """conftest's server (on each backend), killed rather than shut down gracefully: many
+    tests, each fresh."""
+    s = ServerProc(storage.data_dir, storage=storage).start()
     yield s
     s.kill9()
 
@@ -697,12 +699,8 @@ def test_fsck_finds_a_damaged_object(http: httpx.Client, server: ServerProc) -> 
     data = os.urandom(400_000)
     put(http, "a", data)
     commit(http)
-    victim = max(
-        (p for p in (Path(server.data_dir) / "objects").rglob("*") if p.is_file()), key=lambda p: p.stat().st_size
-    )
-    raw = bytearray(victim.read_bytes())
-    raw[len(raw) // 2] ^= 0xFF
-    victim.write_bytes(bytes(raw))
+    sizes = server.storage.object_sizes()
+    server.storage.corrupt(max(sizes, key=lambda name: sizes[name]))
     j = http.get("/fsck", headers=J)
     assert j.status_code == 500 and j.json()["ok"] is False and j.json()["problems"]
     assert http.get("/fsck").text.splitlines()[-1].startswith("FAILED")
@@ -741,8 +739,7 @@ def test_edited_versions_of_a_file_are_deduplicated(http: httpx.Client, server: 
     data = bytearray(rnd.randbytes(12 << 20))
     put(http, "v.bin", bytes(data))
     commit(http)
-    objects = Path(server.data_dir) / "objects"
-    before = dir_size(objects)
+    before = stored_bytes(server)
     versions = [bytes(data)]
     for i in range(9):
         at = rnd.randrange(len(data) - 100)
@@ -750,7 +747,7 @@ def test_edited_versions_of_a_file_are_deduplicated(http: httpx.Client, server: 
         versions.append(bytes(data))
         put(http, "v.bin", versions[-1])
         commit(http, message=f"v{i + 2}")
-    growth = dir_size(objects) - before
+    growth = stored_bytes(server) - before
     # 9 more versions stored whole would be 108 MiB; each small edit costs a chunk or two
     assert growth < 9 * (8 << 20) // 2, growth
     assert growth < 3 * len(data)

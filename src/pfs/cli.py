@@ -315,6 +315,87 @@ def fsck(ctx: click.Context, data_dir: str | None, server: bool, quick: bool) ->
     sys.exit(0 if ok else 1)
 
 
+def _run_sync(verb: str, go: Any) -> None:
+    """Run a transfer with a bytes/objects bar on stderr; one line per branch on stdout.
+    Exit 1 if a branch was refused (not a fast-forward, moved, dirty): the others went."""
+    from .sync import TransferReport
+
+    bar = Progress(
+        "[progress.description]{task.description}",
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        console=err_console,
+        transient=True,
+        disable=not err_console.is_terminal,
+    )
+    with bar as p:
+        task = p.add_task(verb, total=None)
+        rep: TransferReport = go(lambda n, size: p.update(task, completed=size, description=f"{verb}: {n} objects"))
+    for b in rep.branches:
+        name = b.source if b.source == b.dest else f"{b.source} -> {b.dest}"
+        if b.result == "rejected":
+            click.echo(f"{name}: rejected: {b.message}")
+        elif b.result in ("up-to-date", "ahead"):
+            click.echo(f"{name}: {b.result} ({(b.old or b.new)[:12]})")
+        else:
+            click.echo(f"{name}: {b.result} {(b.old or '-')[:12]} -> {b.new[:12]}")
+    click.echo(
+        f"sent {rep.objects} objects ({rep.bytes} bytes, {rep.overhead} bytes of negotiation), "
+        f"{rep.commits} new commits, in {rep.seconds:.2f} s"
+    )
+    if not rep.ok:
+        refused = [b.dest for b in rep.branches if b.result == "rejected"]
+        err_console.print(
+            f"[red]error:[/red] {len(refused)} branch(es) not updated: {escape(', '.join(refused))}",
+            highlight=False,
+            soft_wrap=True,
+        )
+        sys.exit(1)
+
+
+def _refspecs(values: tuple[str, ...]) -> list[tuple[str, str]] | None:
+    from .sync import parse_refspec
+
+    return [parse_refspec(v) for v in values] or None
+
+
+@main.command()
+@click.argument("source")
+@click.option("--to", "dest", default=None, help="the (empty) pfs to copy into [default: --url]")
+@click.pass_context
+def clone(ctx: click.Context, source: str, dest: str | None) -> None:
+    """Copy every branch of the pfs at SOURCE, with its full history, into an empty pfs."""
+    from . import sync
+
+    _run_sync("clone", lambda show: sync.clone(source, dest or ctx.obj, on_progress=show))
+
+
+@main.command()
+@click.argument("remote")
+@click.option("-b", "--branch", "branches", multiple=True, help="BRANCH or REMOTE:LOCAL; repeat [default: all]")
+@click.option("-f", "--force", is_flag=True, help="move branches even when it is not a fast-forward")
+@click.pass_context
+def pull(ctx: click.Context, remote: str, branches: tuple[str, ...], force: bool) -> None:
+    """Fetch what the pfs at REMOTE has and this one lacks; fast-forward branches."""
+    from . import sync
+
+    specs = _refspecs(branches)
+    _run_sync("pull", lambda show: sync.pull(remote, ctx.obj, specs, force=force, on_progress=show))
+
+
+@main.command()
+@click.argument("remote")
+@click.option("-b", "--branch", "branches", multiple=True, help="BRANCH or LOCAL:REMOTE; repeat [default: all]")
+@click.option("-f", "--force", is_flag=True, help="move branches even when it is not a fast-forward")
+@click.pass_context
+def push(ctx: click.Context, remote: str, branches: tuple[str, ...], force: bool) -> None:
+    """Send what this pfs has and the one at REMOTE lacks; fast-forward its branches."""
+    from . import sync
+
+    specs = _refspecs(branches)
+    _run_sync("push", lambda show: sync.push(ctx.obj, remote, specs, force=force, on_progress=show))
+
+
 @main.group()
 def job() -> None:
     """Map/reduce jobs: specs, runs, outputs and logs."""

@@ -235,6 +235,54 @@ class Client:
         target = f"/job/{_q(name)}/file/" + (f"{_q(path.strip('/'))}/*" if path.strip("/") else "*")
         return self._call("GET", target, params={"commit": commit})  # type: ignore[no-any-return]
 
+    # ---- sync: the two ends of a clone, pull or push (driven by pfs.sync.transfer) --------
+    def sync_ancestors(self, commits: list[str], limit: int) -> list[dict[str, Any]]:
+        """A page of the commit graph, breadth first from `commits`: [{"id", "parents"}]."""
+        body = orjson.dumps({"commits": commits, "limit": limit})
+        return self._call("POST", "/sync/ancestors", content=body)["commits"]  # type: ignore[no-any-return]
+
+    def sync_missing(self, objects: list[tuple[str, str]]) -> list[tuple[str, str]]:
+        """The (kind, id) pairs this server lacks, in the order given."""
+        res = self._call("POST", "/sync/missing", content=orjson.dumps({"objects": objects}))
+        return [(kind, key) for kind, key in res["missing"]]
+
+    def sync_walk(self, commits: list[str]) -> Iterator[tuple[str, str]]:
+        """(kind, id) of the objects each commit adds to its first parent, children first;
+        streamed. A list cut short raises Unavailable; the server's error, its class."""
+        try:
+            with self.http.stream("POST", "/sync/walk", content=orjson.dumps({"commits": commits})) as resp:
+                self._check(resp)
+                for line in resp.iter_lines():
+                    if line == ".":
+                        return
+                    if line.startswith("! "):
+                        body = orjson.loads(line[2:])
+                        raise errors.from_json(500, body if isinstance(body, dict) else {})
+                    kind, _, key = line.partition(" ")
+                    yield kind, key
+        except httpx.TransportError as exc:
+            raise errors.Unavailable(f"object list from {self.url} failed: {exc}") from exc
+        raise errors.Unavailable(f"object list from {self.url} was cut short")
+
+    def sync_fetch(self, objects: list[tuple[str, str]]) -> Iterator[bytes]:
+        """The raw object stream (pfs.sync framing) for these (kind, id) pairs."""
+        try:
+            with self.http.stream("POST", "/sync/fetch", content=orjson.dumps({"objects": objects})) as resp:
+                self._check(resp)
+                yield from resp.iter_bytes(STREAM_PIECE)
+        except httpx.TransportError as exc:
+            raise errors.Unavailable(f"object stream from {self.url} failed: {exc}") from exc
+
+    def sync_receive(self, stream: Iterable[bytes]) -> dict[str, Any]:
+        """Send an object stream; the server verifies, stores and indexes it: counts back."""
+        return self._call("POST", "/sync/objects", content=stream)  # type: ignore[no-any-return]
+
+    def sync_update_ref(self, branch: str, new: str, old: str | None = None, force: bool = False) -> dict[str, Any]:
+        """Move `branch` to `new` if it is still at `old` ("" = no commit); fast-forward
+        only unless `force`. Raises NotFastForward, BranchMoved, DirtyBranch (409)."""
+        params = {"branch": branch, "new": new, "old": old, "force": "1" if force else None}
+        return self._call("POST", "/sync/ref", params=params)  # type: ignore[no-any-return]
+
     def fsck(self, quick: bool = False) -> dict[str, Any]:
         try:
             resp = self.http.get("/fsck", params={"quick": "1"} if quick else {})

@@ -99,7 +99,8 @@ class Config:
 
         state = os.path.join(self.data_dir, "jobs")
         os.makedirs(state, exist_ok=True)
-        return Scheduler(repo, self.instance(), state, self.job_runtime, takeover=not self.shared)
+        stale = float(os.environ.get("PFS_JOB_STALE_SECONDS") or 30)
+        return Scheduler(repo, self.instance(), state, self.job_runtime, takeover=not self.shared, stale=stale)
 
 
 def normalize_meta_url(url: str) -> str:

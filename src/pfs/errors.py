@@ -82,6 +82,19 @@ class DirtyBranch(Conflict):
     code = "dirty_branch"
 
 
+class NotFastForward(Conflict):
+    """A pull or push would move a branch to a commit that does not contain its head."""
+
+    code = "not_fast_forward"
+
+
+class BadObject(BadRequest):
+    """An object sent to this server (pull, push) does not match its name, or names
+    objects that are not here: the sender is broken, nothing of it is referenced."""
+
+    code = "bad_object"
+
+
 class JobNotFound(NotFound):
     code = "job_not_found"
 

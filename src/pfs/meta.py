@@ -8,7 +8,6 @@ same code and the same tests.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import time
 from abc import ABC, abstractmethod
@@ -22,7 +21,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError, OperationalError
 
-from .errors import AlreadyExists, BranchMoved, BranchNotFound, InsufficientStorage
+from .errors import AlreadyExists, BranchMoved, BranchNotFound, InsufficientStorage, Unavailable
 from .trees import Commit, Entry
 
 md = sa.MetaData()
@@ -240,11 +239,24 @@ class SqlMetaStore(MetaStore):
             _sqlite_setup(self.engine, immediate=True)
             _sqlite_setup(self.reader, immediate=False)
         else:
-            self.engine = sa.create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+            self.engine = sa.create_engine(
+                url, pool_pre_ping=True, pool_size=10, max_overflow=20, connect_args={"connect_timeout": 10}
+            )
             self.reader = self.engine
-        with contextlib.suppress(IntegrityError):  # another node created them at the same moment
-            md.create_all(self.engine)
+        try:
+            self._init_schema()
+        except OperationalError as exc:
+            self.close()
+            where = sa.engine.make_url(url).render_as_string(hide_password=True)
+            raise Unavailable(f"cannot reach the metadata database {where}: {_first_line(exc.orig)}") from None
+
+    def _init_schema(self) -> None:
+        """Tables and the master branch, made once: nodes starting together take turns
+        (a PostgreSQL advisory lock), so they never race on CREATE TABLE."""
         with self._write() as c:
+            if not self.is_sqlite:
+                c.execute(sa.text("SELECT pg_advisory_xact_lock(7370707)"))  # "pfs" schema lock
+            md.create_all(c)
             if c.execute(sa.select(refs_t.c.name).where(refs_t.c.name == "master")).first() is None:
                 c.execute(refs_t.insert().values(name="master", head=None, updated=time.time()))
 
@@ -550,14 +562,30 @@ class _Guard:
             return self.cm.__enter__()  # type: ignore[no-any-return]
         except OperationalError as exc:
             _raise_full(exc)
+            _raise_unreachable(exc)
             raise
 
     def __exit__(self, et: Any, ev: Any, tb: Any) -> bool:
         try:
-            return bool(self.cm.__exit__(et, ev, tb))
+            handled = bool(self.cm.__exit__(et, ev, tb))
         except OperationalError as exc:
             _raise_full(exc)
+            _raise_unreachable(exc)
             raise
+        if isinstance(ev, OperationalError):
+            _raise_full(ev)
+            _raise_unreachable(ev)
+        return handled
+
+
+def _first_line(exc: object) -> str:
+    return (str(exc).strip().splitlines() or ["unknown error"])[0][:300]
+
+
+def _raise_unreachable(exc: OperationalError) -> None:
+    """A lost database server (PostgreSQL) is a 503 the client may retry, not a 500."""
+    if type(exc.orig).__module__.startswith("psycopg"):
+        raise Unavailable(f"the metadata database is unavailable: {_first_line(exc.orig)}") from None
 
 
 def _raise_full(exc: OperationalError) -> None:

@@ -121,8 +121,9 @@ class S3ObjectStore(ObjectStore):
     def has(self, key: str) -> bool:
         from botocore.exceptions import ClientError
 
+        name = self.name(check_key(key))
         try:
-            self.client.head_object(Bucket=self.bucket, Key=self.name(check_key(key)))
+            self.client.head_object(Bucket=self.bucket, Key=name)
             return True
         except ClientError as exc:
             if str((exc.response.get("Error") or {}).get("Code") or "") in ("404", "NoSuchKey", "NotFound"):
@@ -143,8 +144,9 @@ class S3ObjectStore(ObjectStore):
     def get(self, key: str) -> bytes:
         from botocore.exceptions import ClientError
 
+        name = self.name(check_key(key))
         try:
-            resp = self.client.get_object(Bucket=self.bucket, Key=self.name(check_key(key)))
+            resp = self.client.get_object(Bucket=self.bucket, Key=name)
             blob = resp["Body"].read()
         except ClientError as exc:
             if str((exc.response.get("Error") or {}).get("Code") or "") in ("404", "NoSuchKey"):
@@ -158,8 +160,9 @@ class S3ObjectStore(ObjectStore):
         return S3Batch(self)
 
     def delete(self, key: str) -> None:
+        name = self.name(check_key(key))
         try:
-            self.client.delete_object(Bucket=self.bucket, Key=self.name(check_key(key)))
+            self.client.delete_object(Bucket=self.bucket, Key=name)
         except Exception as exc:
             raise self._error(exc, f"delete object {key}") from None
 

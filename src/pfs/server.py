@@ -27,6 +27,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from . import sync
 from .errors import (
     BadRequest,
     Conflict,
@@ -521,6 +522,55 @@ class Server:
     async def ping(self, request: Request) -> Response:
         return PlainTextResponse("pong\n")
 
+    # ---- sync: the two ends of a clone, pull or push (pfs.sync drives them) ---------------
+    async def sync_ancestors(self, request: Request) -> Response:
+        body = await read_json(request, sync.MAX_JSON)
+        page = await run(sync.ancestors, self.repo, sync.parse_commits(body), sync.parse_limit(body))
+        return respond(
+            request,
+            "".join(f"{cid} {' '.join(parents)}\n" for cid, parents in page),
+            {"commits": [{"id": cid, "parents": parents} for cid, parents in page]},
+        )
+
+    async def sync_walk(self, request: Request) -> Response:
+        commits = sync.parse_commits(await read_json(request, sync.MAX_JSON))
+        await run(sync.check_commits, self.repo, commits)
+        lines = sync.walk_lines(self.repo, commits)
+        return StreamingResponse(pump(lines), media_type="text/plain; charset=utf-8")
+
+    async def sync_missing(self, request: Request) -> Response:
+        items = sync.parse_objects(await read_json(request, sync.MAX_JSON))
+        lacking = await run(sync.missing, self.repo, items)
+        return respond(
+            request, "".join(f"{k} {key}\n" for k, key in lacking), {"missing": [[k, key] for k, key in lacking]}
+        )
+
+    async def sync_fetch(self, request: Request) -> Response:
+        items = sync.parse_objects(await read_json(request, sync.MAX_JSON))
+        return StreamingResponse(pump(sync.frames(self.repo.objects, items)), media_type="application/octet-stream")
+
+    async def sync_objects(self, request: Request) -> Response:
+        body = request.stream().__aiter__()
+        try:
+            rep = await run(sync.receive, self.repo, BodyReader(body))
+        except PfsError:
+            await drain_iter(body)
+            raise
+        text = f"Received {rep['objects']} objects ({rep['bytes']} bytes), {rep['commits']} new commits.\n"
+        return respond(request, text, rep)
+
+    async def sync_ref(self, request: Request) -> Response:
+        branch, new = q(request, "branch"), q(request, "new")
+        if not branch or not new:
+            raise BadRequest("ref update needs query parameters 'branch' and 'new' (a commit id)")
+        old = q(request, "old")
+        result = await run(sync.update_ref, self.repo, branch, new, old, flag(request, "force"))
+        return respond(
+            request,
+            f"{branch}: {result} {old or '-'} -> {new}\n",
+            {"branch": branch, "old": old, "new": new, "result": result},
+        )
+
 
 def _run_json(r: dict[str, Any], jobs: list[dict[str, Any]] | None) -> dict[str, Any]:
     out = {k: r[k] for k in ("commit", "branch", "state", "error")}
@@ -566,6 +616,36 @@ async def drain(request: Request, limit: int = DRAIN_LIMIT) -> None:
             seen += len(piece)
             if seen > limit:
                 return
+
+
+async def drain_iter(body: AsyncIterator[bytes], limit: int = DRAIN_LIMIT) -> None:
+    """`drain` for a body whose stream was already opened (and partly read)."""
+    seen = 0
+    with contextlib.suppress(ClientDisconnect, RuntimeError):
+        async for piece in body:
+            seen += len(piece)
+            if seen > limit:
+                return
+
+
+async def read_json(request: Request, limit: int) -> Any:
+    """A small JSON request body; 413 beyond `limit` bytes, 400 if it is not JSON."""
+    body = bytearray()
+    async for piece in request.stream():
+        body += piece
+        if len(body) > limit:
+            await drain(request)
+            raise PayloadTooLarge(f"request body larger than {limit} bytes")
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError:
+        raise BadRequest("request body is not valid JSON") from None
+
+
+async def pump(pieces: Iterator[bytes]) -> AsyncIterator[bytes]:
+    """A blocking iterator of byte pieces, each pulled in a worker thread."""
+    while (piece := await run(next, pieces, None)) is not None:
+        yield piece
 
 
 class BodyReader(io.RawIOBase):
@@ -664,6 +744,12 @@ def create_app(repo: Repository, scheduler: Scheduler | None = None) -> Starlett
         Route("/job/{name}/runs", s.job_runs),
         Route("/run", s.run_list),
         Route("/run/{id}", s.run_one),
+        Route("/sync/ancestors", s.sync_ancestors, methods=["POST"]),
+        Route("/sync/walk", s.sync_walk, methods=["POST"]),
+        Route("/sync/missing", s.sync_missing, methods=["POST"]),
+        Route("/sync/fetch", s.sync_fetch, methods=["POST"]),
+        Route("/sync/objects", s.sync_objects, methods=["POST"]),
+        Route("/sync/ref", s.sync_ref, methods=["POST"]),
     ]
     handlers = {PfsError: _error, HTTPException: _error, ClientDisconnect: _error, Exception: _error}
 

@@ -33,8 +33,7 @@ from .spec import JobSpec, check_dag, load_spec
 
 log = logging.getLogger("pfs.jobs")
 
-HEARTBEAT = 5.0  # seconds between a driver's heartbeats
-STALE = 30.0  # a run whose heartbeat is older than this is taken over
+STALE = 30.0  # a run whose heartbeat is older than this is taken over (PFS_JOB_STALE_SECONDS)
 REDUCE_OUTPUT = "output"  # the single file a reduce job writes
 LOG_LIMIT = 64 << 10
 ERROR_BODY = 1024  # bytes of a worker's error response kept in the message
@@ -69,6 +68,7 @@ class Scheduler:
         state_dir: str,
         default_runtime: str | None = None,
         takeover: bool = True,
+        stale: float = STALE,
     ) -> None:
         self.repo = repo
         self.meta = repo.meta
@@ -76,6 +76,8 @@ class Scheduler:
         self.state_dir = state_dir
         self.default_runtime = default_runtime
         self.node = uuid.uuid4().hex
+        self.stale = stale
+        self.heartbeat = min(5.0, stale / 4)  # several beats fit in the window before a takeover
         self._runtimes: dict[str, Runtime] = {}
         self._rt_lock = threading.Lock()
         self._wake = threading.Event()
@@ -155,7 +157,7 @@ class Scheduler:
     # ---- the loop ----------------------------------------------------------------
     def _loop(self) -> None:
         while not self._stop.is_set():
-            stale = time.time() + 1 if self._takeover else time.time() - STALE
+            stale = time.time() + 1 if self._takeover else time.time() - self.stale
             try:
                 cid = self.meta.claim_run(self.node, stale)
             except Exception:  # a transient database error must not kill the scheduler
@@ -176,7 +178,7 @@ class Scheduler:
         stop_beat = threading.Event()
 
         def beat() -> None:
-            while not stop_beat.wait(HEARTBEAT):
+            while not stop_beat.wait(self.heartbeat):
                 try:
                     self.meta.update_run(cid, heartbeat=time.time())
                 except Exception:
