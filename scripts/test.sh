@@ -21,6 +21,9 @@ echo "== docker"
 # The docker runtime's tests need an engine and the base image: set up here (as root) on a
 # fresh machine; a no-op when both are there already.
 bash scripts/docker-setup.sh
+echo "== postgresql"
+# The cluster tests start private PostgreSQL servers: they need its binaries.
+bash scripts/pg-setup.sh
 echo "== pytest"
 set +e
 .venv/bin/python -m pytest -q -p no:cacheprovider "$@"

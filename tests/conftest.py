@@ -53,6 +53,18 @@ class Storage:
         pages = self.weed.client().get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix="repo/")
         return {o["Key"]: o["Size"] for page in pages for o in page.get("Contents") or ()}
 
+    @staticmethod
+    def key_of(name: str) -> str:
+        """The object key (64 hex digits) stored under a storage name."""
+        parts = name.replace("\\", "/").split("/")
+        return parts[-2] + parts[-1]
+
+    def delete(self, name: str) -> None:
+        if self.weed is None:
+            Path(name).unlink()
+        else:
+            self.weed.client().delete_object(Bucket=self.bucket, Key=name)
+
     def corrupt(self, name: str) -> None:
         """Flip a byte in the middle of a stored object, behind pfs's back."""
         if self.weed is None:

@@ -141,8 +141,12 @@ class PostgresServer:
                 time.sleep(0.1)
 
 
-def running_postgres(root: Path) -> Iterator[PostgresServer]:
-    server = PostgresServer(root).start()
+@contextlib.contextmanager
+def running_postgres(root: Path | None = None) -> Iterator[PostgresServer]:
+    """A private server for the duration of the block. Its directory is not under pytest's
+    or tempfile's directories by default: those are root-only (0700), and when we are root
+    the server runs as `postgres`."""
+    server = PostgresServer(root or Path(f"/tmp/pfs-pg-{uuid.uuid4().hex[:8]}")).start()
     try:
         server.wait_ready()
         yield server
@@ -151,11 +155,10 @@ def running_postgres(root: Path) -> Iterator[PostgresServer]:
 
 
 @pytest.fixture(scope="session", name="postgres")
-def postgres_fixture(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresServer]:
+def postgres_fixture() -> Iterator[PostgresServer]:
     """One PostgreSQL for the whole session; tests make their own databases."""
-    # Not under pytest's tmp dir: that is root-only (0700), and the server runs as `postgres`.
-    root = Path(f"/tmp/pfs-test-pg-{uuid.uuid4().hex[:8]}")
-    yield from running_postgres(root)
+    with running_postgres() as server:
+        yield server
 
 
 postgres = postgres_fixture

@@ -284,13 +284,13 @@ def test_fsck_reports_damage_and_exits_1(server: ServerProc) -> None:
     with Client(server.url) as c:
         c.put_file("big", os.urandom(600_000))
         c.commit()
-    objects = [p for p in (Path(server.data_dir) / "objects").rglob("*") if p.is_file()]
-    victim = max(objects, key=lambda p: p.stat().st_size)
-    victim.unlink()
-    res = pfs(None, "fsck", "--data-dir", str(server.data_dir))
+    sizes = server.storage.object_sizes()
+    victim = max(sizes, key=lambda name: sizes[name])
+    server.storage.delete(victim)
+    res = pfs(None, "fsck", "--data-dir", str(server.data_dir), env=server.storage.env())
     assert res.returncode == 1 and b"Traceback" not in res.stderr
     lines = res.stdout.decode().splitlines()
-    assert lines[-1].startswith("FAILED: ") and any(victim.parent.name + victim.name in ln for ln in lines[:-1])
+    assert lines[-1].startswith("FAILED: ") and any(server.storage.key_of(victim) in ln for ln in lines[:-1])
     assert pfs(server.url, "fsck", "--server").returncode == 1
 
 

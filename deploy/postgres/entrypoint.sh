@@ -6,11 +6,14 @@ set -eu
 
 : "${PGDATA:=/var/lib/postgresql/data}"
 user=${POSTGRES_USER:-postgres}
+if [ -n "${POSTGRES_PASSWORD_FILE:-}" ]; then  # a Docker secret, rather than the environment
+    POSTGRES_PASSWORD=$(cat "$POSTGRES_PASSWORD_FILE")
+fi
 db=${POSTGRES_DB:-$user}
 
 if [ ! -s "$PGDATA/PG_VERSION" ]; then
     if [ -z "${POSTGRES_PASSWORD:-}" ]; then
-        echo "pfs-postgres: set POSTGRES_PASSWORD (the cluster is new)" >&2
+        echo "pfs-postgres: set POSTGRES_PASSWORD or POSTGRES_PASSWORD_FILE (the cluster is new)" >&2
         exit 1
     fi
     pwfile=$(mktemp)

@@ -4,8 +4,12 @@
 # to be used by clients; the others stay inside the container's networks.
 set -eu
 
+if [ -n "${S3_SECRET_KEY_FILE:-}" ]; then  # a Docker secret, rather than the environment
+    S3_SECRET_KEY=$(cat "$S3_SECRET_KEY_FILE")
+    export S3_SECRET_KEY
+fi
 if [ -z "${S3_ACCESS_KEY:-}" ] || [ -z "${S3_SECRET_KEY:-}" ]; then
-    echo "pfs-seaweedfs: set S3_ACCESS_KEY and S3_SECRET_KEY" >&2
+    echo "pfs-seaweedfs: set S3_ACCESS_KEY and S3_SECRET_KEY (or S3_SECRET_KEY_FILE)" >&2
     exit 1
 fi
 umask 077

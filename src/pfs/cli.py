@@ -290,10 +290,19 @@ def discard(ctx: click.Context, branch: str) -> None:
 
 @main.command()
 @click.option("--data-dir", envvar="PFS_DATA_DIR", default=None, help="check this data dir directly")
+@click.option("--meta-url", envvar="PFS_META_URL", default=None, help="a cluster's metadata (as for serve)")
+@click.option("--objects-url", envvar="PFS_OBJECTS_URL", default=None, help="a cluster's objects (as for serve)")
 @click.option("--server", is_flag=True, help="ask the running server (at --url) instead")
 @click.option("--quick", is_flag=True, help="check existence only, do not re-hash data")
 @click.pass_context
-def fsck(ctx: click.Context, data_dir: str | None, server: bool, quick: bool) -> None:
+def fsck(
+    ctx: click.Context,
+    data_dir: str | None,
+    meta_url: str | None,
+    objects_url: str | None,
+    server: bool,
+    quick: bool,
+) -> None:
     """Check every reachable object: present and matching its hash."""
     if server:
         rep = client(ctx).fsck(quick)
@@ -304,7 +313,9 @@ def fsck(ctx: click.Context, data_dir: str | None, server: bool, quick: bool) ->
         from .fsck import fsck as run_fsck
 
         cfg = Config.from_env(data_dir)
-        if not os.path.isdir(cfg.data_dir):
+        cfg.meta_url = meta_url or cfg.meta_url
+        cfg.objects_url = objects_url or cfg.objects_url
+        if not cfg.shared and not os.path.isdir(cfg.data_dir):
             raise click.UsageError(f"no pfs data directory at {cfg.data_dir}")
         r = run_fsck(cfg.open(), verify_data=not quick)
         problems, ok = r.problems, r.ok

@@ -157,6 +157,11 @@ class MetaStore(ABC):
     def has_staged(self, branch: str) -> bool: ...
 
     @abstractmethod
+    def head_and_dirty(self, name: str) -> tuple[str | None, bool]:
+        """A branch's head and whether it has staged writes, read in one statement, so the
+        two agree (a commit moves the head and drops the rows it consumed together)."""
+
+    @abstractmethod
     def discard_staged(self, branch: str) -> int: ...
 
     @abstractmethod
@@ -239,10 +244,13 @@ class SqlMetaStore(MetaStore):
             _sqlite_setup(self.engine, immediate=True)
             _sqlite_setup(self.reader, immediate=False)
         else:
-            self.engine = sa.create_engine(
-                url, pool_pre_ping=True, pool_size=10, max_overflow=20, connect_args={"connect_timeout": 10}
-            )
-            self.reader = self.engine
+            # No pre-ping (a round trip per checkout): a dropped connection fails its request
+            # with a 503, and the pool replaces it. Reads run in autocommit: each statement
+            # sees the latest committed data, as READ COMMITTED would, without the BEGIN
+            # and ROLLBACK round trips around every read.
+            opts: dict[str, Any] = {"pool_size": 10, "max_overflow": 20, "connect_args": {"connect_timeout": 10}}
+            self.engine = sa.create_engine(url, **opts)
+            self.reader = sa.create_engine(url, isolation_level="AUTOCOMMIT", pool_reset_on_return=None, **opts)
         try:
             self._init_schema()
         except OperationalError as exc:
@@ -378,6 +386,14 @@ class SqlMetaStore(MetaStore):
         with self._read() as c:
             rows = c.execute(q).all()
         return [_row_staged(r) for r in rows]
+
+    def head_and_dirty(self, name: str) -> tuple[str | None, bool]:
+        dirty = sa.exists().where(staging_t.c.branch == name)
+        with self._read() as c:
+            row = c.execute(sa.select(refs_t.c.head, dirty.label("dirty")).where(refs_t.c.name == name)).first()
+        if row is None:
+            raise BranchNotFound(f"branch {name!r} not found")
+        return row.head, bool(row.dirty)
 
     def has_staged(self, branch: str) -> bool:
         with self._read() as c:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import heapq
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -32,6 +33,7 @@ from .staging import View
 from .trees import Commit, Entry, TreeStore
 
 CAS_RETRIES = 20
+COMMIT_CACHE = 4096  # commits kept in memory (immutable, ~300 bytes each)
 
 
 @dataclass(frozen=True)
@@ -48,6 +50,7 @@ class Repository:
         self.max_file_size = max_file_size
         self._branch_locks: dict[str, threading.Lock] = {}
         self._locks_lock = threading.Lock()
+        self._commits: OrderedDict[str, Commit] = OrderedDict()
         if not objects.has(self.trees.empty_tree):
             with objects.batch() as b:
                 self.trees.write_tree({}, b)
@@ -59,8 +62,18 @@ class Repository:
 
     # ---- resolving names -----------------------------------------------------------
     def commit(self, cid: str) -> Commit:
+        """Commits are immutable: cached, so resolving a head costs no query after the first."""
+        with self._locks_lock:
+            hit = self._commits.get(cid)
+        if hit is not None:
+            return hit
         found = self.meta.get_commit(cid)
-        return found if found is not None else self.trees.load_commit(cid)
+        commit = found if found is not None else self.trees.load_commit(cid)
+        with self._locks_lock:
+            self._commits[cid] = commit
+            if len(self._commits) > COMMIT_CACHE:
+                self._commits.popitem(last=False)
+        return commit
 
     def resolve(self, ref: str) -> Commit:
         """A commit id, a unique prefix of one (8+ hex digits), or a branch name (its head)."""
@@ -85,13 +98,18 @@ class Repository:
         head = self.meta.get_ref(branch)
         return head, (self.commit(head).tree if head else None)
 
+    def pin(self, branch: str) -> tuple[str | None, str | None, bool]:
+        """(head, its tree, dirty) of a branch, consistent with each other: one query."""
+        head, dirty = self.meta.head_and_dirty(branch)
+        return head, (self.commit(head).tree if head else None), dirty
+
     def view(self, branch: str | None = None, commit: str | None = None) -> View:
         """Commit C as committed, or branch B including its dirty writes (default master)."""
         if commit is not None and branch is not None:
             raise BadRequest("give either commit or branch, not both")
         if commit is not None:
             return View(self.trees, self.meta, self.resolve(commit).tree, None)
-        return View(self.trees, self.meta, None, check_branch(branch or "master"), self.head_tree)
+        return View(self.trees, self.meta, None, check_branch(branch or "master"), self.pin)
 
     # ---- dirty writes --------------------------------------------------------------
     def writer(self, batch: Batch | None = None) -> FileWriter:

@@ -24,7 +24,7 @@ from .s3 import S3Config, make_client, parse_s3_url
 log = logging.getLogger("pfs.objects.s3")
 
 UPLOAD_THREADS = 16  # PUTs in flight per process (latency-bound, not CPU-bound)
-HEAD_FIRST = 64 << 10  # objects at least this big are looked up before upload (dedupe)
+HEAD_FIRST = 1 << 20  # objects at least this big are looked up before upload (dedupe)
 _FULL = {"QuotaExceeded", "XMinioStorageFull", "InsufficientStorage", "StorageFull"}
 _pool = ThreadPoolExecutor(max_workers=UPLOAD_THREADS, thread_name_prefix="pfs-s3")
 

@@ -49,6 +49,7 @@ from .trees import Commit, Entry
 
 log = logging.getLogger("pfs.server")
 T = TypeVar("T")
+EARLY_CHECK_MIN = 1 << 20  # bodies this small are not checked twice (a few queries each)
 UPLOAD_BUFFER = 1 << 20  # bytes handed to the chunker at a time (bigger: more server RSS per upload)
 DRAIN_LIMIT = 64 << 20  # beyond this a refused upload is cut off rather than read to the end
 
@@ -202,7 +203,10 @@ class Server:
         limit = self.repo.max_file_size
         if limit is not None and length and length.isdigit() and int(length) > limit:
             raise PayloadTooLarge(f"file larger than the limit of {limit} bytes")
-        await run(self.repo.check_writable, branch, path)  # fail before reading the body
+        if not (length and length.isdigit() and int(length) <= EARLY_CHECK_MIN):
+            # fail before reading a big body; a small one is checked only when staged
+            # (that check is needed anyway: the branch may change during the upload)
+            await run(self.repo.check_writable, branch, path)
         writer = self.repo.writer()
         buf = bytearray()
         try:

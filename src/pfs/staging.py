@@ -31,25 +31,21 @@ class View:
         meta: MetaStore,
         root: str | None,
         branch: str | None,
-        head_tree: Callable[[str], tuple[str | None, str | None]] | None = None,
+        pin: Callable[[str], tuple[str | None, str | None, bool]] | None = None,
     ) -> None:
         self.trees = trees
         self.meta = meta
         self.root = root
         self.branch = branch  # None: a clean commit, no overlay
         self._name = branch
-        self._head_tree = head_tree
+        self._pin_fn = pin
         self.head: str | None = None
         if branch is not None:
             self._pin()
 
     def _pin(self) -> None:
-        assert self._name is not None and self._head_tree is not None
-        while True:
-            self.head, self.root = self._head_tree(self._name)
-            dirty = self.meta.has_staged(self._name)
-            if self.meta.get_ref(self._name) == self.head:
-                break
+        assert self._name is not None and self._pin_fn is not None
+        self.head, self.root, dirty = self._pin_fn(self._name)  # head and dirty in one statement
         self.branch = self._name if dirty else None  # nothing dirty: the tree alone
 
     def _moved(self) -> bool:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import io
 import math
+import re
 import struct
 import time
 import urllib.parse
@@ -46,14 +47,15 @@ from .errors import (
     Conflict,
     CorruptObject,
     DirtyBranch,
+    InsufficientStorage,
     MissingObject,
     NotFastForward,
     PayloadTooLarge,
     PfsError,
 )
-from .objects import LocalObjectStore, ObjectStore, decode, encode
+from .objects import Batch, LocalObjectStore, ObjectStore, decode, encode
 from .paths import check_branch
-from .trees import Commit, Entry, TreeStore, _Index
+from .trees import Commit, Entry, TreeStore
 
 if TYPE_CHECKING:
     from .client import Client
@@ -86,9 +88,9 @@ PIECE = 1 << 20  # the sender's streams are handed to the event loop in pieces o
 
 WALK_COMMITS = 500  # commits per `walk` request
 MISSING_BATCH = 2_000  # object ids per `missing` question (and per `fetch`/`objects` pair)
-FIRST_PAGE, LAST_PAGE = 64, 4_096  # `ancestors` page sizes: small for a pull, growing for a clone
+FIRST_PAGE, LAST_PAGE = 16, 4_096  # `ancestors` page sizes: small for a pull, growing x4 for a clone
 
-_has_pool: ThreadPoolExecutor | None = None
+_has_pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="pfs-sync-has")  # threads start on first use
 
 
 def check_key(key: object, what: str = "object") -> str:
@@ -133,18 +135,18 @@ def parse_limit(body: Any) -> int:
 def check_url(url: str) -> str:
     """A remote pfs server: http(s), a host, nothing else. Credentials are refused (pfs has
     no authentication) so that they can never end up in an error message or a log."""
+    shown = re.sub(r"//[^/?#]*@", "//***@", url)[:200]  # never echo a password
     try:
         parts = urllib.parse.urlsplit(url)
         port = parts.port  # raises on a malformed port
     except ValueError:
-        raise BadRequest(f"not a valid URL: {url[:200]!r}") from None
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise BadRequest(f"a remote must be an http:// or https:// URL with a host, not {url[:200]!r}")
+        raise BadRequest(f"not a valid URL: {shown!r}") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname or port == 0:
+        raise BadRequest(f"a remote must be an http:// or https:// URL with a host, not {shown!r}")
     if parts.username is not None or parts.password is not None:
-        raise BadRequest("a remote URL must not contain credentials (user:password@)")
+        raise BadRequest(f"a remote URL must not contain credentials (user:password@): {shown!r}")
     if parts.query or parts.fragment:
-        raise BadRequest("a remote URL must not have a query or fragment")
-    del port
+        raise BadRequest(f"a remote URL must not have a query or fragment: {shown!r}")
     return url.rstrip("/")
 
 
@@ -154,12 +156,12 @@ def _node_keys(trees: TreeStore, key: str) -> set[str]:
     out = {key}
     stack = [key]
     while stack:
-        node = trees._node(stack.pop())
-        if isinstance(node, _Index):
-            for c in node.children:
-                out.add(c.key)
-                if node.level > 1:
-                    stack.append(c.key)
+        index = trees.index_children(stack.pop())
+        if index is not None:
+            level, children = index
+            out.update(children)
+            if level > 1:
+                stack.extend(children)
     return out
 
 
@@ -180,9 +182,9 @@ def tree_delta(trees: TreeStore, new: str, old: str | None) -> Iterator[tuple[st
         if key in old_nodes:
             continue
         fresh.append(key)
-        node = trees._node(key)
-        if isinstance(node, _Index):
-            stack.extend(c.key for c in node.children)
+        index = trees.index_children(key)
+        if index is not None:
+            stack.extend(index[1])
         else:
             leaves.append(key)
     for leaf in leaves:
@@ -319,14 +321,11 @@ def missing(repo: Repository, items: list[tuple[str, str]]) -> list[tuple[str, s
     """The items this repository lacks, in their order. A commit counts as present only
     when indexed (complete); any other object when stored, since the receiver checks
     every new commit's objects itself before indexing it."""
-    global _has_pool
     flags: Iterable[bool]
     others = [key for kind, key in items if kind != COMMIT]
     if isinstance(repo.objects, LocalObjectStore) or len(others) < 8:
         flags = [repo.objects.has(k) for k in others]
     else:  # a remote store answers each question with a round trip: ask many at once
-        if _has_pool is None:
-            _has_pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="pfs-sync-has")
         flags = list(_has_pool.map(repo.objects.has, others))
     present = iter(flags)
     out: list[tuple[str, str]] = []
@@ -354,7 +353,10 @@ def _read_exact(f: io.BufferedIOBase, n: int) -> bytes:
 def _verify(key: str, blob: bytes) -> bytes:
     """The plain bytes of a received object, checked against its name."""
     if blob[:1] == b"Z":
-        size = zstandard.frame_content_size(blob[1:]) if len(blob) > 5 else -1
+        try:
+            size = zstandard.frame_content_size(blob[1:])
+        except zstandard.ZstdError:
+            size = -1
         if not 0 <= size <= MAX_OBJECT:
             raise BadObject(f"object {key} received: compressed body without a size, or larger than {MAX_OBJECT}")
     try:
@@ -418,7 +420,7 @@ def receive(repo: Repository, raw: io.RawIOBase) -> dict[str, int]:
     FLUSH_BYTES make the lot durable and index the commits it completes. Returns counts.
 
     Write order: objects durable, then (checked) commits indexed; refs move only later,
-    by `update_ref`. A bad or cut stream fails here with what came before it kept."""
+    by `update_ref`. A bad or cut stream fails here, keeping the objects verified before it."""
     f = io.BufferedReader(raw, PIECE)
     if f.read(len(MAGIC)) != MAGIC:
         raise BadRequest("not a pfs object stream (it must start with PFSYNC1)")
@@ -454,10 +456,26 @@ def receive(repo: Repository, raw: io.RawIOBase) -> dict[str, int]:
             raise BadRequest("data after the end of the object stream")
         batch.flush()
         commits += _index(repo, pending)
+    except Exception as exc:
+        if isinstance(exc, OSError | InsufficientStorage):
+            batch.abort()
+        else:  # a cut or bad stream: keep what was verified, so a rerun need not send it again
+            _keep(repo, batch, pending)
+        raise
     except BaseException:
         batch.abort()
         raise
     return {"objects": objects, "bytes": nbytes, "commits": commits}
+
+
+def _keep(repo: Repository, batch: Batch, pending: list[Commit]) -> None:
+    """Best effort: make the objects verified so far durable and index the commits they
+    complete (each still checked); on any trouble, drop the rest as `abort` would."""
+    try:
+        batch.flush()
+        _index(repo, pending)
+    except PfsError:
+        batch.abort()
 
 
 def _error_text(payload: bytes) -> str:
@@ -519,9 +537,9 @@ def update_ref(repo: Repository, branch: str, new: str, old: str | None = None, 
         raise DirtyBranch(f"branch {branch!r} has uncommitted changes; commit or discard them first")
     if not exists:
         repo.meta.create_ref(branch, new)
-        return "created"
-    repo.meta.swap_ref(branch, cur, commit)
-    return "fast-forward" if ff else "forced"
+    else:
+        repo.meta.swap_ref(branch, cur, commit)
+    return "created" if cur is None else "fast-forward" if ff else "forced"
 
 
 # ---- driver -----------------------------------------------------------------------------
@@ -561,10 +579,10 @@ class _Scanner:
         self.report = report
         self.source = source
         self.on_progress = on_progress
-        self.head = bytearray()
-        self.want = len(MAGIC)  # bytes still to collect into `head` (0: skipping payload)
-        self.skip = 0
-        self.kind = ""
+        self.head = bytearray()  # the header (or error payload) being collected
+        self.want = len(MAGIC)  # bytes still to collect into `head`
+        self.skip = 0  # payload bytes still to pass through uncollected
+        self.kind = ""  # kind of the last header, or "" before the first
         self.magic = True
 
     def wrap(self, pieces: Iterable[bytes]) -> Iterator[bytes]:
@@ -597,7 +615,10 @@ class _Scanner:
             self.want = HEADER_SIZE
             return
         if self.kind == ERROR:  # `data` is the error frame's payload
-            body = orjson.loads(data)
+            try:
+                body = orjson.loads(data)
+            except orjson.JSONDecodeError:
+                body = {}
             err = errors.from_json(500, body if isinstance(body, dict) else {})
             err.message = f"the source {self.source} failed: {err.message}"
             err.args = (err.message,)
@@ -606,6 +627,8 @@ class _Scanner:
         self.kind = kind_b.decode("latin-1")
         self.want = HEADER_SIZE
         if self.kind == ERROR:
+            if n > 1 << 16:
+                raise errors.Unavailable(f"the source {self.source} sent a malformed object stream")
             self.want = n
         elif self.kind != END:
             self.report.objects += 1
@@ -763,7 +786,7 @@ def transfer(
         if old != new:
             try:
                 res.result = str(dst.sync_update_ref(d, new, old or "", force)["result"])
-            except (NotFastForward, BranchMoved, DirtyBranch) as exc:
+            except Conflict as exc:  # not a fast-forward, moved meanwhile, dirty, created meanwhile
                 res.result, res.message = "rejected", exc.message
         report.branches.append(res)
     report.seconds = time.monotonic() - t0

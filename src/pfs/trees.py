@@ -190,6 +190,14 @@ class TreeStore:
                 self._cache.popitem(last=False)
         return node
 
+    def index_children(self, key: str) -> tuple[int, list[str]] | None:
+        """(level, child keys) of a directory's index node; None for a leaf. For walkers
+        of the object graph (sync, fsck) that must see every node, not just entries."""
+        node = self._node(key)
+        if isinstance(node, _Index):
+            return node.level, [c.key for c in node.children]
+        return None
+
     def _write_leaf(self, items: list[tuple[str, Entry]], batch: Batch) -> Child:
         data = self._leaf_bytes(items)
         key = hash_bytes(data)

@@ -107,7 +107,11 @@ def make_runtime(name: str, instance: str, state_dir: str) -> Runtime:
         return DockerRuntime(instance)
     if name == "process":
         return ProcessRuntime(instance, state_dir)
-    raise BadRequest(f"unknown runtime {name!r}: use 'docker' or 'process'")
+    if name == "swarm":
+        from .swarm import SwarmRuntime  # imports this module: loaded only when asked for
+
+        return SwarmRuntime(instance)
+    raise BadRequest(f"unknown runtime {name!r}: use 'docker', 'process' or 'swarm'")
 
 
 def available_runtime() -> str:

@@ -136,8 +136,8 @@ def parse_spec(name: str, body: bytes) -> JobSpec:
     if image is not None and (not isinstance(image, str) or not image.strip() or any(c.isspace() for c in image)):
         raise BadRequest("image must be a Docker image name such as pfs-python-base:local")
     runtime = spec.get("runtime")
-    if runtime not in (None, "docker", "process"):
-        raise BadRequest(f"runtime must be 'docker' or 'process', not {runtime!r}")
+    if runtime not in (None, "docker", "process", "swarm"):
+        raise BadRequest(f"runtime must be 'docker', 'process' or 'swarm', not {runtime!r}")
     if image is None and runtime != "process":
         raise BadRequest("image is required (or set runtime to 'process' to run the command as a local process)")
     env = spec.get("env", {})

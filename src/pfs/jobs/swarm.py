@@ -1,0 +1,449 @@
+"""The `swarm` job runtime: each worker is a Docker Swarm service with one task.
+
+It behaves like the `docker` runtime (same interface, same bounds, labels and cleanup) but
+lets the swarm place workers on any node, so a cluster of pfs nodes spreads its jobs over
+the machines of the swarm. pfs talks to a manager's Docker API (DOCKER_HOST or the local
+socket); the workers never get the socket, mounts or capabilities.
+
+How pfs reaches a worker, the one thing a swarm makes harder than one engine:
+
+- PFS_SWARM_NETWORK unset (pfs runs on a swarm node, outside containers): the worker's
+  port is published in `host` mode on a free port of the node that runs it, and pfs
+  connects to 127.0.0.1 when that is its own node, else to the node's address. Swarm
+  cannot bind a published port to 127.0.0.1: the port is open on the node's interfaces,
+  so keep the ephemeral range (32768-60999) firewalled from outside the cluster.
+- PFS_SWARM_NETWORK=<overlay network> (pfs itself runs as a service on that network, as in
+  deploy/stack.yaml): nothing is published; the worker joins the network and pfs connects
+  to the task's address on it.
+
+Neither needs the routing mesh (ingress, VIPs): workers use DNS round-robin endpoints and
+are addressed directly, so the runtime also works where the kernel has no IPVS.
+
+Images are run by id (or by repository digest when they have one), so a node never pulls
+a tag: the image pfs checked is exactly the one that runs, and on a multi-node swarm it
+must be on every node (`docker save | docker load` keeps its id) or in a registry.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import threading
+import time
+import uuid
+from typing import Any
+
+from ..errors import BadRequest, JobError, PfsError, Unavailable
+from .runtime import (
+    CONTAINER_PORT,
+    LOG_KEEP,
+    Runtime,
+    Worker,
+    WorkerSpec,
+    _docker_errors,
+    _signal_name,
+    _start_failed,
+    _tail,
+    _wait_until_serving,
+)
+
+log = logging.getLogger("pfs.jobs.swarm")
+
+NETWORK_ENV = "PFS_SWARM_NETWORK"
+TASK_ENV = "PFS_SWARM_TASK"  # the swarm task running this pfs, if it runs as a service ("{{.Task.ID}}")
+SCHEDULE_TIMEOUT = 60.0  # seconds for the swarm to place a worker's task and start its container
+REMOVE_TIMEOUT = 20.0  # seconds to wait for a removed service's containers to be gone
+# Task states before it ends (https://docs.docker.com/engine/swarm/how-swarm-mode-works/swarm-task-states/)
+_LIVE = frozenset({"new", "allocated", "pending", "assigned", "accepted", "preparing", "ready", "starting", "running"})
+
+
+def _service_name(job: str) -> str:
+    """A unique service name: swarm names are DNS labels (letters, digits, '-'; 63 at most)."""
+    slug = re.sub(r"[^a-z0-9]+", "-", job.lower()).strip("-")[:30].strip("-") or "job"
+    return f"pfs-{slug}-{uuid.uuid4().hex[:12]}"
+
+
+def _task_reason(task: dict[str, Any]) -> str | None:
+    """None while a task has not ended; else why it ended, in the docker runtime's words."""
+    status = task.get("Status") or {}
+    state = str(status.get("State") or "")
+    if state in _LIVE:
+        return None
+    err = str(status.get("Err") or status.get("Message") or "")
+    code = int((status.get("ContainerStatus") or {}).get("ExitCode") or 0)
+    if state == "complete":
+        return "exited with code 0"
+    if state == "failed" and code:
+        reason = f"exited with code {code}"
+        return reason + f" ({_signal_name(code - 128)})" if code > 128 else reason
+    if state == "rejected":
+        return f"rejected by the swarm: {err}"
+    if state == "orphaned":
+        return "its swarm node is gone"
+    if state in ("shutdown", "remove"):
+        return "shut down by the swarm"
+    return f"{state}: {err}" if err else state
+
+
+class SwarmWorker(Worker):
+    def __init__(self, runtime: SwarmRuntime, service_id: str, name: str, memory: int) -> None:
+        self.runtime = runtime
+        self.id = service_id
+        self.name = name
+        self.memory = memory
+        self.url = ""
+        self._stop_lock = threading.Lock()
+        self._stopped = False
+        self._final_reason: str | None = None
+        self._final_logs = b""
+
+    def _task(self) -> dict[str, Any] | None:
+        """The service's task (the newest, should there be more), {} before it has one, None
+        once the service is gone."""
+        import docker.errors
+
+        try:
+            with _docker_errors("listing a service's tasks"):
+                tasks = self.runtime.api.tasks(filters={"service": self.id})
+        except JobError as exc:
+            if isinstance(exc.__cause__, docker.errors.NotFound):
+                return None
+            raise
+        if not tasks:
+            return {}
+        newest: dict[str, Any] = max(tasks, key=lambda t: str(t.get("CreatedAt") or ""))
+        return newest
+
+    def _reason(self, task: dict[str, Any] | None) -> str | None:
+        if task is None:
+            return "the service was removed"
+        if not task:
+            return None  # not scheduled yet
+        reason = _task_reason(task)
+        if reason is not None and reason.startswith("exited with code 137") and self._oom_killed(task):
+            return f"killed: out of memory (limit {self.memory / (1 << 20):g} MiB)"
+        return reason
+
+    def _oom_killed(self, task: dict[str, Any]) -> bool:
+        """Swarm does not report OOM kills; the container says so, when it ran on this node."""
+        cid = ((task.get("Status") or {}).get("ContainerStatus") or {}).get("ContainerID")
+        if not cid or task.get("NodeID") != self.runtime.node_id():
+            return False
+        try:
+            with _docker_errors("inspecting a container"):
+                info = self.runtime.api.inspect_container(cid)
+        except PfsError:
+            return False
+        return bool((info.get("State") or {}).get("OOMKilled"))
+
+    def alive(self) -> bool:
+        return self.exit_reason() is None
+
+    def exit_reason(self) -> str | None:
+        if self._stopped:
+            return self._final_reason
+        return self._reason(self._task())
+
+    def _read_logs(self, limit: int) -> bytes:
+        with _docker_errors("reading a service's log"):
+            chunks = self.runtime.api.service_logs(
+                self.id, stdout=True, stderr=True, tail=max(200, limit // 32), follow=False, is_tty=False
+            )
+            data = b"".join(chunks)
+        return data[-limit:]
+
+    def logs(self, limit: int = 65536) -> str:
+        if self._stopped:
+            return _tail(self._final_logs, limit)
+        try:
+            return _tail(self._read_logs(limit), limit)
+        except PfsError:
+            return ""
+
+    def stop(self) -> None:
+        with self._stop_lock:
+            if self._stopped:
+                return
+            try:
+                task = self._task()
+                if task is not None:
+                    self._final_reason = self._reason(task) or "stopped by pfs"
+                    self._final_logs = self._read_logs(LOG_KEEP)
+                else:
+                    self._final_reason = "the service was removed"
+            except PfsError as exc:
+                self._final_reason = f"stopped by pfs ({exc.message})"
+            self.runtime._remove(self.id, self.name)
+            self._stopped = True
+            self.runtime._forget(self)
+
+
+class SwarmRuntime(Runtime):
+    """Workers as one-task services of the Docker Swarm whose manager pfs talks to."""
+
+    name = "swarm"
+
+    def __init__(self, instance: str, network: str | None = None, owner_task: str | None = None) -> None:
+        import docker
+
+        self.instance = instance
+        self.session = uuid.uuid4().hex  # tells this pfs process's services from a dead one's
+        self.network = network if network is not None else (os.environ.get(NETWORK_ENV) or None)
+        # A pfs that is itself a swarm task has no data dir that outlives it, so no lasting
+        # instance id: its workers also name the task, and any pfs reaps those of a dead task.
+        self.owner_task = owner_task if owner_task is not None else (os.environ.get(TASK_ENV) or None)
+        with _docker_errors("connecting to the Docker Engine"):
+            self.client = docker.from_env(timeout=60, max_pool_size=64)
+        self.api: Any = self.client.api
+        self._lock = threading.Lock()
+        self._workers: dict[str, SwarmWorker] = {}
+        self._node_id: str | None = None
+        self._node_addrs: dict[str, str] = {}
+
+    def _forget(self, worker: SwarmWorker) -> None:
+        with self._lock:
+            self._workers.pop(worker.id, None)
+
+    def node_id(self) -> str:
+        """This engine's swarm node id; Unavailable unless it is an active manager. The engine
+        is only asked until it first says yes."""
+        if self._node_id is None:
+            with _docker_errors("asking the Docker Engine about its swarm"):
+                info = self.api.info()
+            swarm = info.get("Swarm") or {}
+            if swarm.get("LocalNodeState") != "active" or not swarm.get("NodeID"):
+                raise Unavailable(
+                    "the swarm runtime needs a Docker Engine in a swarm "
+                    "(`docker swarm init --advertise-addr <address>`, or `docker swarm join`)"
+                )
+            if not swarm.get("ControlAvailable"):
+                raise Unavailable("the swarm runtime needs a swarm manager's Docker API; this engine is a worker")
+            self._node_id = str(swarm["NodeID"])
+        return self._node_id
+
+    def _image(self, image: str | None) -> tuple[str, str]:
+        """(image id, what the service runs): the repository digest if the image has one,
+        else its id, so that no node ever pulls a tag."""
+        import docker.errors
+
+        if not image:
+            raise BadRequest("the swarm runtime needs an image")
+        self.node_id()
+        try:
+            with _docker_errors(f"inspecting image {image!r}"):
+                info = self.api.inspect_image(image)
+        except JobError as exc:
+            if isinstance(exc.__cause__, docker.errors.NotFound):
+                raise BadRequest(
+                    f"image {image!r} not found locally (pfs never pulls: build or load it on this machine)"
+                ) from None
+            raise
+        image_id = str(info["Id"])
+        name = image.split("@")[0]
+        last = name.rsplit("/", 1)[-1]
+        repo = name[: len(name) - len(last)] + last.split(":")[0]  # without the tag; a registry's port stays
+        digests = [str(d) for d in info.get("RepoDigests") or []]
+        ref = next((d for d in digests if d.split("@")[0] == repo), digests[0] if digests else image_id)
+        return image_id, ref
+
+    def image_id(self, image: str | None) -> str:
+        return self._image(image)[0]
+
+    def start(self, spec: WorkerSpec) -> Worker:
+        _, ref = self._image(spec.image)  # a clear 400 rather than a pull attempt on some node
+        name = _service_name(spec.job)
+        labels = {
+            "pfs": "1",
+            "pfs.instance": self.instance,
+            "pfs.job": spec.job,
+            "pfs.run": spec.run,
+            "pfs.session": self.session,
+            "pfs.image": spec.image or "",
+        }
+        if self.owner_task:
+            labels["pfs.owner-task"] = self.owner_task
+        # The containers' labels leave out "pfs": the docker runtime's reap must not take them.
+        container_labels = {k: labels[k] for k in ("pfs.instance", "pfs.job", "pfs.run")}
+        container_labels["pfs.service"] = name
+        task_template: dict[str, Any] = {
+            "ContainerSpec": {
+                "Image": ref,
+                "Args": list(spec.command),  # the image's CMD; its ENTRYPOINT stays, as with `docker run`
+                "Env": [f"{k}={v}" for k, v in {**spec.env, "PORT": str(CONTAINER_PORT)}.items()],
+                "Labels": container_labels,
+                "Init": True,  # reaps zombies and forwards signals for servers that run as pid 1
+                "CapabilityDrop": ["ALL"],
+                # lets a server without CAP_NET_BIND_SERVICE listen on port 80 on every engine version
+                "Sysctls": {"net.ipv4.ip_unprivileged_port_start": "0"},
+                "StopGracePeriod": 0,  # a stopped worker is killed at once, as `docker rm -f` does
+            },
+            # Swarm sets no memory+swap limit: with swap on a node a worker may swap up to its memory again.
+            "Resources": {
+                "Limits": {"NanoCPUs": max(int(spec.cpus * 1e9), 1), "MemoryBytes": spec.memory, "Pids": spec.pids}
+            },
+            "RestartPolicy": {"Condition": "none", "MaxAttempts": 0},  # pfs replaces dead workers itself
+            "LogDriver": {"Name": "json-file", "Options": {"max-size": "16m", "max-file": "1"}},
+        }
+        endpoint: dict[str, Any] = {"Mode": "dnsrr"}  # no VIP: workers are addressed directly
+        if self.network:
+            task_template["Networks"] = [{"Target": self.network}]
+        else:
+            endpoint["Ports"] = [{"Protocol": "tcp", "TargetPort": CONTAINER_PORT, "PublishMode": "host"}]
+        with _docker_errors(f"creating a swarm service of {spec.image!r}"):
+            created = self.api.create_service(
+                task_template,
+                name=name,
+                labels=labels,
+                mode={"Replicated": {"Replicas": 1}},
+                endpoint_spec=endpoint,
+            )
+        worker = SwarmWorker(self, str(created["ID"]), name, spec.memory)
+        with self._lock:
+            self._workers[worker.id] = worker
+        try:
+            reason = self._locate(worker)
+            if reason is None:
+                reason = _wait_until_serving(worker, max(spec.start_timeout, 0.0))
+        except BaseException:
+            worker.stop()
+            raise
+        if reason is not None:
+            raise _start_failed(worker, spec, reason)
+        return worker
+
+    def _locate(self, worker: SwarmWorker) -> str | None:
+        """Wait for the task to run and set worker.url; None once set, else why not."""
+        deadline = time.monotonic() + SCHEDULE_TIMEOUT
+        while True:
+            task = worker._task()
+            reason = worker._reason(task)
+            if reason is not None:
+                return reason
+            assert task is not None
+            status = task.get("Status") or {}
+            if status.get("State") == "running":
+                url = self._task_url(task)
+                if url is not None:
+                    worker.url = url
+                    return None
+            if time.monotonic() >= deadline:
+                state = status.get("State") or "not scheduled"
+                detail = status.get("Err") or status.get("Message")
+                state = f"{state}: {detail}" if detail else state
+                return f"the swarm did not start it within {SCHEDULE_TIMEOUT:g} s (task {state})"
+            time.sleep(0.05)
+
+    def _task_url(self, task: dict[str, Any]) -> str | None:
+        if self.network:
+            for att in task.get("NetworksAttachments") or []:
+                net = att.get("Network") or {}
+                if self.network in (net.get("ID"), (net.get("Spec") or {}).get("Name")) and att.get("Addresses"):
+                    addr = str(att["Addresses"][0]).split("/")[0]
+                    return f"http://[{addr}]:{CONTAINER_PORT}" if ":" in addr else f"http://{addr}:{CONTAINER_PORT}"
+            return None
+        ports = ((task.get("Status") or {}).get("PortStatus") or {}).get("Ports") or []
+        for p in ports:
+            if p.get("TargetPort") == CONTAINER_PORT and p.get("PublishedPort"):
+                host = self._node_address(str(task.get("NodeID") or ""))
+                return f"http://{host}:{int(p['PublishedPort'])}"
+        return None
+
+    def _node_address(self, node: str) -> str:
+        """Where a node's host-mode ports are: loopback for our own node, else its swarm address."""
+        if node == self.node_id():
+            return "127.0.0.1"
+        addr = self._node_addrs.get(node)
+        if addr is None:
+            with _docker_errors("inspecting a swarm node"):
+                info = self.api.inspect_node(node)
+            addr = str((info.get("Status") or {}).get("Addr") or "")
+            if not addr:
+                raise JobError(f"swarm node {node} has no address")
+            self._node_addrs[node] = addr
+        return f"[{addr}]" if ":" in addr else addr
+
+    def _remove(self, service_id: str, name: str) -> None:
+        """Remove a service, then wait (bounded) until the swarm has shut down and removed its
+        containers, so that a stopped worker is really gone, not just going. A container on
+        this node is killed first: the swarm alone takes a second or two to stop it."""
+        import docker.errors
+
+        by_service = {"label": [f"com.docker.swarm.service.id={service_id}"]}
+        try:
+            with _docker_errors("listing a service's containers"):
+                mine = self.api.containers(all=True, filters=by_service)
+            for c in mine:
+                try:
+                    with _docker_errors("removing a service's container"):
+                        self.api.remove_container(c["Id"], force=True)
+                except JobError as exc:
+                    cause = exc.__cause__
+                    gone = isinstance(cause, docker.errors.NotFound)
+                    busy = isinstance(cause, docker.errors.APIError) and cause.status_code == 409
+                    if not (gone or busy):
+                        raise
+        except PfsError as exc:
+            log.warning("killing the container of service %s: %s", name, exc.message)  # the swarm will
+        try:
+            with _docker_errors("removing a swarm service"):
+                self.api.remove_service(service_id)
+        except JobError as exc:
+            if not isinstance(exc.__cause__, docker.errors.NotFound):
+                raise
+        deadline = time.monotonic() + REMOVE_TIMEOUT
+        while True:
+            try:
+                with _docker_errors("waiting for a removed service's tasks"):
+                    tasks = [t for t in self.api.tasks(filters={"name": name}) if t.get("ServiceID") == service_id]
+                    local = self.api.containers(all=True, filters=by_service)
+            except PfsError as exc:
+                log.warning("waiting for service %s to go: %s", name, exc.message)
+                return
+            if not tasks and not local:
+                return
+            if time.monotonic() >= deadline:
+                log.warning("service %s removed, but its containers are still there after %g s", name, REMOVE_TIMEOUT)
+                return
+            time.sleep(0.05)
+
+    def reap(self) -> int:
+        """Removes the services of an earlier pfs of this instance, and those of any pfs whose
+        swarm task has ended (a replica of a stack that died)."""
+        with _docker_errors("listing swarm services"):
+            found = self.api.services(filters={"label": ["pfs=1", f"pfs.instance={self.instance}"]})
+            owned = self.api.services(filters={"label": ["pfs=1", "pfs.owner-task"]})
+        found = [s for s in found if ((s.get("Spec") or {}).get("Labels") or {}).get("pfs.session") != self.session]
+        owners: dict[str, bool] = {}  # task id -> still running
+        for s in owned:
+            owner = str(((s.get("Spec") or {}).get("Labels") or {}).get("pfs.owner-task") or "")
+            if not owner or owner == self.owner_task or any(f["ID"] == s["ID"] for f in found):
+                continue
+            if owner not in owners:
+                with _docker_errors("looking up a pfs task"):
+                    tasks = self.api.tasks(filters={"id": owner})
+                owners[owner] = any(t.get("ID") == owner and _task_reason(t) is None for t in tasks)
+            if not owners[owner]:
+                found.append(s)
+        removed = 0
+        for s in found:
+            try:
+                self._remove(str(s["ID"]), str((s.get("Spec") or {}).get("Name") or ""))
+                removed += 1
+            except PfsError as exc:
+                log.warning("could not remove leftover service %s: %s", str(s["ID"])[:12], exc.message)
+        return removed
+
+    def stop_all(self) -> None:
+        with self._lock:
+            workers = list(self._workers.values())
+        for w in workers:
+            try:
+                w.stop()
+            except PfsError as exc:
+                log.warning("stopping service %s: %s", w.name, exc.message)
+
+    def close(self) -> None:
+        """Stops whatever the scheduler left running, then lets go of the engine."""
+        self.stop_all()
+        self.client.close()
