@@ -31,7 +31,8 @@ RUN set -eu; \
 
 # ---- run: the base image plus the virtualenv; no wheels, no pip, no compilers
 FROM ${BASE}
-RUN useradd --system --uid 10001 --user-group --home-dir /var/lib/pfs --no-create-home --shell /usr/sbin/nologin pfs \
+RUN groupadd --system --gid 10001 pfs \
+ && useradd --system --uid 10001 --gid pfs --home-dir /var/lib/pfs --no-create-home --shell /usr/sbin/nologin pfs \
  && mkdir -p /var/lib/pfs \
  && chown pfs:pfs /var/lib/pfs \
  && chmod 0750 /var/lib/pfs

@@ -28,7 +28,7 @@ class Config:
     meta_url: str | None = None  # default: SQLite in data_dir; postgresql://... for a cluster
     objects_url: str | None = None  # default: data_dir; s3://bucket/prefix for a cluster
     max_file_size: int | None = None  # bytes; None: unlimited
-    job_runtime: str | None = None  # "docker" | "process"; None: docker if an engine answers
+    job_runtime: str | None = None  # "docker" | "process" | "swarm"; None: docker if an engine answers
 
     @classmethod
     def from_env(cls, data_dir: str | None = None) -> Config:

@@ -91,8 +91,8 @@ class Scheduler:
 
     # ---- lifecycle ---------------------------------------------------------------
     def start(self) -> None:
-        for name in ("process", "docker"):
-            if name == "docker" and self._default() != "docker":
+        for name in ("process", "docker", "swarm"):
+            if name in ("docker", "swarm") and self._default() != name:
                 continue
             try:
                 n = self.runtime(name).reap()
@@ -207,10 +207,10 @@ class Scheduler:
                     )
                     failed.add(name)
                     continue
-                job = _JobRun(self, spec, cid, commit.tree, outputs)
-                with self._cur_lock:
-                    self._current = job
                 try:
+                    job = _JobRun(self, spec, cid, commit.tree, outputs)  # its runtime may fail to connect
+                    with self._cur_lock:
+                        self._current = job
                     outputs[name] = job.execute()
                 except PfsError as exc:
                     if self._stop.is_set():

@@ -7,11 +7,11 @@ socket); the workers never get the socket, mounts or capabilities.
 
 How pfs reaches a worker, the one thing a swarm makes harder than one engine:
 
-- PFS_SWARM_NETWORK unset (pfs runs on a swarm node, outside containers): the worker's
-  port is published in `host` mode on a free port of the node that runs it, and pfs
-  connects to 127.0.0.1 when that is its own node, else to the node's address. Swarm
-  cannot bind a published port to 127.0.0.1: the port is open on the node's interfaces,
-  so keep the ephemeral range (32768-60999) firewalled from outside the cluster.
+- PFS_SWARM_NETWORK unset (pfs runs on a swarm node, outside containers): the worker is
+  placed on pfs's own node and publishes nothing; pfs connects to its container's address
+  on the node's local `bridge` network, which only this host can reach. (Swarm cannot
+  publish a port on 127.0.0.1 only: a published port would be open on every interface.)
+  To spread workers over many nodes, run pfs in the stack with PFS_SWARM_NETWORK.
 - PFS_SWARM_NETWORK=<overlay network> (pfs itself runs as a service on that network, as in
   deploy/stack.yaml): nothing is published; the worker joins the network and pfs connects
   to the task's address on it.
@@ -199,7 +199,6 @@ class SwarmRuntime(Runtime):
         self._lock = threading.Lock()
         self._workers: dict[str, SwarmWorker] = {}
         self._node_id: str | None = None
-        self._node_addrs: dict[str, str] = {}
 
     def _forget(self, worker: SwarmWorker) -> None:
         with self._lock:
@@ -288,8 +287,8 @@ class SwarmRuntime(Runtime):
         endpoint: dict[str, Any] = {"Mode": "dnsrr"}  # no VIP: workers are addressed directly
         if self.network:
             task_template["Networks"] = [{"Target": self.network}]
-        else:
-            endpoint["Ports"] = [{"Protocol": "tcp", "TargetPort": CONTAINER_PORT, "PublishMode": "host"}]
+        else:  # on this node, on its local bridge: no port published anywhere
+            task_template["Placement"] = {"Constraints": [f"node.id=={self.node_id()}"]}
         with _docker_errors(f"creating a swarm service of {spec.image!r}"):
             created = self.api.create_service(
                 task_template,
@@ -342,26 +341,27 @@ class SwarmRuntime(Runtime):
                     addr = str(att["Addresses"][0]).split("/")[0]
                     return f"http://[{addr}]:{CONTAINER_PORT}" if ":" in addr else f"http://{addr}:{CONTAINER_PORT}"
             return None
-        ports = ((task.get("Status") or {}).get("PortStatus") or {}).get("Ports") or []
-        for p in ports:
-            if p.get("TargetPort") == CONTAINER_PORT and p.get("PublishedPort"):
-                host = self._node_address(str(task.get("NodeID") or ""))
-                return f"http://{host}:{int(p['PublishedPort'])}"
-        return None
+        return self._bridge_url(task)
 
-    def _node_address(self, node: str) -> str:
-        """Where a node's host-mode ports are: loopback for our own node, else its swarm address."""
-        if node == self.node_id():
-            return "127.0.0.1"
-        addr = self._node_addrs.get(node)
-        if addr is None:
-            with _docker_errors("inspecting a swarm node"):
-                info = self.api.inspect_node(node)
-            addr = str((info.get("Status") or {}).get("Addr") or "")
-            if not addr:
-                raise JobError(f"swarm node {node} has no address")
-            self._node_addrs[node] = addr
-        return f"[{addr}]" if ":" in addr else addr
+    def _bridge_url(self, task: dict[str, Any]) -> str | None:
+        """The worker's address on this node's `bridge` network (the task runs here)."""
+        import docker.errors
+
+        cid = ((task.get("Status") or {}).get("ContainerStatus") or {}).get("ContainerID")
+        if not cid:
+            return None
+        try:
+            with _docker_errors("inspecting a worker's container"):
+                info = self.api.inspect_container(cid)
+        except JobError as exc:
+            if isinstance(exc.__cause__, docker.errors.NotFound):
+                return None
+            raise
+        for net in ((info.get("NetworkSettings") or {}).get("Networks") or {}).values():
+            addr = str((net or {}).get("IPAddress") or "")
+            if addr:
+                return f"http://{addr}:{CONTAINER_PORT}"
+        return None
 
     def _remove(self, service_id: str, name: str) -> None:
         """Remove a service, then wait (bounded) until the swarm has shut down and removed its

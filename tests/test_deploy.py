@@ -1,0 +1,371 @@
+"""The deployment artefacts against the real Docker Engine: the pfs image (deploy/build-image.sh),
+the compose file (PostgreSQL + SeaweedFS + two pfs nodes) and the swarm stack with the swarm
+job runtime. Images are built by the deploy scripts themselves (cached by Docker), and every
+test removes what it made: containers, services, networks, volumes and secrets.
+
+When Docker, Compose or the swarm cannot be made to work, these tests fail; never skip."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import json
+import os
+import secrets
+import socket
+import ssl
+import struct
+import subprocess
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from conftest import free_port
+from jobenv import ROOT, ensure_docker, job_image_fixture  # noqa: F401
+from test_swarm import ensure_swarm, service_ids
+
+from pfs import Client
+
+IMAGE = "pfs:local"
+
+
+def sh(*cmd: str, timeout: float = 900, env: dict[str, str] | None = None, check: bool = True) -> str:
+    """Run a command; its stdout, or an AssertionError with its output."""
+    proc = subprocess.run(
+        cmd, capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})}, check=False
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}{proc.stderr[-5000:]}")
+    return proc.stdout
+
+
+def ids(kind: str, label: str) -> list[str]:
+    """Docker objects of a kind (container, volume, network, service, secret) with a label."""
+    cmd = {"container": ["docker", "ps", "-aq"], "service": ["docker", "service", "ls", "-q"]}.get(
+        kind, ["docker", kind, "ls", "-q"]
+    )
+    return sh(*cmd, "--filter", f"label={label}").split()
+
+
+def eventually(check: Any, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.5)
+    return True
+
+
+def wait_ping(url: str, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if httpx.get(url + "/ping", timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{url} did not answer /ping within {timeout:g} s")
+        time.sleep(0.3)
+
+
+@pytest.fixture(scope="session")
+def pfs_image() -> str:
+    ensure_docker()
+    sh("bash", str(ROOT / "deploy" / "build-image.sh"))
+    return IMAGE
+
+
+@pytest.fixture(scope="session")
+def store_images(pfs_image: str) -> None:
+    sh("bash", str(ROOT / "deploy" / "build-store-images.sh"))
+
+
+@pytest.fixture(scope="session")
+def compose() -> list[str]:
+    """The Compose command here, installed by deploy/compose-setup.sh (Debian's docker-compose) if need be."""
+    if subprocess.run(["docker", "compose", "version"], capture_output=True, check=False).returncode == 0:
+        return ["docker", "compose"]
+    return sh("bash", str(ROOT / "deploy" / "compose-setup.sh")).split()
+
+
+# ---- the image --------------------------------------------------------------------------
+
+
+def test_image_serves_as_non_root(pfs_image: str) -> None:
+    name = "pfs-test-image-" + uuid.uuid4().hex[:8]
+    sh(
+        "docker", "run", "-d", "--name", name, "--label", "pfs.test=deploy",
+        "-p", "127.0.0.1::8080", "--memory", "512m", "--pids-limit", "256", "--cpus", "1",
+        "--cap-drop", "ALL", "--security-opt", "no-new-privileges",
+        "--health-interval", "1s", "--health-start-period", "1s",  # the image's check, sooner
+        pfs_image,
+    )  # fmt: skip
+    try:
+        port = sh("docker", "port", name, "8080/tcp").split()[0].rsplit(":", 1)[1]
+        url = f"http://127.0.0.1:{port}"
+        wait_ping(url, 60)
+        with Client(url) as c:
+            c.put_file("data/a.txt", b"hello from a container\n")
+            cid = c.commit(message="first")["id"]
+            assert c.get_file("data/a.txt", commit=cid) == b"hello from a container\n"
+            assert [e["path"] for e in c.ls("data", commit=cid)] == ["data/a.txt"]
+        info = json.loads(sh("docker", "inspect", name))[0]
+        assert info["Config"]["User"] == "pfs"
+        assert info["Config"]["Entrypoint"] == ["pfs"] and info["Config"]["Cmd"] == ["serve", "--addr", "0.0.0.0:8080"]
+        assert "8080/tcp" in info["Config"]["ExposedPorts"]
+        status = sh("docker", "exec", name, "cat", "/proc/1/status")  # the server itself, not just `exec`
+        uids = next(line.split()[1:] for line in status.splitlines() if line.startswith("Uid:"))
+        assert set(uids) == {"10001"}, status
+        assert eventually(
+            lambda: sh("docker", "inspect", "-f", "{{.State.Health.Status}}", name).strip() == "healthy", 30
+        )
+    finally:
+        sh("docker", "rm", "-f", "-v", name, check=False)
+    assert ids("container", "pfs.test=deploy") == []
+
+
+# ---- compose ----------------------------------------------------------------------------
+
+
+def test_compose_two_nodes_share_postgres_and_s3(
+    pfs_image: str, store_images: None, compose: list[str], tmp_path: Path
+) -> None:
+    project = "pfs-test-" + uuid.uuid4().hex[:8]
+    p1, p2, p3 = free_port(), free_port(), free_port()
+    env_file = tmp_path / "env"
+    env_file.write_text(
+        f"PFS_DB_PASSWORD={secrets.token_hex(12)}\n"
+        f"PFS_S3_ACCESS_KEY=pfs-{secrets.token_hex(4)}\n"
+        f"PFS_S3_SECRET_KEY={secrets.token_hex(16)}\n"
+        f"PFS1_PORT={p1}\nPFS2_PORT={p2}\nPFS_S3_PORT={p3}\n"
+    )
+    base = [*compose, "--env-file", str(env_file), "-p", project, "-f", str(ROOT / "deploy" / "compose.yaml")]
+    label = f"com.docker.compose.project={project}"
+    try:
+        sh(*base, "up", "-d", timeout=300)
+        a, b = f"http://127.0.0.1:{p1}", f"http://127.0.0.1:{p2}"
+        wait_ping(a)
+        wait_ping(b)
+        with Client(a) as c1, Client(b) as c2:
+            c1.put_file("shared/big.bin", os.urandom(3 << 20))  # chunks, so objects really go to S3
+            c1.put_file("shared/a.txt", b"written through node 1\n")
+            cid = c1.commit(message="via node 1")["id"]
+            assert c2.get_file("shared/a.txt", commit=cid) == b"written through node 1\n"
+            assert c2.get_file("shared/big.bin") == c1.get_file("shared/big.bin", commit=cid)
+            c2.put_file("shared/b.txt", b"and node 2\n")
+            c2.commit(message="via node 2")
+            assert c1.get_file("shared/b.txt", branch="master") == b"and node 2\n"
+        containers = ids("container", label)
+        assert len(containers) == 4
+        for info in json.loads(sh("docker", "inspect", *containers)):
+            hc = info["HostConfig"]
+            assert hc["Memory"] > 0 and hc["PidsLimit"] > 0 and hc["CapDrop"] == ["ALL"]
+            assert not hc["Privileged"] and "docker.sock" not in json.dumps(info["Mounts"])
+            for bindings in (hc.get("PortBindings") or {}).values():
+                assert all(bnd["HostIp"] == "127.0.0.1" for bnd in bindings)
+        assert len(ids("volume", label)) == 4  # what `down -v` must remove
+    finally:
+        sh(*base, "down", "-v", "--remove-orphans", "-t", "10", timeout=300, check=False)
+    assert ids("container", label) == [] and ids("volume", label) == [] and ids("network", label) == []
+
+
+# ---- the swarm stack --------------------------------------------------------------------
+
+
+class TlsDockerApi:
+    """The local engine's API over mutual TLS on one address, as `dockerd --tlsverify -H tcp://...`
+    serves it: how deploy/stack.swarm-runtime.yaml gives pfs containers a manager's API without
+    the Docker socket. A test stand-in for reconfiguring the shared engine."""
+
+    def __init__(self, host: str, certs: Path) -> None:
+        self.host = host
+        self.port = 0
+        self.certs = certs
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, name="tls-docker-api", daemon=True)
+        self.server: asyncio.Server | None = None
+
+    def start(self) -> TlsDockerApi:
+        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=str(self.certs / "ca.pem"))
+        ctx.load_cert_chain(str(self.certs / "server.pem"), str(self.certs / "server-key.pem"))
+        ctx.verify_mode = ssl.CERT_REQUIRED  # no client certificate, no API
+        self.thread.start()
+        self.server = asyncio.run_coroutine_threadsafe(
+            asyncio.start_server(self._serve, self.host, 0, ssl=ctx), self.loop
+        ).result(10)
+        self.port = int(self.server.sockets[0].getsockname()[1])
+        return self
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            ur, uw = await asyncio.open_unix_connection("/var/run/docker.sock")
+        except OSError:
+            writer.close()
+            return
+        await asyncio.gather(self._pipe(reader, uw), self._pipe(ur, writer))
+
+    @staticmethod
+    async def _pipe(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        try:
+            while data := await r.read(1 << 16):
+                w.write(data)
+                await w.drain()
+        except (OSError, ssl.SSLError):
+            pass
+        finally:
+            with contextlib.suppress(Exception):
+                w.close()
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.loop.call_soon_threadsafe(self.server.close)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+
+
+def bridge_address() -> str:
+    """The host's address on Docker's default bridge (docker0): containers reach the host there."""
+    net = json.loads(sh("docker", "network", "inspect", "bridge"))[0]
+    for cfg in net["IPAM"]["Config"] or []:
+        if cfg.get("Gateway"):
+            return str(cfg["Gateway"])
+    name = net["Options"].get("com.docker.network.bridge.name", "docker0")
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        packed = fcntl.ioctl(s.fileno(), 0x8915, struct.pack("256s", name.encode()[:15]))  # SIOCGIFADDR
+    return socket.inet_ntoa(packed[20:24])
+
+
+def make_certs(d: Path, ip: str) -> None:
+    """A CA, a server certificate for `ip` and a client certificate (ca.pem, cert.pem, key.pem)."""
+    d.mkdir(parents=True, exist_ok=True)
+    key = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    sh("openssl", "req", "-x509", *key, "-keyout", f"{d}/ca-key.pem", "-out", f"{d}/ca.pem", "-days", "1",
+       "-subj", "/CN=pfs-test-ca")  # fmt: skip
+    for name, keyfile, ext in (
+        ("server", "server-key.pem", f"subjectAltName=IP:{ip}\nextendedKeyUsage=serverAuth\n"),
+        ("cert", "key.pem", "extendedKeyUsage=clientAuth\n"),
+    ):
+        (d / f"{name}.ext").write_text(ext)
+        sh("openssl", "req", *key, "-keyout", f"{d}/{keyfile}", "-out", f"{d}/{name}.csr", "-subj", f"/CN={name}")
+        sh("openssl", "x509", "-req", "-in", f"{d}/{name}.csr", "-CA", f"{d}/ca.pem", "-CAkey", f"{d}/ca-key.pem",
+           "-CAcreateserial", "-out", f"{d}/{name}.pem", "-days", "1", "-extfile", f"{d}/{name}.ext")  # fmt: skip
+    for f in d.iterdir():
+        f.chmod(0o600)
+
+
+# Runs in a container on the stack's attachable `backend` network: the routing mesh (ingress)
+# needs IPVS, which some kernels lack, so the replicas are reached by their task addresses.
+CHECK = """
+import json, socket, sys, time
+import httpx
+from pfs import Client
+deadline = time.monotonic() + 180
+while True:
+    try:
+        ips = sorted(socket.gethostbyname_ex("tasks.pfs")[2])
+        if len(ips) == 2 and all(httpx.get(f"http://{ip}:8080/ping", timeout=2).status_code == 200 for ip in ips):
+            break
+    except OSError:
+        pass
+    except httpx.HTTPError:
+        pass
+    if time.monotonic() > deadline:
+        sys.exit("the pfs replicas did not come up")
+    time.sleep(0.5)
+a, b = (Client(f"http://{ip}:8080") for ip in ips)
+for i in range(6):
+    a.put_file(f"in/f{i}.txt", f"hello {i}\\n".encode())
+cmd = ["python3", "/jobserver.py", "upper"]
+a.put_job("up", {"type": "map", "input": "in", "image": sys.argv[1], "command": cmd, "parallelism": 2})
+cid = a.commit(run=True)["id"]
+st = b.wait_run(cid, timeout=180)
+out = {"state": st["state"], "error": st.get("error"), "log": b.job_log("up", cid)}
+if st["state"] == "succeeded":
+    out["files"] = {f"f{i}.txt": b.get_job_file("up", f"f{i}.txt", commit=cid).decode() for i in range(6)}
+    out["read_b"] = b.get_file("in/f3.txt", commit=cid).decode()
+print(json.dumps(out))
+"""
+
+
+def test_stack_with_swarm_runtime(pfs_image: str, store_images: None, job_image: str, tmp_path: Path) -> None:
+    ensure_swarm()
+    stack = "pfs-test-" + uuid.uuid4().hex[:8]
+    gateway = bridge_address()
+    certs = tmp_path / "certs"
+    make_certs(certs, gateway)
+    sh("bash", str(ROOT / "deploy" / "stack-secrets.sh"), str(tmp_path / "secrets"))
+    api = TlsDockerApi(gateway, certs).start()
+    env = {
+        "PFS_SECRETS_DIR": str(tmp_path / "secrets"),
+        "PFS_DOCKER_CERTS": str(certs),
+        "PFS_DOCKER_HOST": f"tcp://{gateway}:{api.port}",
+        "PFS_REPLICAS": "2",
+    }
+    label = f"com.docker.stack.namespace={stack}"
+    workers: dict[str, dict[str, Any]] = {}
+    done = threading.Event()
+
+    def watch() -> None:  # the job's workers, as the swarm saw them
+        while not done.is_set():
+            with contextlib.suppress(Exception):  # a service may go between listing and inspecting
+                for sid in service_ids("pfs.image=" + job_image):
+                    workers.setdefault(sid, json.loads(sh("docker", "service", "inspect", sid))[0])
+            time.sleep(0.2)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    # The stack as shipped publishes pfs on the routing mesh, which swarm opens on every
+    # interface; the test deploys it without that port (it reaches replicas on `backend`).
+    import yaml
+
+    spec = yaml.safe_load((ROOT / "deploy" / "stack.yaml").read_text())
+    assert spec["services"]["pfs"].pop("ports")
+    unpublished = tmp_path / "stack.yaml"
+    unpublished.write_text(yaml.safe_dump(spec))
+    try:
+        sh(
+            "docker", "stack", "deploy", "-c", str(unpublished),
+            "-c", str(ROOT / "deploy" / "stack.swarm-runtime.yaml"), stack, env=env, timeout=120,
+        )  # fmt: skip
+        assert len(ids("service", label)) == 3
+        watcher.start()
+        out = sh(
+            "docker", "run", "--rm", "--label", "pfs.test=deploy", "--network", f"{stack}_backend",
+            "--memory", "256m", "--pids-limit", "64", "--cap-drop", "ALL", "--entrypoint", "python3",
+            pfs_image, "-c", CHECK, job_image, timeout=400,
+        )  # fmt: skip
+        result = json.loads(out.strip().splitlines()[-1])
+        assert result["state"] == "succeeded", result
+        assert result["files"] == {f"f{i}.txt": f"HELLO {i}\n" for i in range(6)}
+        assert result["read_b"] == "hello 3\n"  # written through one replica, read through the other
+        done.set()
+        watcher.join(10)
+        assert workers, "no worker service was seen"
+        jobs_net = json.loads(sh("docker", "network", "inspect", f"{stack}_jobs"))[0]
+        for svc in workers.values():
+            spec = svc["Spec"]
+            targets = [n["Target"] for n in spec["TaskTemplate"]["Networks"]]
+            assert targets in ([jobs_net["Id"]], [f"{stack}_jobs"])  # the internal network only
+            assert not spec.get("EndpointSpec", {}).get("Ports")  # nothing published
+            assert spec["Labels"]["pfs.owner-task"]  # a replica's task: reaped if that replica dies
+        assert jobs_net["Internal"] is True
+        assert eventually(lambda: service_ids("pfs.image=" + job_image) == [], 30)
+    finally:
+        done.set()
+        sh("docker", "stack", "rm", stack, check=False)
+        gone = eventually(lambda: not ids("service", label) and not ids("container", label), 90)
+        eventually(lambda: not ids("network", label), 60)
+        for vol in ids("volume", label):
+            sh("docker", "volume", "rm", vol, check=False)
+        api.stop()
+        leaked = [s for s in service_ids("pfs.image=" + job_image) if s in set(service_ids("pfs.owner-task"))]
+        if leaked:  # workers of a pfs killed before it could remove them
+            sh("docker", "service", "rm", *leaked, check=False)
+    assert gone and not leaked
+    assert ids("network", label) == [] and ids("volume", label) == [] and ids("secret", label) == []
+    assert ids("container", "pfs.test=deploy") == []
