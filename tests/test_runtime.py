@@ -134,6 +134,25 @@ def env(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Env]:
         e.cleanup()
 
 
+@pytest.fixture(params=[*KINDS, "swarm"])
+def any_env(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Env]:
+    """`env`, and the swarm runtime too, for the behaviours every runtime shares."""
+    e: Env
+    if request.param == "swarm":
+        from test_swarm import SwarmEnv, ensure_swarm  # it imports this module: not at the top
+
+        image = request.getfixturevalue("job_image")
+        ensure_swarm()
+        e = SwarmEnv("swarm", tmp_path, image)
+    else:
+        image = request.getfixturevalue("job_image") if request.param == "docker" else None
+        e = Env(request.param, tmp_path, image)
+    try:
+        yield e
+    finally:
+        e.cleanup()
+
+
 @pytest.fixture
 def docker_env(tmp_path: Path, job_image: str) -> Iterator[Env]:
     e = Env("docker", tmp_path, job_image)
@@ -269,7 +288,8 @@ def test_reap_removes_a_killed_pfs_workers_only(env: Env) -> None:
     assert fresh.reap() == 0
 
 
-def test_concurrent_starts_and_stops(env: Env) -> None:
+def test_concurrent_starts_and_stops(any_env: Env) -> None:
+    env = any_env
     rt = env.runtime()
     results: list[Worker] = []
     errors: list[BaseException] = []
@@ -287,13 +307,14 @@ def test_concurrent_starts_and_stops(env: Env) -> None:
     for t in threads:
         t.start()
     for t in threads:
-        t.join(60)
+        t.join(90)
     assert errors == [] and len(results) == 4
     assert len({w.url for w in results}) == 4
     assert env.leftovers() == []
 
 
-def test_close_stops_what_is_left(env: Env) -> None:
+def test_close_stops_what_is_left(any_env: Env) -> None:
+    env = any_env
     rt = env.runtime(track=False)
     rt.start(env.spec("upper"))
     rt.close()

@@ -23,7 +23,7 @@ from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import blake3
 import zstandard
@@ -152,24 +152,31 @@ with contextlib.suppress(OSError, AttributeError):  # absent off Linux: fall bac
     _syncfs = ctypes.CDLL(None, use_errno=True).syncfs
 
 
-class LocalBatch(Batch):
-    """Writes run on a small I/O pool (file syscalls release the GIL), so parsing and
-    hashing the next object overlaps with writing the previous ones."""
+R = TypeVar("R")  # what one pooled write returns
 
-    # Bytes handed to the pool but not yet on disk: bounds memory when the disk is slower
-    # than the network. The durability barrier itself waits for flush(), so the disk
-    # writes back in the background while the upload goes on.
-    # 16 MiB keeps both I/O threads busy; 32 MiB put a loaded server's RSS near the 64 MiB
-    # per-upload budget (test_bigfile) without any gain in throughput.
+
+class PooledBatch(Batch, Generic[R]):
+    """A batch whose writes run on a thread pool, with a bound on the bytes handed over but
+    not yet written: memory stays bounded when the store is slower than the network, and
+    hashing the next object overlaps with writing the previous ones. Subclasses say how
+    one object is written (`_write`, run on `pool`) and what the barrier does (`flush`)."""
+
     MAX_INFLIGHT_BYTES = 16 << 20
     MAX_PENDING = 100_000  # objects awaiting the barrier
+    pool: ThreadPoolExecutor
 
-    def __init__(self, store: LocalObjectStore) -> None:
-        self.store = store
-        self.pending: list[tuple[str, Future[str | None]]] = []  # (key, future of tmp path)
-        self.inflight: deque[tuple[Future[str | None], int]] = deque()
+    def __init__(self) -> None:
+        self.pending: list[tuple[str, Future[R]]] = []  # (key, future of the write)
+        self.inflight: deque[tuple[Future[R], int]] = deque()
         self.inflight_bytes = 0
         self.seen: set[str] = set()
+
+    @abstractmethod
+    def _write(self, key: str, data: bytes | memoryview, compress: bool) -> R: ...
+
+    @abstractmethod
+    def _raise_failed(self) -> None:
+        """Called when a write failed: wait for the rest and raise the error."""
 
     def put(self, key: str, data: bytes | memoryview, compress: bool = True) -> None:
         """`data` must not change afterwards: views of immutable bytes are not copied."""
@@ -179,17 +186,44 @@ class LocalBatch(Batch):
         self.seen.add(key)
         if not isinstance(data, bytes) and not isinstance(data.obj, bytes):
             data = bytes(data)
-        fut = _io_pool.submit(self.store.write_tmp, key, data, compress)
+        fut = self.pool.submit(self._write, key, data, compress)
         self.pending.append((key, fut))
         self.inflight.append((fut, len(data)))
         self.inflight_bytes += len(data)
         while self.inflight_bytes > self.MAX_INFLIGHT_BYTES:
             oldest, n = self.inflight.popleft()
             self.inflight_bytes -= n
-            if oldest.exception() is not None:
-                self._written()  # raises the storage error now, not gigabytes later
+            if oldest.exception() is not None:  # waits for it
+                self._raise_failed()  # the storage error now, not gigabytes later
         if len(self.pending) >= self.MAX_PENDING:
             self.flush()
+
+    def _reset(self) -> None:
+        self.pending.clear()
+        self.inflight.clear()
+        self.inflight_bytes = 0
+
+
+class LocalBatch(PooledBatch[str | None]):
+    """Objects are written to temporary files on a small I/O pool (file syscalls release
+    the GIL), and the barrier syncs them and renames them into place."""
+
+    # The durability barrier itself waits for flush(), so the disk writes back in the
+    # background while the upload goes on. 16 MiB keeps both I/O threads busy; 32 MiB
+    # put a loaded server's RSS near the 64 MiB per-upload budget (test_bigfile) without
+    # any gain in throughput.
+    MAX_INFLIGHT_BYTES = 16 << 20
+    pool = _io_pool
+
+    def __init__(self, store: LocalObjectStore) -> None:
+        super().__init__()
+        self.store = store
+
+    def _write(self, key: str, data: bytes | memoryview, compress: bool) -> str | None:
+        return self.store.write_tmp(key, data, compress)
+
+    def _raise_failed(self) -> None:
+        self._written()
 
     def _written(self) -> list[tuple[str, str]]:
         """Wait for the pool; (tmp path, key) of each object that was not there already."""
@@ -233,11 +267,6 @@ class LocalBatch(Batch):
             _raise_storage(exc)
         finally:
             self._reset()
-
-    def _reset(self) -> None:
-        self.pending.clear()
-        self.inflight.clear()
-        self.inflight_bytes = 0
 
     def abort(self) -> None:
         with contextlib.suppress(BaseException):

@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections import deque
 from collections.abc import Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from .errors import BadRequest, InsufficientStorage, MissingObject, PfsError, Unavailable
-from .objects import _KEY_RE, Batch, ObjectStore, check_key, decode, encode_parts
+from .objects import _KEY_RE, Batch, ObjectStore, PooledBatch, check_key, decode, encode_parts
 from .s3 import S3Config, make_client, parse_s3_url
 
 log = logging.getLogger("pfs.objects.s3")
@@ -29,50 +28,35 @@ _FULL = {"QuotaExceeded", "XMinioStorageFull", "InsufficientStorage", "StorageFu
 _pool = ThreadPoolExecutor(max_workers=UPLOAD_THREADS, thread_name_prefix="pfs-s3")
 
 
-class S3Batch(Batch):
+class S3Batch(PooledBatch[None]):
     MAX_INFLIGHT_BYTES = 32 << 20
+    pool = _pool
 
     def __init__(self, store: S3ObjectStore) -> None:
+        super().__init__()
         self.store = store
-        self.pending: list[Future[None]] = []
-        self.inflight: deque[tuple[Future[None], int]] = deque()
-        self.inflight_bytes = 0
-        self.seen: set[str] = set()
 
-    def put(self, key: str, data: bytes | memoryview, compress: bool = True) -> None:
-        check_key(key)
-        if key in self.seen:
-            return
-        self.seen.add(key)
-        if not isinstance(data, bytes) and not isinstance(data.obj, bytes):
-            data = bytes(data)
-        fut = _pool.submit(self.store.upload, key, data, compress)
-        self.pending.append(fut)
-        self.inflight.append((fut, len(data)))
-        self.inflight_bytes += len(data)
-        while self.inflight_bytes > self.MAX_INFLIGHT_BYTES:
-            oldest, n = self.inflight.popleft()
-            self.inflight_bytes -= n
-            if oldest.exception() is not None:  # waits; the store's error now, not gigabytes later
-                self.flush()
+    def _write(self, key: str, data: bytes | memoryview, compress: bool) -> None:
+        self.store.upload(key, data, compress)
+
+    def _raise_failed(self) -> None:
+        self.flush()
 
     def flush(self) -> None:
         error: BaseException | None = None
         try:
-            for fut in self.pending:
+            for _, fut in self.pending:
                 try:
                     fut.result()
                 except BaseException as exc:  # wait for every PUT, then raise the first error
                     error = error or exc
         finally:
-            self.pending.clear()
-            self.inflight.clear()
-            self.inflight_bytes = 0
+            self._reset()
         if error is not None:
             raise error
 
     def abort(self) -> None:
-        for fut in self.pending:
+        for _, fut in self.pending:
             fut.cancel()
         with contextlib.suppress(BaseException):
             self.flush()  # objects already stored are unreferenced garbage, never half-written
