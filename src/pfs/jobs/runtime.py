@@ -216,16 +216,71 @@ def _docker_reason(state: dict[str, Any], memory: int) -> str | None:
     return reason
 
 
-class DockerWorker(Worker):
-    def __init__(self, runtime: DockerRuntime, container_id: str, memory: int) -> None:
-        self.runtime = runtime
-        self.id = container_id
+class EngineWorker(Worker):
+    """A worker the Docker Engine runs (a container, or a swarm service): its state and log
+    come from the engine's API, and survive stop() for the job's log and error."""
+
+    gone_reason = "it was removed"  # exit_reason once the engine has no trace of it
+
+    def __init__(self, wid: str, memory: int) -> None:
+        self.id = wid
         self.memory = memory
         self.url = ""
         self._stop_lock = threading.Lock()
         self._stopped = False
         self._final_reason: str | None = None
         self._final_logs = b""
+
+    @abstractmethod
+    def _current_reason(self) -> str | None:
+        """What the engine says now: None while running, `gone_reason` if it has no trace."""
+
+    @abstractmethod
+    def _read_logs(self, limit: int) -> bytes: ...
+
+    @abstractmethod
+    def _remove(self) -> None:
+        """Remove it from the engine (already gone is fine), and forget it."""
+
+    def alive(self) -> bool:
+        return self.exit_reason() is None
+
+    def exit_reason(self) -> str | None:
+        if self._stopped:
+            return self._final_reason
+        return self._current_reason()
+
+    def logs(self, limit: int = 65536) -> str:
+        if self._stopped:
+            return _tail(self._final_logs, limit)
+        try:
+            return _tail(self._read_logs(limit), limit)
+        except PfsError:
+            return ""
+
+    def stop(self) -> None:
+        with self._stop_lock:
+            if self._stopped:
+                return
+            try:
+                reason = self._current_reason()
+                if reason == self.gone_reason:
+                    self._final_reason = reason
+                else:
+                    self._final_reason = reason or "stopped by pfs"
+                    self._final_logs = self._read_logs(LOG_KEEP)
+            except PfsError as exc:
+                self._final_reason = f"stopped by pfs ({exc.message})"
+            self._remove()
+            self._stopped = True
+
+
+class DockerWorker(EngineWorker):
+    gone_reason = "the container was removed"
+
+    def __init__(self, runtime: DockerRuntime, container_id: str, memory: int) -> None:
+        super().__init__(container_id, memory)
+        self.runtime = runtime
 
     def _state(self) -> dict[str, Any] | None:
         import docker.errors
@@ -239,15 +294,10 @@ class DockerWorker(Worker):
             raise
         return dict(info)
 
-    def alive(self) -> bool:
-        return self.exit_reason() is None
-
-    def exit_reason(self) -> str | None:
-        if self._stopped:
-            return self._final_reason
+    def _current_reason(self) -> str | None:
         info = self._state()
         if info is None:
-            return "the container was removed"
+            return self.gone_reason
         return _docker_reason(info["State"], self.memory)
 
     def _read_logs(self, limit: int) -> bytes:
@@ -255,41 +305,19 @@ class DockerWorker(Worker):
             data = self.runtime.api.logs(self.id, stdout=True, stderr=True, tail=max(200, limit // 32))
         return bytes(data)[-limit:]
 
-    def logs(self, limit: int = 65536) -> str:
-        if self._stopped:
-            return _tail(self._final_logs, limit)
-        try:
-            return _tail(self._read_logs(limit), limit)
-        except PfsError:
-            return ""
-
-    def stop(self) -> None:
+    def _remove(self) -> None:
         import docker.errors
 
-        with self._stop_lock:
-            if self._stopped:
-                return
-            try:
-                info = self._state()
-                if info is not None:
-                    reason = _docker_reason(info["State"], self.memory)
-                    self._final_reason = reason or "stopped by pfs"
-                    self._final_logs = self._read_logs(LOG_KEEP)
-                else:
-                    self._final_reason = "the container was removed"
-            except PfsError as exc:
-                self._final_reason = f"stopped by pfs ({exc.message})"
-            try:
-                with _docker_errors("removing a container"):
-                    self.runtime.api.remove_container(self.id, force=True)
-            except JobError as exc:
-                cause = exc.__cause__
-                gone = isinstance(cause, docker.errors.NotFound)
-                busy = isinstance(cause, docker.errors.APIError) and cause.status_code == 409
-                if not (gone or busy):  # 409: another removal of it is under way
-                    raise
-            self._stopped = True
-            self.runtime._forget(self)
+        try:
+            with _docker_errors("removing a container"):
+                self.runtime.api.remove_container(self.id, force=True)
+        except JobError as exc:
+            cause = exc.__cause__
+            gone = isinstance(cause, docker.errors.NotFound)
+            busy = isinstance(cause, docker.errors.APIError) and cause.status_code == 409
+            if not (gone or busy):  # 409: another removal of it is under way
+                raise
+        self.runtime._forget(self)
 
 
 class DockerRuntime(Runtime):

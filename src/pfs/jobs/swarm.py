@@ -37,14 +37,13 @@ from typing import Any
 from ..errors import BadRequest, JobError, PfsError, Unavailable
 from .runtime import (
     CONTAINER_PORT,
-    LOG_KEEP,
+    EngineWorker,
     Runtime,
     Worker,
     WorkerSpec,
     _docker_errors,
     _signal_name,
     _start_failed,
-    _tail,
     _wait_until_serving,
 )
 
@@ -86,17 +85,13 @@ def _task_reason(task: dict[str, Any]) -> str | None:
     return f"{state}: {err}" if err else state
 
 
-class SwarmWorker(Worker):
+class SwarmWorker(EngineWorker):
+    gone_reason = "the service was removed"
+
     def __init__(self, runtime: SwarmRuntime, service_id: str, name: str, memory: int) -> None:
+        super().__init__(service_id, memory)
         self.runtime = runtime
-        self.id = service_id
         self.name = name
-        self.memory = memory
-        self.url = ""
-        self._stop_lock = threading.Lock()
-        self._stopped = False
-        self._final_reason: str | None = None
-        self._final_logs = b""
 
     def _task(self) -> dict[str, Any] | None:
         """The service's task (the newest, should there be more), {} before it has one, None
@@ -117,7 +112,7 @@ class SwarmWorker(Worker):
 
     def _reason(self, task: dict[str, Any] | None) -> str | None:
         if task is None:
-            return "the service was removed"
+            return self.gone_reason
         if not task:
             return None  # not scheduled yet
         reason = _task_reason(task)
@@ -137,12 +132,7 @@ class SwarmWorker(Worker):
             return False
         return bool((info.get("State") or {}).get("OOMKilled"))
 
-    def alive(self) -> bool:
-        return self.exit_reason() is None
-
-    def exit_reason(self) -> str | None:
-        if self._stopped:
-            return self._final_reason
+    def _current_reason(self) -> str | None:
         return self._reason(self._task())
 
     def _read_logs(self, limit: int) -> bytes:
@@ -153,30 +143,9 @@ class SwarmWorker(Worker):
             data = b"".join(chunks)
         return data[-limit:]
 
-    def logs(self, limit: int = 65536) -> str:
-        if self._stopped:
-            return _tail(self._final_logs, limit)
-        try:
-            return _tail(self._read_logs(limit), limit)
-        except PfsError:
-            return ""
-
-    def stop(self) -> None:
-        with self._stop_lock:
-            if self._stopped:
-                return
-            try:
-                task = self._task()
-                if task is not None:
-                    self._final_reason = self._reason(task) or "stopped by pfs"
-                    self._final_logs = self._read_logs(LOG_KEEP)
-                else:
-                    self._final_reason = "the service was removed"
-            except PfsError as exc:
-                self._final_reason = f"stopped by pfs ({exc.message})"
-            self.runtime._remove(self.id, self.name)
-            self._stopped = True
-            self.runtime._forget(self)
+    def _remove(self) -> None:
+        self.runtime._remove(self.id, self.name)
+        self.runtime._forget(self)
 
 
 class SwarmRuntime(Runtime):
