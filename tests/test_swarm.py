@@ -295,64 +295,67 @@ def test_image_must_be_local(senv: SwarmEnv) -> None:
 # ---- a pfs server whose jobs run on the swarm ------------------------------------------------
 
 
-def test_map_reduce_on_the_swarm_leaves_nothing_behind(tmp_path: Path, swarm_image: str) -> None:
+@pytest.fixture
+def swarm_srv(tmp_path: Path, swarm_image: str) -> Iterator[ServerProc]:
+    """A pfs whose jobs run on the swarm; whatever services of its instance a failed test
+    leaves are removed."""
     srv = ServerProc(tmp_path / "data", env={"PFS_JOB_RUNTIME": "swarm"}).start()
-    instance = ""
     try:
-        with Client(srv.url) as c:
-            for i in range(9):
-                c.put_file(f"logs/day{i}.txt", f"line one {i}\nline two\n".encode())
-            wc = {"type": "map", "input": "logs", "image": swarm_image, "command": docker_command("wc")}
-            c.put_job("wc", {**wc, "parallelism": 3, "inflight": 2})
-            c.put_job("sum", {**wc, "type": "reduce", "input": "job/wc"})
-            instance = (srv.data_dir / "instance").read_text().strip()
-            seen: set[str] = set()
-            cid = c.commit(run=True)["id"]
-            deadline = time.monotonic() + 180
-            status = c.run_status(cid)
-            while status["state"] not in ("succeeded", "failed") and time.monotonic() < deadline:
-                seen.update(service_ids(f"pfs.instance={instance}"))
-                status = c.run_status(cid, wait=0.3)
-            assert status["state"] == "succeeded", (status, srv.log())
-            assert c.get_job_file("wc", "day3.txt", commit=cid) == b"day3.txt 2 5 20\n"
-            assert c.get_job_file("sum", commit=cid) == f"{9 * 2} {9 * 5} {9 * 20}\n".encode()
-            assert seen, "no swarm service was ever seen"
-            assert eventually(lambda: service_ids(f"pfs.instance={instance}") == [], 20)
-            assert docker_ids(f"pfs.instance={instance}") == []
+        yield srv
     finally:
         srv.stop()
-        if instance:
-            left = service_ids(f"pfs.instance={instance}")
-            if left:
-                subprocess.run(["docker", "service", "rm", *left], capture_output=True, check=False)
-    assert service_ids(f"pfs.instance={instance}") == []
+        left = service_ids(f"pfs.instance={instance_of(srv)}")
+        if left:
+            subprocess.run(["docker", "service", "rm", *left], capture_output=True, check=False)
 
 
-def test_kill9_leaves_services_that_the_next_start_removes(tmp_path: Path, swarm_image: str) -> None:
-    srv = ServerProc(tmp_path / "data", env={"PFS_JOB_RUNTIME": "swarm"}).start()
-    instance = ""
-    try:
-        with Client(srv.url) as c:
-            for i in range(6):
-                c.put_file(f"d/{i}", f"v{i}".encode())
-            spec = {"type": "map", "input": "d", "image": swarm_image, "command": docker_command("slow", "1")}
-            c.put_job("slow", {**spec, "parallelism": 2, "inflight": 1})
-            instance = (srv.data_dir / "instance").read_text().strip()
-            cid = c.commit(run=True)["id"]
-            assert eventually(lambda: len(service_ids(f"pfs.instance={instance}")) == 2, 60)
-        before = set(service_ids(f"pfs.instance={instance}"))
-        srv.kill9()
-        assert set(service_ids(f"pfs.instance={instance}")) == before  # nobody cleaned up
-        srv.start()
-        assert eventually(lambda: not before & set(service_ids(f"pfs.instance={instance}")), 30)
-        with Client(srv.url) as c:
-            status = c.wait_run(cid, timeout=180)
-            assert status["state"] == "succeeded", status
-            assert c.get_job_file("slow", "4", commit=cid) == b"V4"
+def instance_of(srv: ServerProc) -> str:
+    return (srv.data_dir / "instance").read_text().strip()
+
+
+def test_map_reduce_on_the_swarm_leaves_nothing_behind(swarm_srv: ServerProc, swarm_image: str) -> None:
+    srv = swarm_srv
+    instance = instance_of(srv)
+    with Client(srv.url) as c:
+        for i in range(9):
+            c.put_file(f"logs/day{i}.txt", f"line one {i}\nline two\n".encode())
+        wc = {"type": "map", "input": "logs", "image": swarm_image, "command": docker_command("wc")}
+        c.put_job("wc", {**wc, "parallelism": 3, "inflight": 2})
+        c.put_job("sum", {**wc, "type": "reduce", "input": "job/wc"})
+        seen: set[str] = set()
+        cid = c.commit(run=True)["id"]
+        deadline = time.monotonic() + 180
+        status = c.run_status(cid)
+        while status["state"] not in ("succeeded", "failed") and time.monotonic() < deadline:
+            seen.update(service_ids(f"pfs.instance={instance}"))
+            status = c.run_status(cid, wait=0.3)
+        assert status["state"] == "succeeded", (status, srv.log())
+        assert c.get_job_file("wc", "day3.txt", commit=cid) == b"day3.txt 2 5 20\n"
+        assert c.get_job_file("sum", commit=cid) == f"{9 * 2} {9 * 5} {9 * 20}\n".encode()
+        assert seen, "no swarm service was ever seen"
         assert eventually(lambda: service_ids(f"pfs.instance={instance}") == [], 20)
-    finally:
-        srv.stop()
-        if instance:
-            left = service_ids(f"pfs.instance={instance}")
-            if left:
-                subprocess.run(["docker", "service", "rm", *left], capture_output=True, check=False)
+        assert docker_ids(f"pfs.instance={instance}") == []
+    srv.stop()
+    assert service_ids(f"pfs.instance={instance}") == []  # and a stop leaves none either
+
+
+def test_kill9_leaves_services_that_the_next_start_removes(swarm_srv: ServerProc, swarm_image: str) -> None:
+    srv = swarm_srv
+    instance = instance_of(srv)
+    with Client(srv.url) as c:
+        for i in range(6):
+            c.put_file(f"d/{i}", f"v{i}".encode())
+        spec = {"type": "map", "input": "d", "image": swarm_image, "command": docker_command("slow", "1")}
+        c.put_job("slow", {**spec, "parallelism": 2, "inflight": 1})
+        cid = c.commit(run=True)["id"]
+        assert eventually(lambda: len(service_ids(f"pfs.instance={instance}")) == 2, 60)
+    before = set(service_ids(f"pfs.instance={instance}"))
+    srv.kill9()
+    assert set(service_ids(f"pfs.instance={instance}")) == before  # nobody cleaned up
+    srv.start()
+    assert eventually(lambda: not before & set(service_ids(f"pfs.instance={instance}")), 30)
+    with Client(srv.url) as c:
+        status = c.wait_run(cid, timeout=180)
+        assert status["state"] == "succeeded", status
+        assert c.get_job_file("slow", "4", commit=cid) == b"V4"
+    assert eventually(lambda: service_ids(f"pfs.instance={instance}") == [], 20)
