@@ -45,9 +45,10 @@ ENV PATH=/opt/pfs/bin:$PATH \
 USER pfs
 WORKDIR /var/lib/pfs
 EXPOSE 8080
-# Healthy once /ping answers 200; the stdlib only, since the image has no curl.
+# Healthy once /ready answers 200 (its stores answer; /ping is liveness only); the stdlib
+# only, since the image has no curl.
 HEALTHCHECK --interval=10s --timeout=5s --start-period=20s --retries=3 \
-    CMD ["python3", "-c", "import urllib.request as u; u.urlopen('http://127.0.0.1:8080/ping', timeout=4)"]
+    CMD ["python3", "-c", "import urllib.request as u; u.urlopen('http://127.0.0.1:8080/ready', timeout=4)"]
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["pfs"]
 CMD ["serve", "--addr", "0.0.0.0:8080"]

@@ -49,10 +49,11 @@ def _start_node(data_dir: Path, env: dict[str, str]) -> tuple[object, str]:
         if proc.poll() is not None:
             raise RuntimeError(f"pfs node exited with {proc.returncode}")
         try:
-            if httpx.get(url + "/ping", timeout=1).status_code == 200:
+            if httpx.get(url + "/ready", timeout=1).status_code == 200:  # the stores answer too
                 return proc, url
         except httpx.TransportError:
-            time.sleep(0.05)
+            pass
+        time.sleep(0.05)
     raise RuntimeError("pfs node did not start")
 
 

@@ -100,11 +100,12 @@ class Proc:
         self.proc.wait(10)
 
 
-def start_pfs(data_dir: Path) -> Proc:
+def start_pfs(data_dir: Path, env: dict[str, str] | None = None) -> Proc:
     port = free_port()
     return Proc(
         [sys.executable, "-m", "pfs", "serve", "--addr", f"127.0.0.1:{port}", "--data-dir", str(data_dir)],
         f"http://127.0.0.1:{port}",
+        env,
     )
 
 
@@ -455,7 +456,7 @@ def bench_jobs(work: Path, rows: list[tuple[str, str, str, str]]) -> None:
         }
         if runtime == "docker":
             spec["image"] = build_map_image(work)
-        pfs = start_pfs(work / f"pfs-jobs-{runtime}")
+        pfs = start_pfs(work / f"pfs-jobs-{runtime}", {"PFS_JOB_RUNTIME": runtime})
         try:
             with Client(pfs.url) as c:
                 c.put_dir(str(inputs), "in")

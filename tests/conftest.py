@@ -111,7 +111,7 @@ class ServerProc:
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = data_dir.parent / f"server-{self.port}.log"
 
-    def start(self, env: dict[str, str] | None = None) -> ServerProc:
+    def start(self, env: dict[str, str] | None = None, wait: bool = True) -> ServerProc:
         full_env = {
             **os.environ,
             "PFS_DATA_DIR": str(self.data_dir),
@@ -126,12 +126,14 @@ class ServerProc:
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
+        if not wait:
+            return self
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"pfs serve exited with {self.proc.returncode}: {self.log()}")
             try:
-                if httpx.get(self.url + "/ping", timeout=1).status_code == 200:
+                if httpx.get(self.url + "/ready", timeout=1).status_code == 200:
                     return self
             except httpx.TransportError:
                 time.sleep(0.05)

@@ -89,6 +89,10 @@ class PostgresServer:
         )
         if r.returncode != 0:
             raise RuntimeError(f"initdb failed: {r.stderr.decode(errors='replace')[-2000:]}")
+        self._pg_ctl_start()
+        return self
+
+    def _pg_ctl_start(self) -> None:
         opts = (
             f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.sock} "
             "-c fsync=on -c max_connections=200 -c shared_buffers=32MB"
@@ -96,6 +100,25 @@ class PostgresServer:
         r = self._run("pg_ctl", "-D", str(self.data), "-l", str(self.log_path), "-o", opts, "-w", "-t", "60", "start")
         if r.returncode != 0:
             raise RuntimeError(f"postgres did not start: {r.stderr.decode(errors='replace')}\n{self.log()}")
+
+    def kill9(self) -> None:
+        """The postmaster killed with -9, as a crash or an OOM kill would: its backends
+        exit when they notice, and a restart recovers from the WAL."""
+        pid = int((self.data / "postmaster.pid").read_text().split()[0])
+        os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                break
+            time.sleep(0.05)
+        time.sleep(0.5)  # backends see the postmaster gone and exit
+
+    def restart(self) -> PostgresServer:
+        """Start again on the same data directory and port (after kill9 or a stop)."""
+        self._pg_ctl_start()
+        self.wait_ready()
         return self
 
     def stop(self) -> None:

@@ -6,11 +6,13 @@ Setup goes through the Python client (fast); only the verb under test runs the C
 
 from __future__ import annotations
 
+import http.server
 import itertools
 import os
 import re
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -96,8 +98,8 @@ def test_put_from_stdin_and_large_file(srv: ServerProc, c: Client, b: str, tmp_p
     ok(pfs(srv.url, "put", str(tmp_path / "big"), "in/big", "-b", b))
     assert c.get_file("in/big", branch=b) == big
     # stdin needs a remote name
-    res = pfs(srv.url, "put", "-", stdin=b"x")
-    assert res.returncode == 2 and b"REMOTE" in res.stderr and b"Traceback" not in res.stderr
+    err = fails(pfs(srv.url, "put", "-", stdin=b"x"))
+    assert err == "error: REMOTE is required when reading from stdin. See 'pfs put --help'.\n"
 
 
 def test_put_directory(srv: ServerProc, c: Client, b: str, tmp_path: Path) -> None:
@@ -213,6 +215,38 @@ def test_log(srv: ServerProc, c: Client, b: str) -> None:
     fails(pfs(srv.url, "log", "no-such-branch"))
 
 
+def test_log_is_one_line_per_commit_whatever_the_message_holds(srv: ServerProc, c: Client, b: str) -> None:
+    """A message cannot forge log lines or drive the terminal: its first line is shown, with
+    control characters escaped."""
+    messages = {
+        "\x1b[2J\x1b[31mowned\rdeadbeefdead  2020-01-01T00:00:00  master       forged\nmore": "\\x1b[2J\\x1b[31mowned",
+        "\n\n  subject after blank lines\r\nbody": "  subject after blank lines",
+        "bell\x07 title\x1b]0;pwned\x07 c1\x9b31m end": "bell\\x07 title\\x1b]0;pwned\\x07 c1\\x9b31m end",
+        "tab\tand\u2028separator": "tab\\tand",
+    }
+    for i, message in enumerate(messages):
+        c.put_file("msg", str(i).encode(), branch=b)
+        c.commit(b, message)
+    res = pfs(srv.url, "log", b, "-n", str(len(messages)))
+    out = ok(res)
+    assert b"\x1b" not in res.stdout and b"\r" not in res.stdout and b"\x07" not in res.stdout
+    lines = out.split("\n")
+    assert lines[-1] == "" and len(lines) == len(messages) + 1
+    for line, commit, shown in zip(lines, c.log(b, len(messages)), list(messages.values())[::-1], strict=False):
+        assert line == f"{commit['id'][:12]}  {commit['time'][:19]}  {b:<12} {shown}"
+
+
+def test_listings_escape_control_characters_in_paths(srv: ServerProc, c: Client, b: str) -> None:
+    """Paths may hold C1 controls and line separators; ls and diff print them escaped."""
+    base = c.log(b, 1)[0]["id"]
+    odd = "esc/a\u2028b\x9b31m\u202ec"
+    c.put_file(odd, b"12345", branch=b)
+    shown = "esc/a\\u2028b\\x9b31m\\u202ec"
+    assert ok(pfs(srv.url, "ls", "esc", "-b", b)) == f"{5:>12}  {shown}\n"
+    head = c.commit(b)["id"]
+    assert ok(pfs(srv.url, "diff", base, head)) == f"A\t{shown}\n"
+
+
 def test_diff(srv: ServerProc, c: Client, b: str) -> None:
     c.put_file("df/a", b"a", branch=b)
     c.put_file("df/b", b"b", branch=b)
@@ -247,8 +281,8 @@ def test_merge(srv: ServerProc, c: Client, b: str) -> None:
     kind, _, mid = out.strip().partition(": ")
     assert kind == "merge" and c.inspect_commit(mid)["message"] == "take theirs"
     assert c.get_file("mg/shared", commit=mid) == b"theirs"
-    res = pfs(srv.url, "merge", other, b, "-s", "bogus")
-    assert res.returncode == 2 and b"Traceback" not in res.stderr  # click refuses the choice
+    err = fails(pfs(srv.url, "merge", other, b, "-s", "bogus"))  # click refuses the choice: one line too
+    assert "'bogus' is not one of 'ours', 'theirs'" in err and err.endswith("See 'pfs merge --help'.\n")
 
 
 def test_revert(srv: ServerProc, c: Client, b: str) -> None:
@@ -280,7 +314,7 @@ def test_fsck_on_the_servers_data_dir_and_via_server(srv: ServerProc) -> None:
     assert ok(pfs(None, "fsck", "--quick", env={"PFS_DATA_DIR": str(srv.data_dir)})).startswith("ok: ")
 
 
-def test_fsck_reports_damage_and_exits_1(server: ServerProc) -> None:
+def test_fsck_reports_damage_and_exits_1(server: ServerProc, tmp_path: Path) -> None:
     with Client(server.url) as c:
         c.put_file("big", os.urandom(600_000))
         c.commit()
@@ -292,12 +326,57 @@ def test_fsck_reports_damage_and_exits_1(server: ServerProc) -> None:
     lines = res.stdout.decode().splitlines()
     assert lines[-1].startswith("FAILED: ") and any(server.storage.key_of(victim) in ln for ln in lines[:-1])
     assert pfs(server.url, "fsck", "--server").returncode == 1
+    res = pfs(server.url, "fsck")  # --url alone asks that server too
+    assert res.returncode == 1 and res.stdout.decode().splitlines()[-1].startswith("FAILED: ")
+    if server.storage.kind == "cluster":  # all in PostgreSQL and S3: no local data dir is needed, or made
+        nowhere = tmp_path / "nowhere"
+        res = pfs(None, "fsck", "--data-dir", str(nowhere), env=server.storage.env())
+        assert res.returncode == 1 and res.stdout.decode().splitlines()[-1].startswith("FAILED: ")
+        assert not nowhere.exists()
 
 
-def test_fsck_of_a_missing_data_dir(tmp_path: Path) -> None:
-    res = pfs(None, "fsck", "--data-dir", str(tmp_path / "nope"))
-    assert res.returncode == 2 and b"no pfs data directory" in res.stderr and b"Traceback" not in res.stderr
-    assert not (tmp_path / "nope").exists()
+def test_fsck_of_missing_storage_fails_and_creates_nothing(tmp_path: Path) -> None:
+    err = fails(pfs(None, "fsck", "--data-dir", str(tmp_path / "nope")))
+    assert f"no pfs data directory at {tmp_path / 'nope'}" in err
+    # the default data dir, in an empty home
+    home = tmp_path / "home"
+    home.mkdir()
+    err = fails(pfs(None, "fsck", env={"HOME": str(home)}))
+    assert f"no pfs data directory at {home / '.pfs'}" in err
+    # a directory that holds no repository, or metadata without objects: nothing made in it
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert "no pfs metadata at" in fails(pfs(None, "fsck", "--data-dir", str(empty)))
+    (empty / "meta.sqlite").write_bytes(b"")
+    assert "no pfs objects in" in fails(pfs(None, "fsck", "--data-dir", str(empty)))
+    # a cluster's metadata with the default (missing) data dir for objects
+    meta = f"sqlite:///{empty / 'meta.sqlite'}"
+    fails(pfs(None, "fsck", "--meta-url", meta, env={"HOME": str(home)}))
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["empty", "home", "meta.sqlite"]
+
+
+def test_fsck_with_url_asks_that_server(srv: ServerProc, tmp_path: Path) -> None:
+    """An explicit server (--url, PFS_URL) is what fsck checks, never a local data dir
+    that happens to be configured or the default one; both named alike is a usage error."""
+    home, nowhere = tmp_path / "home", tmp_path / "nowhere"
+    home.mkdir()
+    dead = f"http://127.0.0.1:{free_port()}"
+    counts = re.compile(r"^ok: \d+ commits, \d+ trees, \d+ files, \d+ chunks\n$")
+    env = {"HOME": str(home)}
+    # the server answers, though the local data dir (default, or from the environment) is missing
+    assert counts.match(ok(pfs(srv.url, "fsck", env=env)))
+    assert counts.match(ok(pfs(srv.url, "fsck", env={**env, "PFS_DATA_DIR": str(nowhere)})))
+    assert counts.match(ok(pfs(None, "fsck", env={**env, "PFS_URL": srv.url})))
+    assert counts.match(ok(pfs(srv.url, "fsck", "--server", env={**env, "PFS_DATA_DIR": str(nowhere)})))
+    # storage named on the command line wins over PFS_URL: checked offline, the dead server unasked
+    assert counts.match(ok(pfs(None, "fsck", "--data-dir", str(srv.data_dir), env={**env, "PFS_URL": dead})))
+    # the same strength on both sides is ambiguous
+    err = fails(pfs(srv.url, "fsck", "--data-dir", str(srv.data_dir)))
+    assert "--url names a server" in err and err.endswith("See 'pfs fsck --help'.\n")
+    err = fails(pfs(None, "fsck", env={**env, "PFS_URL": srv.url, "PFS_DATA_DIR": str(srv.data_dir)}))
+    assert "both PFS_URL and PFS_DATA_DIR are set" in err
+    assert "--server checks the server" in fails(pfs(srv.url, "fsck", "--server", "--data-dir", str(nowhere)))
+    assert os.listdir(home) == [] and not nowhere.exists()
 
 
 # ---- errors and global options -------------------------------------------------------------------
@@ -338,8 +417,71 @@ def test_url_from_environment(srv: ServerProc) -> None:
     assert out == "seed\n"
 
 
-def test_usage_errors_exit_2(srv: ServerProc, tmp_path: Path) -> None:
-    for args in (["put", str(tmp_path / "does-not-exist")], ["frobnicate"], ["log", "-n", "abc"]):
-        res = pfs(srv.url, *args)
-        assert res.returncode == 2, (args, res.stderr)
-        assert b"Traceback" not in res.stderr and res.stderr.strip()
+def test_usage_errors_are_one_line_exit_1(srv: ServerProc, tmp_path: Path) -> None:
+    """click's three lines and exit 2 become the one line and exit 1 the README promises."""
+    missing = tmp_path / "does-not-exist"
+    cases = {
+        ("revert", "master"): "error: missing argument 'COMMIT'. See 'pfs revert --help'.\n",
+        ("put",): "error: missing argument 'LOCAL'. See 'pfs put --help'.\n",
+        ("put", str(missing)): f"error: invalid value for 'LOCAL': Path '{missing}' does not exist. "
+        "See 'pfs put --help'.\n",
+        ("frobnicate",): "error: no such command 'frobnicate'. See 'pfs --help'.\n",
+        ("log", "-n", "abc"): "error: invalid value for '-n' / '--limit': 'abc' is not a valid integer. "
+        "See 'pfs log --help'.\n",
+        ("ls", "--frob"): "error: no such option '--frob'. See 'pfs ls --help'.\n",
+    }
+    for args, line in cases.items():
+        assert fails(pfs(srv.url, *args)) == line
+    assert fails(pfs(None, "--url")) == "error: option '--url' requires an argument. See 'pfs --help'.\n"
+
+
+def test_help(srv: ServerProc) -> None:
+    assert ok(pfs(None)).startswith("Usage: pfs [OPTIONS] COMMAND [ARGS]...")  # no verb: the help, not an error
+    assert ok(pfs(None, "--help")) == ok(pfs(None))
+    assert ok(pfs(None, "put", "--help")).startswith("Usage: pfs put [OPTIONS] LOCAL [REMOTE]")
+
+
+def test_closed_output_pipe_exits_quietly(srv: ServerProc, c: Client, b: str) -> None:
+    """`pfs ls | head`: the reader left, so pfs stops without a word, with the status a
+    shell reports for git or coreutils killed by SIGPIPE (141)."""
+    r, w = os.pipe()
+    os.close(r)  # the reader is gone before pfs writes a byte
+    try:
+        for args in (["ls"], ["log"], ["get", "seed.txt"], ["--help"], ["put", "--help"]):
+            res = subprocess.run(
+                [sys.executable, "-m", "pfs.cli", "--url", srv.url, *args], stdout=w, stderr=subprocess.PIPE, timeout=60
+            )
+            assert (res.returncode, res.stderr) == (141, b""), args
+    finally:
+        os.close(w)
+    # a real pipeline: head leaves after 10 bytes of a 4 MB file
+    c.put_file("pipe/big", os.urandom(4 << 20), branch=b)
+    script = f'"{sys.executable}" -m pfs.cli --url {srv.url} get pipe/big -b {b} | head -c 10 >/dev/null; '
+    script += 'echo "${PIPESTATUS[@]}" >&2'
+    res = subprocess.run(["bash", "-c", script], capture_output=True, timeout=60)
+    assert res.stderr == b"141 0\n"
+
+
+def test_non_pfs_server_is_one_line(tmp_path: Path) -> None:
+    """Something else at --url (a web page) gives an error line, not a JSON traceback."""
+
+    class Page(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = b"<html>\n<p>not pfs</p>\n</html>\n"
+            self.send_response(200 if self.path == "/branch" else 404)
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    web = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Page)
+    threading.Thread(target=web.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{web.server_address[1]}"
+        assert fails(pfs(url, "branch")) == f"error: {url} answered HTTP 200 without JSON: is it pfs?\n"
+        assert fails(pfs(url, "ls")) == "error: <html>\\n<p>not pfs</p>\\n</html>\n"  # a 404's page, on one line
+    finally:
+        web.shutdown()
+        web.server_close()

@@ -65,12 +65,12 @@ def wait_ping(url: str, timeout: float = 120) -> None:
     deadline = time.monotonic() + timeout
     while True:
         try:
-            if httpx.get(url + "/ping", timeout=2).status_code == 200:
+            if httpx.get(url + "/ready", timeout=2).status_code == 200:  # up, and its stores answer
                 return
         except httpx.TransportError:
             pass
         if time.monotonic() > deadline:
-            raise AssertionError(f"{url} did not answer /ping within {timeout:g} s")
+            raise AssertionError(f"{url} did not answer /ready within {timeout:g} s")
         time.sleep(0.3)
 
 
@@ -269,7 +269,7 @@ deadline = time.monotonic() + 180
 while True:
     try:
         ips = sorted(socket.gethostbyname_ex("tasks.pfs")[2])
-        if len(ips) == 2 and all(httpx.get(f"http://{ip}:8080/ping", timeout=2).status_code == 200 for ip in ips):
+        if len(ips) == 2 and all(httpx.get(f"http://{ip}:8080/ready", timeout=2).status_code == 200 for ip in ips):
             break
     except OSError:
         pass

@@ -370,11 +370,13 @@ def test_s3_input_through_a_job(tmp_path: Path) -> None:
         s3 = weed.client()
         for key, body in {"raw/a.txt": b"alpha\n", "raw/sub/b.txt": b"beta\n", "other/x": b"not input\n"}.items():
             s3.put_object(Bucket=bucket, Key=key, Body=body)
-        srv = ServerProc(tmp_path / "data", env={"PFS_JOB_RUNTIME": "process", **weed.env()}).start()
+        allowed = f"{bucket}/raw,{bucket}-missing"  # the operator's choice of what jobs may read
+        env = {"PFS_JOB_RUNTIME": "process", "PFS_JOB_S3_INPUTS": allowed, **weed.env()}
+        srv = ServerProc(tmp_path / "data", env=env).start()
         try:
             with Client(srv.url) as c:
                 r = httpx.post(f"{srv.url}/job/bad", json=pspec("map", f"s3://{bucket}-missing/raw", "upper"))
-                assert r.status_code == 400 and "bucket" in r.text.lower()
+                assert r.status_code == 400 and "does not exist" in r.text.lower()
                 c.put_job("up", pspec("map", f"s3://{bucket}/raw", "upper"))
                 c.put_file("trigger", b"1")
                 cid, status = run_and_wait(c)

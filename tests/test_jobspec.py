@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import orjson
 import pytest
 
 from pfs.errors import BadRequest, InvalidName
-from pfs.jobs.spec import JobSpec, check_dag, parse_memory, parse_spec
+from pfs.jobs.spec import JobSpec, check_dag, check_image, load_spec, parse_memory, parse_spec
 
 GOOD = b'{"type": "map", "input": "data", "image": "img:1", "command": ["python3", "s.py"]}'
 
@@ -112,3 +113,77 @@ def test_dag_cycle_and_missing_upstream() -> None:
         check_dag([spec("a", "a")])
     with pytest.raises(BadRequest, match="does not exist"):
         check_dag([spec("a", "ghost")])
+
+
+@pytest.mark.parametrize(
+    "image",
+    [
+        "busybox",
+        "pfs-python-base:local",
+        "library/busybox:1.36",
+        "localhost:5000/team/img:v1.2-rc_3",
+        "registry.example.com/a/b__c.d-e",
+        "Registry.Example.com/img",  # a registry host may have capitals; a repository may not
+        "[::1]:5000/img",
+        "img@sha256:" + "a" * 64,
+        "img:tag@sha256:" + "b" * 64,
+        "sha256:" + "c" * 64,  # an image id
+        "x" * 255,
+        "img:" + "t" * 128,
+    ],
+)
+def test_docker_image_references_accepted(image: str) -> None:
+    assert check_image(image) == image
+    assert parse_spec("j", GOOD.replace(b'"img:1"', orjson.dumps(image))).image == image
+
+
+@pytest.mark.parametrize(
+    "image, words",
+    [
+        ("Busybox", "lowercase"),
+        ("$(id)", "not a valid Docker image reference"),
+        ("`id`", "not a valid"),
+        ("img;rm -rf /", "image must be"),
+        ("img:", "not a valid"),
+        ("img:-tag", "not a valid"),
+        ("img:" + "t" * 129, "not a valid"),
+        ("img@sha256:abc", "not a valid"),
+        ("img@", "not a valid"),
+        ("/img", "not a valid"),
+        ("img/", "not a valid"),
+        ("a//b", "not a valid"),
+        ("a..b", "not a valid"),
+        ("a___b", "not a valid"),
+        ("-img", "not a valid"),
+        ("img_", "not a valid"),
+        ("host:port/img", "not a valid"),
+        ("x" * 256, "longer than 255"),
+        ("x" * 2000, "longer than 1024"),
+        ("img\x00", "not a valid"),
+        ("ímg", "not a valid"),
+    ],
+)
+def test_bad_image_references_are_a_400(image: str, words: str) -> None:
+    with pytest.raises(BadRequest) as e:
+        parse_spec("j", GOOD.replace(b'"img:1"', orjson.dumps(image)))
+    assert words in e.value.message
+
+
+def test_a_stored_spec_is_read_back_even_if_newer_checks_refuse_it() -> None:
+    """A spec stored before the image grammar was checked still lists and loads: its run
+    fails instead (the runtime checks the image again), not every listing of jobs."""
+    old = GOOD.replace(b'"img:1"', b'"Busybox"')
+    with pytest.raises(BadRequest):
+        parse_spec("j", old)
+    assert load_spec("j", old.decode()).image == "Busybox"
+
+
+def test_skip_failed() -> None:
+    assert parse_spec("j", GOOD).skip_failed is False
+    s = parse_spec("j", GOOD.replace(b'"map"', b'"map", "skip_failed": true'))
+    assert s.skip_failed is True and parse_spec("j", s.dumps().encode()) == s
+    assert s.key("i") == parse_spec("j", GOOD).key("i")  # it does not change what a file maps to
+    with pytest.raises(BadRequest, match="true or false"):
+        parse_spec("j", GOOD.replace(b'"map"', b'"map", "skip_failed": 1'))
+    with pytest.raises(BadRequest, match="map jobs only"):
+        parse_spec("j", b'{"type":"reduce","input":"job/a","image":"i","command":["c"],"skip_failed":true}')

@@ -20,8 +20,8 @@ import httpx
 import pytest
 from jobenv import docker_command, job_image_fixture, process_command  # noqa: F401
 
-from pfs.errors import BadRequest, JobError
-from pfs.jobs.runtime import Runtime, Worker, WorkerSpec, available_runtime, make_runtime
+from pfs.errors import BadRequest, JobError, Unavailable
+from pfs.jobs.runtime import Runtime, Worker, WorkerSpec, make_runtime
 
 MiB = 1 << 20
 KINDS = ["docker", "process"]
@@ -369,8 +369,36 @@ def test_process_memory_is_bounded(tmp_path: Path) -> None:
 # ---- docker runtime only -------------------------------------------------------------
 
 
-def test_available_runtime_is_docker(job_image: str) -> None:
-    assert available_runtime() == "docker"
+@pytest.mark.parametrize("image", ["Busybox", "$(id)", "busybox:", "a//b", "busybox@sha256:12", "x" * 256])
+def test_a_malformed_image_is_a_400_before_the_engine_is_asked(
+    image: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/no-engine.sock")  # any question to it would fail
+    rt = make_runtime("docker", "test-" + uuid.uuid4().hex[:8], str(tmp_path))
+    try:
+        with pytest.raises(BadRequest, match="not a valid Docker image reference|longer than"):
+            rt.image_id(image)
+        with pytest.raises(Unavailable, match="Docker Engine did not answer"):
+            rt.image_id("pfs-test-job:local")  # a good name: only then is the engine asked, and it is down
+    finally:
+        rt.close()
+
+
+def test_an_images_volumes_go_with_its_container(docker_env: Env, tmp_path: Path) -> None:
+    """An image's VOLUME makes an anonymous volume on the host for each container: removing
+    the container must remove it too, or every worker leaves one behind."""
+    assert docker_env.image is not None
+    (tmp_path / "Dockerfile").write_text(f"FROM {docker_env.image}\nVOLUME /scratch\n")
+    image = "pfs-test-job-volume:local"
+    subprocess.run(["docker", "build", "-q", "-t", image, str(tmp_path)], capture_output=True, check=True, timeout=300)
+    spec = docker_env.spec("upper", image=image)
+    w = docker_env.runtime().start(spec)
+    (cid,) = docker_ids(f"pfs.run={spec.run}")
+    volumes = [m["Name"] for m in docker_inspect(cid)["Mounts"] if m["Type"] == "volume"]
+    assert volumes
+    w.stop()
+    for v in volumes:
+        assert subprocess.run(["docker", "volume", "inspect", v], capture_output=True).returncode != 0, v
 
 
 def test_container_is_bounded_and_isolated(docker_env: Env) -> None:

@@ -15,7 +15,7 @@ import pytest
 from seaweed import SeaweedServer, seaweed_fixture  # noqa: F401
 
 from pfs.errors import BadRequest, Conflict, FileNotFound, InvalidPath, PfsError, Unavailable
-from pfs.jobs.s3input import CHUNK, S3Config, S3Source, _relative, parse_s3_url
+from pfs.jobs.s3input import CHUNK, S3Config, S3Source, _relative, check_allowed, parse_allowed, parse_s3_url
 
 MiB = 1 << 20
 
@@ -391,3 +391,37 @@ def test_seaweed_listens_on_loopback_only(seaweed: SeaweedServer) -> None:
         listening += [c.laddr for c in conns(kind="inet") if c.status == psutil.CONN_LISTEN or not c.raddr]
     assert len(listening) >= 8
     assert {addr.ip for addr in listening} == {"127.0.0.1"}
+
+
+# ---- what the operator allows ----------------------------------------------------------
+
+
+def test_allowed_inputs_are_buckets_or_directories_of_them() -> None:
+    allowed = parse_allowed(["in-bucket", " s3://data-bucket/raw/2024 ", ""])
+    assert allowed == [("in-bucket", ""), ("data-bucket", "raw/2024/")]
+    for url in ("s3://in-bucket", "s3://in-bucket/", "s3://in-bucket/any/thing", "s3://data-bucket/raw/2024/x"):
+        check_allowed(url, allowed, None)
+    for url in (
+        "s3://data-bucket",  # the bucket, where only a directory of it is allowed
+        "s3://data-bucket/raw",  # a parent of the allowed directory
+        "s3://data-bucket/raw/2024x",  # a prefix is a directory, not a string prefix
+        "s3://other-bucket/raw/2024",
+        "s3://in-bucket2",
+    ):
+        with pytest.raises(BadRequest, match="not allowed on this server"):
+            check_allowed(url, allowed, None)
+    with pytest.raises(BadRequest, match="allows none"):
+        check_allowed("s3://in-bucket", [], None)
+
+
+def test_pfs_own_bucket_is_never_allowed() -> None:
+    allowed = parse_allowed(["pfs-store", "pfs-store/repo"])
+    for url in ("s3://pfs-store", "s3://pfs-store/repo", "s3://pfs-store/elsewhere"):
+        with pytest.raises(BadRequest, match="holds pfs's own objects"):
+            check_allowed(url, allowed, "pfs-store")
+
+
+@pytest.mark.parametrize("entry", ["Bad_Bucket", "b", "bucket/../x", "/no-bucket"])
+def test_malformed_allowed_entries_are_refused(entry: str) -> None:
+    with pytest.raises(BadRequest):
+        parse_allowed([entry])

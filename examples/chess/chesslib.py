@@ -49,7 +49,27 @@ OPENINGS: tuple[tuple[str, str], ...] = (
     ("English Opening", "c4 e5"),
     ("Reti Opening", "Nf3 d5 g3"),
 )
-SAN_RE = re.compile(r"([NBRQK])?([a-h])?([1-8])?(x)?([a-h][1-8])(?:=?([NBRQ]))?")
+# SAN as PGN writers really spell it: an optional piece letter ("P" for a pawn, as some old
+# programs write), origin file/rank, "x", ":" or "-" (long algebraic, "Ng1-f3"), the target,
+# and a promotion as "=Q", "Q", "=q" or "(Q)".
+SAN_RE = re.compile(r"([NBRQKP])?([a-h])?([1-8])?[x:-]?([a-h][1-8])(?:=?\(?([NBRQnbrq])\)?)?")
+# What may trail a move and says nothing about which move it is: check and mate signs,
+# annotation glyphs ("!?"), and the en passant suffix some exporters add ("exd6e.p.").
+SAN_SUFFIX_RE = re.compile(r"(?:e\.p\.?|[+#!?‼⁇⁈⁉])+$")
+CASTLES = {"O-O": False, "O-O-O": True}  # long? ("0-0" and "o-o" are read as "O-O")
+# Figurine notation (what some tools export for readers): the piece letter instead.
+FIGURINES = str.maketrans("♔♕♖♗♘♚♛♜♝♞", "KQRBNKQRBN", "♙♟")
+
+
+def castling_side(token: str) -> bool | None:
+    """True for long castling, False for short, None when `token` is not castling."""
+    return CASTLES.get(token.upper().replace("0", "O"))
+
+
+def looks_like_san(text: str) -> bool:
+    """Is `text` spelt like a move (legal or not)? Tells a game from prose before replaying."""
+    token = SAN_SUFFIX_RE.sub("", text.translate(FIGURINES))
+    return castling_side(token) is not None or SAN_RE.fullmatch(token) is not None
 
 
 class ChessError(ValueError):
@@ -367,14 +387,14 @@ class Board:
     # ---- SAN -------------------------------------------------------------------------
     def san(self, m: Move, legal: list[Move] | None = None) -> str:
         """Standard algebraic notation with the +/# suffix, e.g. "Nbd7", "exd6", "e8=Q#"."""
-        text = self._san_base(m, self.legal_moves() if legal is None else legal)
+        text = self.san_base(m, self.legal_moves() if legal is None else legal)
         u = self.make(m)
         if self.in_check():
             text += "+" if self.has_legal_move() else "#"
         self.unmake(u)
         return text
 
-    def _san_base(self, m: Move, legal: list[Move]) -> str:
+    def san_base(self, m: Move, legal: list[Move]) -> str:
         piece = self.board[m.frm]
         kind = piece.upper()
         if kind == "K" and abs(m.to - m.frm) == 2:
@@ -394,22 +414,24 @@ class Board:
                 where = square_name(m.frm)
         return kind + where + capture + to
 
-    def parse_san(self, text: str) -> Move:
+    def parse_san(self, text: str, legal: list[Move] | None = None) -> Move:
         """The legal move `text` names. Lenient where PGN writers differ ("0-0", "e8Q",
-        annotations like "!?"), strict about legality and ambiguity."""
-        token = text.rstrip("+#!?")
-        legal = self.legal_moves()
-        if token in ("O-O", "0-0", "O-O-O", "0-0-0"):
-            long = len(token) == 5
+        "Ng1-f3", figurines, annotations like "!?", "e.p."), strict about legality and
+        ambiguity."""
+        token = SAN_SUFFIX_RE.sub("", text.translate(FIGURINES))
+        legal = self.legal_moves() if legal is None else legal
+        long = castling_side(token)
+        if long is not None:
             for m in legal:
                 if self.is_castle(m) and (m.to < m.frm) == long:
                     return m
             raise ChessError(f"{text}: castling is not legal here")
         match = SAN_RE.fullmatch(token)
         if match is None:
-            raise ChessError(f"{text!r} is not a move in algebraic notation")
-        kind, file, rank, _, to_name, promo = match.groups()
+            raise ChessError(f"{text[:30]!r} is not a move in algebraic notation")
+        kind, file, rank, to_name, promo = match.groups()
         kind = kind or "P"
+        promo = (promo or "").upper()
         to = parse_square(to_name)
         found = [
             m
@@ -418,7 +440,7 @@ class Board:
             and self.board[m.frm].upper() == kind
             and (file is None or FILES[m.frm & 7] == file)
             and (rank is None or str((m.frm >> 4) + 1) == rank)
-            and m.promo == (promo or "")
+            and m.promo == promo
         ]
         if not found:
             raise ChessError(f"{text}: no such legal move")
@@ -461,27 +483,49 @@ class Board:
 
 # ---- PGN -----------------------------------------------------------------------------
 SEVEN_TAGS = ("Event", "Site", "Date", "Round", "White", "Black", "Result")
-TAG_RE = re.compile(r'\[\s*([A-Za-z0-9_]+)\s+"((?:[^"\\]|\\.)*)"\s*\]')
+# Results as the standard writes them, and the spellings real files use for them.
+RESULT_SPELLINGS = {"1-0": "1-0", "0-1": "0-1", "1/2-1/2": "1/2-1/2", "*": "*", "\u00bd-\u00bd": "1/2-1/2"}
+# Variants whose games are standard chess (lichess writes "From Position" for a set-up board).
+STANDARD_VARIANTS = ("", "standard", "chess", "normal", "from position")
+# One token of PGN text. Real files are not as tidy as the standard: a tag may share its
+# line or lose its quotes, move numbers come as "12." "12..." or "12 ...", moves carry
+# glyphs and "e.p.", and tools add comments, variations, NAGs and evaluation symbols.
 TOKEN_RE = re.compile(
-    r"""\s*(?:
-        (?P<comment>\{[^}]*\}|;[^\n]*)
-      | (?P<open>\()
-      | (?P<close>\))
-      | (?P<nag>\$\d+)
-      | (?P<result>1-0|0-1|1/2-1/2|\*)
-      | (?P<number>\d+\s*\.+)
-      | (?P<san>[A-Za-z0-9][A-Za-z0-9=+#!?-]*)
-      | (?P<other>\S)
-    )""",
-    re.VERBOSE,
+    r"""
+      (?P<space>\s+)
+    | (?P<comment>\{[^}]*\})
+    | (?P<unclosed>\{)
+    | (?P<rest_of_line>;[^\n]*)
+    | (?P<tag>\[[ \t]*(?P<tag_name>\w+)[ \t]*(?P<tag_value>"(?:[^"\\\n]|\\.)*"|[^\]\n]*?)[ \t]*\])
+    | (?P<open>\()
+    | (?P<close>\))
+    | (?P<nag>\$\d+)
+    | (?P<result>(?:1-0|0-1|1/2-1/2|\u00bd-\u00bd|\*)(?![\w/-]))
+    | (?P<null>(?:--|Z0)(?![\w-]))
+    | (?P<number>\d+[ \t]*\.+|\d+(?![\w/:-])|\.\.+)
+    | (?P<ep>e\.p\.?(?!\w))
+    | (?P<san>[\w\u2654-\u265f](?:e\.p\.?|[\w\u2654-\u265f=+#!?/:-])*)
+    | (?P<glyph>[!?]{1,2}|[+\-=/~\u00b1\u2213\u221e\u2a72\u2a71\u25a1\u2206\u2192\u2191\u21c6\u27f3\u2295]{1,3})
+    | (?P<other>.)
+    """,
+    re.VERBOSE | re.DOTALL,
 )
+# What never changes which game is read: white space, comments, NAGs, move numbers, glyphs.
+IGNORED = frozenset(("space", "comment", "rest_of_line", "nag", "number", "ep", "glyph"))
 
 
 @dataclass
 class Game:
     headers: dict[str, str] = field(default_factory=dict)
-    moves: list[str] = field(default_factory=list)  # SAN as written
-    result: str = "*"  # the termination marker after the moves
+    moves: list[str] = field(default_factory=list)  # the main line's SAN as written
+    result: str = "*"  # the termination marker, else the Result tag, else "*"
+    line: int = 1  # where the game starts in its file
+    error: str | None = None  # why this is not a readable game (the first problem found)
+    marker: str | None = None  # the termination marker after the moves, if there was one
+
+    def fail(self, message: str) -> None:
+        if self.error is None:
+            self.error = message
 
 
 def quote_tag(value: str) -> str:
@@ -507,85 +551,131 @@ def write_pgn(headers: dict[str, str], sans: list[str], result: str) -> str:
     return "\n".join(lines) + "\n\n" + "\n".join(text) + "\n\n"
 
 
-def read_pgn(text: str) -> Game:
-    """One game from PGN text: tags, then movetext with comments, NAGs and variations
-    skipped. Anything it cannot read is a ChessError naming the line."""
-    game = Game()
-    lines = text.replace("\r\n", "\n").split("\n")
-    i = 0
-    while i < len(lines) and (lines[i].strip() == "" or lines[i].lstrip().startswith(("[", "%"))):
-        line = lines[i].strip()
-        i += 1
-        if not line or line.startswith("%"):
+def clean_text(text: str) -> str:
+    """PGN text with what is not PGN taken out: byte order marks (also mid-file, where files
+    were concatenated), CR line ends (Windows and old Mac), the DOS end-of-file mark ^Z, and
+    "%" escape lines, which the standard reserves for other programs' data."""
+    text = text.replace("\ufeff", "").replace("\x1a", "").replace("\r\n", "\n").replace("\r", "\n")
+    if "%" in text:
+        text = "\n".join("" if line.startswith("%") else line for line in text.split("\n"))
+    return text
+
+
+def tag_value(raw: str) -> str:
+    """A tag's value: quoted and escaped as the standard says, or as broken tools write it."""
+    if len(raw) >= 2 and raw[0] == raw[-1] == '"':
+        raw = raw[1:-1]
+    return re.sub(r'\\([\\"])', r"\1", raw).strip()
+
+
+def read_games(text: str) -> Iterator[Game]:
+    """Every game in PGN text, in order; a game that cannot be read comes with its `error`
+    set, and reading goes on with the next one. A game ends at its result, or where the
+    next one's tags begin; games without tags (or without a result) are read too.
+    Comments, NAGs, glyphs and variations (nested to any depth) are skipped."""
+    text = clean_text(text)
+    game, depth, in_moves, line, at = Game(), 0, False, 1, 0
+
+    def finish(g: Game, depth: int) -> Game:
+        if not g.headers and not g.moves and g.marker is None:
+            g.fail(f"line {g.line}: no tags, moves or result: not a game")
+        if depth:
+            g.fail(f"line {g.line}: a variation '(' is never closed")
+        tag = RESULT_SPELLINGS.get(g.headers.get("Result", "").strip())
+        marker = g.marker
+        if marker is None or marker == "*":
+            g.result = tag or marker or "*"  # "*" in the moves says less than a tag that knows
+        elif tag in (None, "*", marker):
+            g.result = marker
+        else:
+            g.fail(f"line {g.line}: Result tag {tag} disagrees with the result {marker} after the moves")
+        variant = g.headers.get("Variant", "").strip().lower()
+        if variant not in STANDARD_VARIANTS:
+            g.fail(f"variant {g.headers['Variant']!r}: only standard chess is read")
+        return g
+
+    for match in TOKEN_RE.finditer(text):
+        kind = match.lastgroup or "other"
+        line += text.count("\n", at, match.start())
+        at = match.start()
+        if kind in ("space", "comment", "rest_of_line"):
             continue
-        match = TAG_RE.fullmatch(line)
-        if match is None:
-            raise ChessError(f"line {i}: malformed tag pair {line[:60]!r}")
-        game.headers[match.group(1)] = re.sub(r"\\(.)", r"\1", match.group(2))
-    body_start = i
-    body = "\n".join(lines[i:])
-    depth, ended, pos = 0, False, 0
-    while pos < len(body):
-        match = TOKEN_RE.match(body, pos)
-        if match is None or match.end() == pos:
-            break  # only whitespace left
-        pos = match.end()
-        kind = match.lastgroup
-        value = match.group(kind or 0)
-        where = f"line {body_start + body.count(chr(10), 0, match.start(kind or 0)) + 1}"
-        if ended:
-            if kind == "comment":
-                continue
-            raise ChessError(f"{where}: text after the game's result ({value[:30]!r}); one game per file")
-        if kind == "comment" or kind == "nag" or kind == "number":
+        value = match.group(kind)
+        if kind == "tag":
+            if in_moves or game.marker is not None:  # tags after moves: the next game begins
+                yield finish(game, depth)
+                game, depth, in_moves = Game(line=line), 0, False
+            elif not game.headers:
+                game.line = line
+            game.headers[match.group("tag_name")] = tag_value(match.group("tag_value"))
             continue
+        if game.marker is not None and depth == 0:  # moves after a result: a game without tags
+            yield finish(game, depth)
+            game, depth = Game(line=line), 0
+        if not in_moves and not game.headers:
+            game.line = line
+        in_moves = True
         if kind == "open":
             depth += 1
         elif kind == "close":
-            if depth == 0:
-                raise ChessError(f"{where}: ')' without '('")
-            depth -= 1
-        elif depth:
+            if depth:
+                depth -= 1
+            else:
+                game.fail(f"line {line}: ')' without '('")
+        elif depth or kind in IGNORED:
             continue  # inside a variation: not the game's moves
         elif kind == "result":
-            game.result, ended = value, True
+            game.marker = RESULT_SPELLINGS[value]
         elif kind == "san":
+            if not looks_like_san(value):
+                game.fail(f"line {line}: {value[:30]!r} is not a move in algebraic notation")
             game.moves.append(value)
+        elif kind == "null":
+            game.fail(f"line {line}: a null move {value!r} in the main line is not a chess move")
+        elif kind == "unclosed":
+            game.fail(f"line {line}: a comment '{{' is never closed")
         else:
-            raise ChessError(f"{where}: unexpected {value!r} in the moves")
-    if depth:
-        raise ChessError("a variation '(' is never closed")
-    if not game.headers and not game.moves:
+            game.fail(f"line {line}: unexpected {value[:30]!r} in the moves")
+    if in_moves or game.headers:
+        yield finish(game, depth)
+
+
+def read_pgn(text: str) -> Game:
+    """The one game in PGN text; a ChessError when there is none, more than one, or it
+    cannot be read."""
+    games = list(read_games(text))
+    if not games:
         raise ChessError("no game found")
-    tag = game.headers.get("Result")
-    if tag is not None and tag not in RESULTS:
-        raise ChessError(f"Result tag {tag!r} is not one of {', '.join(RESULTS)}")
-    if not ended:
-        raise ChessError("the moves do not end with a result (1-0, 0-1, 1/2-1/2 or *)")
-    if tag is not None and tag != game.result:
-        raise ChessError(f"Result tag {tag} disagrees with the result {game.result} after the moves")
-    return game
+    if len(games) > 1:
+        raise ChessError(f"{len(games)} games where one was expected")
+    if games[0].error:
+        raise ChessError(games[0].error)
+    return games[0]
 
 
 def start_board(game: Game) -> Board:
-    """The game's initial position: the FEN tag's when the game sets one up."""
-    return Board(game.headers["FEN"] if game.headers.get("SetUp") == "1" and "FEN" in game.headers else START_FEN)
+    """The game's initial position: the FEN tag's when the game has one (some tools leave
+    out the SetUp tag the standard asks for; "0" still means the usual start)."""
+    fen = game.headers.get("FEN")
+    return Board(fen if fen and game.headers.get("SetUp", "1") != "0" else START_FEN)
 
 
-def walk(game: Game, board: Board) -> Iterator[Move]:
-    """Each move of the game, yielded before it is played on `board` (so the caller sees
-    the position it is played in); an illegal move is a ChessError naming it."""
+def walk(game: Game, board: Board) -> Iterator[tuple[Move, list[Move]]]:
+    """Each move of the game with the legal moves of its position, yielded before it is
+    played on `board` (so the caller sees the position it is played in); an illegal move
+    is a ChessError naming it."""
     for san in game.moves:
         number = f"{board.fullmove}{'.' if board.white else '...'}"
+        legal = board.legal_moves()
         try:
-            m = board.parse_san(san)
+            m = board.parse_san(san, legal)
         except ChessError as exc:
             raise ChessError(f"move {number} {exc}") from None
-        yield m
+        yield m, legal
         board.push(m)
 
 
 def replay(game: Game) -> tuple[Board, list[Move]]:
     """The final position and the moves."""
     board = start_board(game)
-    return board, list(walk(game, board))
+    return board, [m for m, _ in walk(game, board)]

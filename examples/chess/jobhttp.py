@@ -65,9 +65,9 @@ class JobHandler(BaseHTTPRequestHandler):
 
     def read_body(self, limit: int) -> bytes:
         """The whole body, which must fit in `limit` bytes (a 413 otherwise, after draining)."""
-        if self._left() > limit:
+        if (size := self._left()) > limit:
             self.drain()
-            raise HttpError(413, f"body of {self._remaining} bytes is over the limit of {limit}")
+            raise HttpError(413, f"body of {size} bytes is over the limit of {limit}")
         return b"".join(self.pieces())
 
     def lines(self, max_line: int) -> Iterator[bytes]:

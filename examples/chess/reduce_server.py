@@ -3,11 +3,14 @@
 
 The body is read line by line and folded into counters as it arrives, so memory depends
 on the number of distinct players, openings and events, never on the number of games.
-A line that is not one of the map's records answers 422 naming the line.
+The map's records of files that were not games ({"path", "error"}) are counted and the
+first few (in path order) listed with their reasons. A line that is neither kind of
+record answers 422 naming the line: that is a bug between the two servers, not bad data.
 """
 
 from __future__ import annotations
 
+import bisect
 import json
 import sys
 from collections import Counter
@@ -18,6 +21,7 @@ from jobhttp import HttpError, JobHandler, serve
 
 MAX_LINE = 1 << 20
 TOP = 10
+REGULAR = 5  # games a player needs to be the most decisive one (if anyone has that many)
 RESULT_KEYS = {"1-0": "white_wins", "0-1": "black_wins", "1/2-1/2": "draws", "*": "unfinished"}
 
 
@@ -33,9 +37,16 @@ class Player:
         return self.wins + 0.5 * self.draws
 
 
+def game_ref(g: dict[str, Any]) -> str:
+    """How the report names a game: its file, and which game when the file holds several."""
+    return str(g["path"]) if "game" not in g else f"{g['path']} (game {int(g['game'])})"
+
+
 @dataclass
 class Totals:
     games: int = 0
+    not_games: int = 0
+    first_not_games: list[tuple[str, int, str]] = field(default_factory=list)  # (path, game, reason)
     results: Counter[str] = field(default_factory=Counter)
     plies: int = 0
     max_plies: int = -1
@@ -54,7 +65,10 @@ class Totals:
     events: Counter[str] = field(default_factory=Counter)
 
     def add(self, g: dict[str, Any]) -> None:
-        result, plies, path = g["result"], int(g["plies"]), str(g["path"])
+        if "error" in g:
+            self.add_not_game(str(g["path"]), int(g.get("game", 0)), str(g["error"]))
+            return
+        result, plies, path = g["result"], int(g["plies"]), game_ref(g)
         if result not in RESULT_KEYS:
             raise ValueError(f"unknown result {result!r}")
         self.games += 1
@@ -83,6 +97,13 @@ class Totals:
             p.losses += result == lost
             p.draws += result == "1/2-1/2"
 
+    def add_not_game(self, path: str, game: int, reason: str) -> None:
+        """Count it; keep it if it is among the first TOP by path (the input's order is pfs's
+        business, the report's is not), so memory stays bounded."""
+        self.not_games += 1
+        bisect.insort(self.first_not_games, (path, game, reason))
+        del self.first_not_games[TOP:]
+
     def report(self) -> dict[str, Any]:
         n = self.games
 
@@ -93,13 +114,21 @@ class Totals:
             return {"white": c["white"], "black": c["black"], "total": c["white"] + c["black"]}
 
         players = sorted(self.players.items(), key=lambda kv: (-kv[1].score, -kv[1].wins, kv[0]))
-        decisive = [(name, p) for name, p in players if p.games]
+        # A player of one game won is 100% decisive and says nothing: regulars first.
+        decisive = [(name, p) for name, p in players if p.games >= REGULAR] or [kv for kv in players if kv[1].games]
         most_decisive = max(
             decisive, key=lambda kv: ((kv[1].wins + kv[1].losses) / kv[1].games, kv[1].games), default=None
         )
         openings = sorted(self.openings.items(), key=lambda kv: (-kv[1].total(), kv[0]))[:TOP]
         return {
             "games": n,
+            "not_games": {
+                "count": self.not_games,
+                "first": [
+                    {"path": path, "error": reason} if not game else {"path": path, "game": game, "error": reason}
+                    for path, game, reason in self.first_not_games
+                ],
+            },
             "results": {key: share(self.results[r]) for r, key in RESULT_KEYS.items()},
             "plies": {
                 "total": self.plies,

@@ -3,12 +3,13 @@
 #
 #   bash examples/chess/run.sh
 #
-# Builds the map and reduce images FROM pfs-python-base:local, generates PGN games, puts
-# them in pfs, stores the two jobs, commits with --run and prints the report; then adds a
-# few games, commits again, and checks that only the new games were analysed.
+# Builds the map and reduce images FROM pfs-python-base:local, generates PGN games, adds
+# the files of samples/ (PGN as real tools and people write it, and files that are not
+# games), puts them in pfs, stores the two jobs, commits with --run and prints the report;
+# then adds a few games, commits again, and checks that only the new games were analysed.
 #
 # Settings, all optional (environment):
-#   CHESS_GAMES=200      games in the first commit
+#   CHESS_GAMES=100      games in the first commit
 #   CHESS_NEW_GAMES=10   games added by the second commit
 #   CHESS_SEED=1         the generator's seed (same seed, same games)
 #   CHESS_WORKDIR=DIR    keep games, pfs data and the server log in DIR (else a temp dir, removed)
@@ -19,7 +20,7 @@ set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
-GAMES=${CHESS_GAMES:-200}
+GAMES=${CHESS_GAMES:-100}
 NEW=${CHESS_NEW_GAMES:-10}
 SEED=${CHESS_SEED:-1}
 BASE_IMAGE=pfs-python-base:local
@@ -114,8 +115,11 @@ for spec in "map:$MAP_IMAGE" "reduce:$REDUCE_IMAGE"; do
     echo "built $image ($(docker image inspect -f '{{.Id}}' "$image" | cut -c8-19), FROM $BASE_IMAGE)"
 done
 
-say "Generating $GAMES games (seed $SEED)"
+say "Generating $GAMES games (seed $SEED), and adding samples/"
 "$PY" "$HERE/generate.py" --out "$WORK/games" --count "$GAMES" --seed "$SEED"
+cp -R "$HERE/samples" "$WORK/games/samples"
+echo "added $(find "$HERE/samples" -type f | wc -l) files of samples/: real-world PGN, and files that are not games"
+FILES=$(find "$WORK/games" -type f | wc -l)
 
 if [ -z "${PFS_URL:-}" ]; then
     say "Starting a pfs server"
@@ -157,7 +161,7 @@ first=$(cd "$WORK/games" && find . -name '*.pgn' | sort | head -n 1 | cut -c3-)
 say "One game's analysis: pfs job cat chess-analyse $first -c ${C1:0:12}"
 "$PFS" job cat chess-analyse "$first" -c "$C1"
 say "The report: pfs job cat chess-report -c ${C1:0:12}"
-"$PFS" job cat chess-report -c "$C1"
+"$PFS" job cat chess-report -c "$C1" | tee "$WORK/report1.json"
 
 say "Adding $NEW games, putting the whole directory again, commit and run"
 "$PY" "$HERE/generate.py" --out "$WORK/games" --first "$GAMES" --count "$NEW" --seed "$SEED"
@@ -166,22 +170,28 @@ C2=$("$PFS" commit -m "$NEW more games" --run)
 echo "commit $C2; changed since ${C1:0:12}: $("$PFS" diff "$C1" "$C2" | grep -c .) file(s)"
 run_jobs "$C2"
 read -r state done total reused < <(job_counts "$C2" chess-analyse)
-echo "chess-analyse: $state, analysed $done game(s), reused $reused of $total"
-if [ "$done" != "$NEW" ] || [ "$reused" != "$GAMES" ] || [ "$total" != $((GAMES + NEW)) ]; then
-    die "expected exactly the $NEW new games to be analysed and $GAMES reused"
+echo "chess-analyse: $state, analysed $done file(s), reused $reused of $total"
+if [ "$done" != "$NEW" ] || [ "$reused" != "$FILES" ] || [ "$total" != $((FILES + NEW)) ]; then
+    die "expected exactly the $NEW new games to be analysed and the $FILES files before them reused"
 fi
 "$PFS" job cat chess-report -c "$C2" >"$WORK/report.json"
-"$PY" - "$WORK/report.json" $((GAMES + NEW)) <<'EOF'
+"$PY" - "$WORK/report1.json" "$WORK/report.json" "$NEW" <<'EOF'
 import json, sys
-with open(sys.argv[1]) as f:
-    r = json.load(f)
+reports = []
+for name in sys.argv[1:3]:
+    with open(name) as f:
+        reports.append(json.load(f))
+first, r = reports
 res = r["results"]
 wins = ", ".join(f"{k.replace('_', ' ')} {res[k]['count']}" for k in ("white_wins", "black_wins", "draws"))
 print(f"report on the new commit: {r['games']} games ({wins}), {r['mates']} mates")
-if r["games"] != int(sys.argv[2]):
-    sys.exit(f"run.sh: error: the report counts {r['games']} games, not {sys.argv[2]}")
+bad = r["not_games"]
+names = ", ".join(x["path"] + (f" (game {x['game']})" if "game" in x else "") for x in bad["first"])
+print(f"not games: {bad['count']}" + (f": {names}" if names else ""))
+if r["games"] != first["games"] + int(sys.argv[3]) or bad != first["not_games"]:
+    sys.exit("run.sh: error: the new commit's report does not count exactly the new games more")
 EOF
 
 say "Done in $((SECONDS - STARTED)) s"
 if [ "$KEEP" = 1 ]; then echo "games, pfs data, server log and report.json kept in $WORK"; fi
-echo "commits: $C1 ($GAMES games), $C2 ($((GAMES + NEW)) games)"
+echo "commits: $C1 ($FILES files), $C2 ($((FILES + NEW)) files)"

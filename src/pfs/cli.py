@@ -2,58 +2,147 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import re
+import stat
 import sys
+import time
 from collections.abc import Iterator
-from typing import IO, Any
+from types import TracebackType
+from typing import IO, Any, NoReturn
 
 import click
+from click.core import ParameterSource
 from rich.console import Console
+from rich.filesize import decimal
 from rich.markup import escape
-from rich.progress import BarColumn, DownloadColumn, MofNCompleteColumn, Progress, TransferSpeedColumn
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    FileSizeColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    TaskID,
+    TaskProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
+from rich.text import Text
 
 from . import errors
-from .client import Client
+from .client import DEFAULT_URL, Client
 
 err_console = Console(stderr=True)
-PROGRESS_MIN = 8 << 20  # show a bar only for transfers bigger than this
+
+# C0 and C1 controls (ESC, CR, LF, ...), DEL, the Unicode line and paragraph separators and
+# the bidi overrides: what could move the cursor, recolour, forge a line or reorder one.
+_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
 
 
-def _progress() -> Progress:
-    """A transfer bar on stderr, silent when stderr is not a terminal."""
-    return Progress(
-        "[progress.description]{task.description}",
-        BarColumn(),
-        DownloadColumn(),
-        TransferSpeedColumn(),
-        console=err_console,
-        transient=True,
-        disable=not err_console.is_terminal,
-    )
+def _escape_char(m: re.Match[str]) -> str:
+    c = m[0]
+    return _NAMED.get(c) or (f"\\x{ord(c):02x}" if ord(c) < 0x100 else f"\\u{ord(c):04x}")
+
+
+def printable(text: object) -> str:
+    r"""`text` safe for a terminal: control characters escaped (ESC as `\x1b`, a newline as
+    `\n`), so what a server sends can neither drive the terminal nor forge output lines."""
+    return _UNPRINTABLE.sub(_escape_char, str(text))
+
+
+def first_line(text: object) -> str:
+    """The first non-blank line of a (commit) message, as `git log --oneline` shows it."""
+    return next((ln for ln in str(text).splitlines() if ln.strip()), "")
+
+
+def error_line(message: str) -> None:
+    """`error: <message>` as one line on stderr (red on a terminal), whatever it holds."""
+    err_console.print(Text.assemble(("error:", "red"), " ", printable(message)), soft_wrap=True, highlight=False)
+
+
+def _reader_gone() -> NoReturn:
+    """The reader of our output left (`pfs ls | head`): stop quietly with status 141, what a
+    shell reports for git or coreutils killed by SIGPIPE. Both streams are pointed at
+    /dev/null first, so the interpreter's final flush cannot fail again and print noise."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            os.dup2(devnull, stream.fileno())
+    sys.exit(141)
+
+
+def _usage_line(exc: click.ClickException) -> str:
+    """A click error (three lines and exit 2 by default) as one line: what is wrong, and
+    where the help is."""
+    msg = " ".join(ln.strip() for ln in exc.format_message().splitlines() if ln.strip())
+    if len(msg) > 1 and msg[0].isupper() and msg[1].islower():
+        msg = msg[0].lower() + msg[1:]  # "Missing argument 'X'" -> "missing ...", "REMOTE is ..." stays
+    if isinstance(exc, click.UsageError):
+        where = exc.ctx.command_path if exc.ctx is not None else "pfs"
+        msg = f"{msg if msg.endswith(('.', '?', '!')) else msg + '.'} See '{where} --help'."
+    return msg
 
 
 class PfsGroup(click.Group):
-    """Turns pfs errors into one red line and a non-zero exit, never a traceback."""
+    """Every failure is one line on stderr and exit status 1, usage errors included (click
+    would print three lines and exit 2), never a traceback; a closed output pipe ends quietly."""
+
+    def main(self, *args: Any, **kwargs: Any) -> Any:
+        if len(args) < 2:
+            kwargs.setdefault("prog_name", "pfs")  # "pfs put", not "python -m pfs.cli put", in hints
+        kwargs["standalone_mode"] = False  # errors come back here instead of click printing them
+        try:
+            rv = super().main(*args, **kwargs)
+        except click.exceptions.NoArgsIsHelpError as exc:  # `pfs` or `pfs job` alone asks for help
+            click.echo(exc.ctx.get_help())
+            sys.exit(0)
+        except click.ClickException as exc:
+            error_line(_usage_line(exc))
+            sys.exit(1)
+        except click.Abort:  # Ctrl-C: the shell's status for SIGINT, no message
+            sys.exit(130)
+        sys.exit(rv if isinstance(rv, int) else 0)
+
+    def make_context(self, *args: Any, **kwargs: Any) -> click.Context:
+        try:
+            return super().make_context(*args, **kwargs)
+        except BrokenPipeError:  # `pfs --help | head -1`
+            _reader_gone()
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
+        except BrokenPipeError:
+            # Only stdout or stderr get here: a socket's broken pipe reaches us as an httpx
+            # error, which the client turns into errors.Unavailable.
+            _reader_gone()
         except errors.PfsError as exc:
-            # soft_wrap: one line however long, never wrapped at the terminal's width
-            err_console.print(f"[red]error:[/red] {escape(exc.message)}", highlight=False, soft_wrap=True)
+            error_line(str(exc.message))
             for c in exc.details.get("conflicts", []):
-                err_console.print(f"  conflict: {c['path']}", highlight=False, markup=False, soft_wrap=True)
+                path = c.get("path") if isinstance(c, dict) else c
+                err_console.print(Text(f"  conflict: {printable(path)}"), soft_wrap=True, highlight=False)
             sys.exit(1)
         except OSError as exc:  # a local file problem (pfs get to a missing directory...): no traceback
             where = f": {exc.filename}" if exc.filename else ""
-            msg = escape(f"{exc.strerror or exc}{where}")
-            err_console.print(f"[red]error:[/red] {msg}", highlight=False, soft_wrap=True)
+            error_line(f"{exc.strerror or exc}{where}")
+            sys.exit(1)
+        except (click.ClickException, click.exceptions.Exit, click.Abort):
+            raise
+        except Exception as exc:  # a bug, or a server that is not pfs: still one line
+            if os.environ.get("PFS_DEBUG"):
+                raise
+            error_line(f"unexpected {type(exc).__name__}: {exc} (PFS_DEBUG=1 shows the traceback)")
             sys.exit(1)
 
 
 @click.group(cls=PfsGroup)
-@click.option("--url", envvar="PFS_URL", default="http://127.0.0.1:8080", show_default=True, help="pfs server")
+@click.option("--url", envvar="PFS_URL", default=DEFAULT_URL, show_default=True, help="pfs server")
 @click.pass_context
 def main(ctx: click.Context, url: str) -> None:
     """pfs: a versioned file system with dockerized MapReduce."""
@@ -62,6 +151,77 @@ def main(ctx: click.Context, url: str) -> None:
 
 def client(ctx: click.Context) -> Client:
     return Client(ctx.obj)
+
+
+def _interactive() -> bool:
+    """Progress is drawn only on a terminal that can redraw a line, as git does."""
+    try:
+        return sys.stderr.isatty() and err_console.is_interactive
+    except (ValueError, AttributeError):  # stderr closed
+        return False
+
+
+class Transfer:
+    """One upload or download as seen on a terminal: a bar on stderr while it runs (bytes,
+    percent, rate and ETA when the size is known; bytes and rate when not) and a one-line
+    summary after it. Off a terminal both stay silent, so scripts and logs see only the
+    command's output; stdout is never written (it may be the data)."""
+
+    def __init__(self, verb: str, done_verb: str, name: str, *, quiet: bool = False) -> None:
+        self.verb, self.done_verb, self.name = verb, done_verb, printable(name)
+        self.on = not quiet and _interactive()
+        self.done = 0
+        self.detail = ""  # e.g. "3 files, " in the summary
+        self.began = time.monotonic()
+        self._started = False
+        self._bar: Progress | None = None
+        self._task: TaskID | None = None
+
+    def start(self, total: int | None) -> None:
+        """The size is known now (None: it will not be): draw the bar that fits it."""
+        if self._started:
+            return
+        self._started = True
+        if not self.on:
+            return
+        columns: list[str | ProgressColumn] = [TextColumn("{task.description}")]
+        if total is None:
+            columns += [FileSizeColumn(), TransferSpeedColumn(), TimeElapsedColumn()]
+        else:
+            columns += [
+                BarColumn(),
+                DownloadColumn(),
+                TaskProgressColumn(),
+                TransferSpeedColumn(),
+                TimeRemainingColumn(),
+            ]
+        self._bar = Progress(
+            *columns, console=err_console, transient=True, redirect_stdout=False, redirect_stderr=False
+        )
+        self._task = self._bar.add_task(escape(f"{self.verb} {self.name}"), total=total)
+        self._bar.start()
+
+    def advance(self, n: int) -> None:
+        self.start(None)
+        self.done += n
+        if self._bar is not None and self._task is not None:
+            self._bar.update(self._task, advance=n)
+
+    def summary(self) -> str:
+        secs = time.monotonic() - self.began
+        rate = f" ({decimal(int(self.done / secs))}/s)" if secs > 0 else ""
+        return f"{self.done_verb} {self.name}: {self.detail}{decimal(self.done)} in {secs:.1f} s{rate}"
+
+    def __enter__(self) -> Transfer:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+        if exc_type is None and self.on:
+            err_console.print(Text(self.summary()), soft_wrap=True, highlight=False)
 
 
 @main.command()
@@ -80,55 +240,133 @@ def client(ctx: click.Context) -> Client:
     default=None,
     help="objects: s3://bucket/prefix (endpoint: PFS_S3_ENDPOINT, keys: AWS_*) [default: the data dir]",
 )
+@click.option(
+    "--max-connections",
+    envvar="PFS_MAX_CONNECTIONS",
+    type=click.IntRange(1),
+    default=1000,
+    show_default=True,
+    help="open connections in all; beyond this requests get 503",
+)
+@click.option(
+    "--max-connections-per-client",
+    envvar="PFS_MAX_CONNECTIONS_PER_CLIENT",
+    type=click.IntRange(1),
+    default=None,
+    help="open connections from one address [default: a quarter of --max-connections]",
+)
+@click.option(
+    "--header-timeout",
+    envvar="PFS_HEADER_TIMEOUT",
+    type=click.FloatRange(0.1),
+    default=10.0,
+    show_default=True,
+    help="seconds for a request's line and headers to arrive",
+)
+@click.option(
+    "--body-timeout",
+    envvar="PFS_BODY_TIMEOUT",
+    type=click.FloatRange(0.1),
+    default=30.0,
+    show_default=True,
+    help="seconds a request body may stall (a slow upload that keeps sending is fine)",
+)
+@click.option(
+    "--send-timeout",
+    envvar="PFS_SEND_TIMEOUT",
+    type=click.FloatRange(0.1),
+    default=60.0,
+    show_default=True,
+    help="seconds a client may read nothing of a response",
+)
+@click.option(
+    "--job-runtime",
+    envvar="PFS_JOB_RUNTIME",
+    type=click.Choice(["docker", "process", "swarm"]),
+    default=None,
+    help="how jobs run [default: docker]; 'process' runs job commands on this host, unsandboxed",
+)
+@click.option(
+    "--job-s3-inputs",
+    envvar="PFS_JOB_S3_INPUTS",
+    default=None,
+    help="buckets (or bucket/prefix) that s3:// job inputs may read, comma-separated [default: none]",
+)
+@click.option("--log-level", envvar="PFS_LOG_LEVEL", default="warning", show_default=True, help="info logs requests")
 def serve(
-    addr: str, data_dir: str | None, max_file_size: int | None, meta_url: str | None, objects_url: str | None
+    addr: str,
+    data_dir: str | None,
+    max_file_size: int | None,
+    meta_url: str | None,
+    objects_url: str | None,
+    max_connections: int,
+    max_connections_per_client: int | None,
+    header_timeout: float,
+    body_timeout: float,
+    send_timeout: float,
+    job_runtime: str | None,
+    job_s3_inputs: str | None,
+    log_level: str,
 ) -> None:
     """Run a pfs node: embedded storage (SQLite + local objects) by default; with PostgreSQL
     and S3, as many nodes as you like serve one repository."""
-    import uvicorn
-
-    from .config import Config, parse_addr  # storage imports load only for the verbs using them
-    from .server import create_app
+    from .config import Config, parse_addr, split_list  # storage imports load only for the verbs using them
+    from .httpguard import Limits
+    from .node import serve as run_node
 
     cfg = Config.from_env(data_dir)
     if max_file_size is not None:
         cfg.max_file_size = max_file_size
     cfg.meta_url = meta_url or cfg.meta_url
     cfg.objects_url = objects_url or cfg.objects_url
-    host, port = parse_addr(addr)
-    repo = cfg.open()
-    err_console.print(f"pfs serving {cfg.describe()} on http://{addr}", highlight=False)
-    uvicorn.run(
-        create_app(repo, cfg.scheduler(repo)),
-        host=host,
-        port=port,
-        log_level=os.environ.get("PFS_LOG_LEVEL", "warning"),
-        timeout_keep_alive=30,
-        timeout_graceful_shutdown=5,  # long-polls (`/run/<id>?wait=`) must not hold up a shutdown
-        limit_concurrency=int(os.environ.get("PFS_MAX_CONNECTIONS", "1000")),
+    cfg.job_runtime = job_runtime or cfg.job_runtime
+    if job_s3_inputs is not None:
+        cfg.job_s3_inputs = split_list(job_s3_inputs)
+    try:
+        host, port = parse_addr(addr)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--addr") from None
+    limits = Limits(
+        header_timeout=header_timeout,
+        body_timeout=body_timeout,
+        send_timeout=send_timeout,
+        max_per_client=max_connections_per_client or max(1, max_connections // 4),
     )
+    sys.exit(run_node(cfg, host, port, limits, max_connections, log_level.lower(), announce=_announce))
 
 
-def _read_pieces(f: IO[bytes], progress: Progress | None, task: Any) -> Iterator[bytes]:
-    while True:
-        piece = f.read(1 << 20)
-        if not piece:
-            return
-        if progress is not None:
-            progress.update(task, advance=len(piece))
+def _announce(line: str) -> None:
+    if line.startswith("error: "):
+        error_line(line[len("error: ") :])
+    else:
+        err_console.print(Text(line), soft_wrap=True, highlight=False)
+
+
+def _read_pieces(f: IO[bytes], t: Transfer) -> Iterator[bytes]:
+    # read1: a pipe's bytes go as they come (and show on the bar), not once 1 MiB has gathered
+    read = getattr(f, "read1", f.read)
+    while piece := read(1 << 20):
+        t.advance(len(piece))
         yield piece
 
 
-def _put_one(c: Client, local: str, remote: str, branch: str) -> None:
-    size = os.path.getsize(local)
-    with open(local, "rb") as f:
-        if size >= PROGRESS_MIN:
-            with _progress() as p:
-                task = p.add_task(f"put {remote}", total=size)
-                res = c.put_file(remote, _read_pieces(f, p, task), branch)
-        else:
-            res = c.put_file(remote, f, branch)
-    click.echo(f"{branch}/{res['path']}  {res['size']} bytes")
+def _stdin_size() -> int | None:
+    """Bytes left on stdin when it is a regular file (`pfs put - x < file`); None for a pipe."""
+    try:
+        fd = sys.stdin.buffer.fileno()
+        st = os.fstat(fd)
+        if stat.S_ISREG(st.st_mode):
+            return max(0, st.st_size - os.lseek(fd, 0, os.SEEK_CUR))
+    except (OSError, ValueError, AttributeError):
+        pass
+    return None
+
+
+def _put_stream(c: Client, f: IO[bytes], size: int | None, remote: str, branch: str, quiet: bool = False) -> None:
+    with Transfer("put", "put", remote, quiet=quiet) as t:
+        t.start(size)
+        res = c.put_file(remote, _read_pieces(f, t), branch)
+    click.echo(f"{printable(branch)}/{printable(res['path'])}  {printable(res['size'])} bytes")
 
 
 @main.command()
@@ -142,18 +380,24 @@ def put(ctx: click.Context, local: str, remote: str | None, branch: str) -> None
     if local == "-":
         if not remote:
             raise click.UsageError("REMOTE is required when reading from stdin")
-        res = c.put_file(remote, sys.stdin.buffer, branch)
-        click.echo(f"{branch}/{res['path']}  {res['size']} bytes")
+        # no bar while someone types the data on the same terminal
+        _put_stream(c, sys.stdin.buffer, _stdin_size(), remote, branch, quiet=sys.stdin.isatty())
         return
     if os.path.isdir(local):
+        from .client import _walk_files
+
         base = (remote or os.path.basename(os.path.abspath(local))).strip("/")
-        total = sum(os.path.getsize(os.path.join(r, f)) for r, _, fs in os.walk(local) for f in fs)
-        with _progress() as p:
-            task = p.add_task(f"put {base or '/'}", total=total)
-            res = c.put_dir(local, base, branch, on_bytes=lambda n: p.update(task, advance=n))
-        click.echo(f"{branch}/{base}  {res['files']} files, {res['size']} bytes")
+        total = sum(st.st_size for _, _, st in _walk_files(local))  # the files the tar will hold
+        with Transfer("put", "put", base or "/") as t:
+            t.start(total)
+            res = c.put_dir(local, base, branch, on_bytes=t.advance)
+            t.detail = f"{printable(res['files'])} files, "
+        click.echo(
+            f"{printable(branch)}/{printable(base)}  {printable(res['files'])} files, {printable(res['size'])} bytes"
+        )
         return
-    _put_one(c, local, remote or os.path.basename(local), branch)
+    with open(local, "rb") as f:
+        _put_stream(c, f, os.fstat(f.fileno()).st_size, remote or os.path.basename(local), branch)
 
 
 @main.command()
@@ -165,20 +409,23 @@ def put(ctx: click.Context, local: str, remote: str | None, branch: str) -> None
 def get(ctx: click.Context, remote: str, local: str | None, commit: str | None, branch: str | None) -> None:
     """Read REMOTE to LOCAL (default: stdout)."""
     c = client(ctx)
-    out: IO[bytes]
     if local is None or local == "-":
-        for piece in c.open_file(remote, commit, branch):
-            sys.stdout.buffer.write(piece)
-        sys.stdout.buffer.flush()
+        out = sys.stdout.buffer
+        # stdout on the terminal shows the data itself: a bar or summary would garble it
+        with Transfer("get", "got", remote, quiet=sys.stdout.isatty()) as t:
+            for piece in c.open_file(remote, commit, branch, on_size=t.start):
+                out.write(piece)
+                t.advance(len(piece))
+            out.flush()
         return
     tmp = local + ".pfs-partial"
     try:
-        with open(tmp, "wb") as out, _progress() as p:
-            task = p.add_task(f"get {remote}", total=None)
-            for piece in c.open_file(remote, commit, branch):
-                out.write(piece)
-                p.update(task, advance=len(piece))
-        os.replace(tmp, local)  # never leave a half-written file under the real name
+        with Transfer("get", "got", remote) as t:
+            with open(tmp, "wb") as f:
+                for piece in c.open_file(remote, commit, branch, on_size=t.start):
+                    f.write(piece)
+                    t.advance(len(piece))
+            os.replace(tmp, local)  # never leave a half-written file under the real name
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
@@ -193,9 +440,9 @@ def ls(ctx: click.Context, path: str, commit: str | None, branch: str | None) ->
     """List a directory."""
     for e in client(ctx).ls(path, commit, branch):
         if e["type"] == "dir":
-            click.echo(f"{'dir':>12}  {e['path']}/")
+            click.echo(f"{'dir':>12}  {printable(e['path'])}/")
         else:
-            click.echo(f"{e['size']:>12}  {e['path']}")
+            click.echo(f"{printable(e['size']):>12}  {printable(e['path'])}")
 
 
 @main.command()
@@ -206,7 +453,7 @@ def ls(ctx: click.Context, path: str, commit: str | None, branch: str | None) ->
 def rm(ctx: click.Context, path: str, branch: str, recursive: bool) -> None:
     """Delete a file (dirty until commit)."""
     res = client(ctx).delete_file(path, branch, recursive)
-    click.echo(f"deleted {res['deleted']} file(s)")
+    click.echo(f"deleted {printable(res['deleted'])} file(s)")
 
 
 @main.command()
@@ -216,7 +463,7 @@ def rm(ctx: click.Context, path: str, branch: str, recursive: bool) -> None:
 @click.pass_context
 def commit(ctx: click.Context, branch: str, message: str, run: bool) -> None:
     """Commit a branch's dirty writes; prints the commit id."""
-    click.echo(client(ctx).commit(branch, message, run=run)["id"])
+    click.echo(printable(client(ctx).commit(branch, message, run=run)["id"]))
 
 
 @main.command()
@@ -229,13 +476,13 @@ def branch(ctx: click.Context, name: str | None, from_: str | None, delete: bool
     c = client(ctx)
     if name is None:
         for b in c.branches():
-            click.echo(f"{b['name']:<24} {b['head'] or '-'}")
+            click.echo(f"{printable(b['name']):<24} {printable(b['head'] or '-')}")
     elif delete:
         c.delete_branch(name)
-        click.echo(f"deleted branch {name}")
+        click.echo(f"deleted branch {printable(name)}")
     else:
         res = c.create_branch(name, from_)
-        click.echo(f"{name} -> {res['head'] or '(no commits)'}")
+        click.echo(f"{printable(name)} -> {printable(res['head'] or '(no commits)')}")
 
 
 @main.command()
@@ -243,9 +490,10 @@ def branch(ctx: click.Context, name: str | None, from_: str | None, delete: bool
 @click.option("-n", "--limit", type=int, default=None)
 @click.pass_context
 def log(ctx: click.Context, ref: str, limit: int | None) -> None:
-    """History of a branch or commit, newest first."""
+    """History of a branch or commit, newest first: one line each, with the message's first line."""
     for c in client(ctx).log(ref, limit):
-        click.echo(f"{c['id'][:12]}  {c['time'][:19]}  {c['branch']:<12} {c['message']}")
+        when, branch, message = printable(c["time"][:19]), printable(c["branch"]), printable(first_line(c["message"]))
+        click.echo(f"{printable(c['id'][:12])}  {when}  {branch:<12} {message}")
 
 
 @main.command()
@@ -255,7 +503,7 @@ def log(ctx: click.Context, ref: str, limit: int | None) -> None:
 def diff(ctx: click.Context, a: str, b: str) -> None:
     """Files added (A), modified (M) and deleted (D) from A to B."""
     for d in client(ctx).diff(a, b):
-        click.echo(f"{d['status']}\t{d['path']}")
+        click.echo(f"{printable(d['status'])}\t{printable(d['path'])}")
 
 
 @main.command()
@@ -267,7 +515,7 @@ def diff(ctx: click.Context, a: str, b: str) -> None:
 def merge(ctx: click.Context, source: str, into: str, strategy: str | None, message: str | None) -> None:
     """Three-way merge of SOURCE into branch INTO."""
     res = client(ctx).merge(source, into, strategy, message)
-    click.echo(f"{res['kind']}: {res['id']}")
+    click.echo(f"{printable(res['kind'])}: {printable(res['id'])}")
 
 
 @main.command()
@@ -277,7 +525,7 @@ def merge(ctx: click.Context, source: str, into: str, strategy: str | None, mess
 @click.pass_context
 def revert(ctx: click.Context, branch: str, commit: str, message: str | None) -> None:
     """New commit on BRANCH with the content of COMMIT (history kept)."""
-    click.echo(client(ctx).revert(branch, commit, message)["id"])
+    click.echo(printable(client(ctx).revert(branch, commit, message)["id"]))
 
 
 @main.command()
@@ -285,14 +533,49 @@ def revert(ctx: click.Context, branch: str, commit: str, message: str | None) ->
 @click.pass_context
 def discard(ctx: click.Context, branch: str) -> None:
     """Drop a branch's uncommitted changes."""
-    click.echo(f"discarded {client(ctx).discard(branch)['discarded']} change(s)")
+    click.echo(f"discarded {printable(client(ctx).discard(branch)['discarded'])} change(s)")
+
+
+_STORAGE_OPTIONS = {"data_dir": "PFS_DATA_DIR", "meta_url": "PFS_META_URL", "objects_url": "PFS_OBJECTS_URL"}
+
+
+def _given(ctx: click.Context, name: str) -> int:
+    """How explicitly an option was given: 2 on the command line, 1 from the environment, 0 not."""
+    source = ctx.get_parameter_source(name)
+    return 2 if source is ParameterSource.COMMANDLINE else 1 if source is ParameterSource.ENVIRONMENT else 0
+
+
+def _fsck_asks_server(ctx: click.Context, server: bool) -> bool:
+    """What `pfs fsck` checks. --server, or a server named more explicitly than any storage
+    (--url over PFS_DATA_DIR, PFS_URL over nothing): that server. Storage named more
+    explicitly (or nothing named at all: ~/.pfs): that storage, offline. Both named alike:
+    a usage error, rather than silently checking one of them."""
+    url = _given(ctx.find_root(), "url")
+    opts = {name: _given(ctx, name) for name in _STORAGE_OPTIONS}
+    storage = max(opts.values())
+    if server:
+        if storage == 2:
+            raise click.UsageError(
+                "--server checks the server; --data-dir, --meta-url and --objects-url check storage directly: give one"
+            )
+        return True
+    if url == 2 and storage == 2:
+        raise click.UsageError(
+            "--url names a server and --data-dir/--meta-url/--objects-url name storage: check one at a time"
+        )
+    if url == 1 and storage == 1:
+        named = ", ".join(env for name, env in _STORAGE_OPTIONS.items() if opts[name] == 1)
+        raise click.UsageError(
+            f"both PFS_URL and {named} are set: give --server to check the server, or --data-dir to check storage"
+        )
+    return url > storage
 
 
 @main.command()
-@click.option("--data-dir", envvar="PFS_DATA_DIR", default=None, help="check this data dir directly")
+@click.option("--data-dir", envvar="PFS_DATA_DIR", default=None, help="check this data dir directly [default: ~/.pfs]")
 @click.option("--meta-url", envvar="PFS_META_URL", default=None, help="a cluster's metadata (as for serve)")
 @click.option("--objects-url", envvar="PFS_OBJECTS_URL", default=None, help="a cluster's objects (as for serve)")
-@click.option("--server", is_flag=True, help="ask the running server (at --url) instead")
+@click.option("--server", is_flag=True, help="ask the server at --url / PFS_URL (the default when one is given)")
 @click.option("--quick", is_flag=True, help="check existence only, do not re-hash data")
 @click.pass_context
 def fsck(
@@ -303,11 +586,13 @@ def fsck(
     server: bool,
     quick: bool,
 ) -> None:
-    """Check every reachable object: present and matching its hash."""
-    if server:
+    """Check every reachable object: present and matching its hash. Checks the server given
+    by --url or PFS_URL, else storage directly (offline): --data-dir or ~/.pfs, or a
+    cluster's --meta-url and --objects-url."""
+    if _fsck_asks_server(ctx, server):
         rep = client(ctx).fsck(quick)
-        problems, ok = rep.get("problems", []), rep.get("ok", False)
-        summary = f"{rep.get('commits')} commits, {rep.get('trees')} trees, {rep.get('files')} files"
+        problems, ok = rep.get("problems") or [], rep.get("ok") is True
+        counts = [printable(rep.get(k)) for k in ("commits", "trees", "files", "chunks")]
     else:
         from .config import Config
         from .fsck import fsck as run_fsck
@@ -315,14 +600,12 @@ def fsck(
         cfg = Config.from_env(data_dir)
         cfg.meta_url = meta_url or cfg.meta_url
         cfg.objects_url = objects_url or cfg.objects_url
-        if not cfg.shared and not os.path.isdir(cfg.data_dir):
-            raise click.UsageError(f"no pfs data directory at {cfg.data_dir}")
-        r = run_fsck(cfg.open(), verify_data=not quick)
+        r = run_fsck(cfg.open_existing(), verify_data=not quick)
         problems, ok = r.problems, r.ok
-        summary = f"{r.commits} commits, {r.trees} trees, {r.files} files, {r.chunks} chunks"
+        counts = [str(n) for n in (r.commits, r.trees, r.files, r.chunks)]
     for p in problems:
-        click.echo(p)
-    click.echo(("ok: " if ok else "FAILED: ") + summary)
+        click.echo(printable(p))
+    click.echo(("ok: " if ok else "FAILED: ") + "{} commits, {} trees, {} files, {} chunks".format(*counts))
     sys.exit(0 if ok else 1)
 
 
@@ -337,30 +620,26 @@ def _run_sync(verb: str, go: Any) -> None:
         TransferSpeedColumn(),
         console=err_console,
         transient=True,
-        disable=not err_console.is_terminal,
+        disable=not _interactive(),
     )
     with bar as p:
         task = p.add_task(verb, total=None)
         rep: TransferReport = go(lambda n, size: p.update(task, completed=size, description=f"{verb}: {n} objects"))
     for b in rep.branches:
-        name = b.source if b.source == b.dest else f"{b.source} -> {b.dest}"
+        name = printable(b.source if b.source == b.dest else f"{b.source} -> {b.dest}")
         if b.result == "rejected":
-            click.echo(f"{name}: rejected: {b.message}")
+            click.echo(f"{name}: rejected: {printable(b.message)}")
         elif b.result in ("up-to-date", "ahead"):
-            click.echo(f"{name}: {b.result} ({(b.old or b.new)[:12]})")
+            click.echo(f"{name}: {b.result} ({printable((b.old or b.new)[:12])})")
         else:
-            click.echo(f"{name}: {b.result} {(b.old or '-')[:12]} -> {b.new[:12]}")
+            click.echo(f"{name}: {b.result} {printable((b.old or '-')[:12])} -> {printable(b.new[:12])}")
     click.echo(
         f"sent {rep.objects} objects ({rep.bytes} bytes, {rep.overhead} bytes of negotiation), "
         f"{rep.commits} new commits, in {rep.seconds:.2f} s"
     )
     if not rep.ok:
         refused = [b.dest for b in rep.branches if b.result == "rejected"]
-        err_console.print(
-            f"[red]error:[/red] {len(refused)} branch(es) not updated: {escape(', '.join(refused))}",
-            highlight=False,
-            soft_wrap=True,
-        )
+        error_line(f"{len(refused)} branch(es) not updated: {', '.join(refused)}")
         sys.exit(1)
 
 
@@ -446,16 +725,21 @@ def job_rm(ctx: click.Context, name: str) -> None:
 def job_ls(ctx: click.Context) -> None:
     """List jobs."""
     for j in client(ctx).jobs():
-        click.echo(f"{j['name']:<20} {j['type']:<7} {j['input']:<30} {j.get('image') or '(process)'}")
+        image = j.get("image") or "(process)"
+        click.echo(printable(f"{j['name']:<20} {j['type']:<7} {j['input']:<30} {image}"))
 
 
 def _print_run(status: dict[str, Any]) -> None:
-    click.echo(f"run {status['commit'][:12]} on {status['branch']}: {status['state']}")
+    click.echo(printable(f"run {status['commit'][:12]} on {status['branch']}: {status['state']}"))
     for j in status.get("jobs", []):
-        click.echo(
-            f"  {j['job']:<20} {j['type']:<7} {j['state']:<10} {j['progress']}"
-            + (f"  {j['error']}" if j["error"] else "")
-        )
+        error = f"  {j['error']}" if j["error"] else ""
+        click.echo(printable(f"  {j['job']:<20} {j['type']:<7} {j['state']:<10} {j['progress']}{error}"))
+        failures = j.get("failures") or []
+        for f in failures:  # the first ones; `pfs job log` lists them all
+            click.echo(printable(f"      failed: {f['path']}: {f['error']}"))
+        more = (j.get("failed") or 0) - len(failures)
+        if failures and more > 0:
+            click.echo(f"      ... and {more} more: pfs job log {j['job']} -c {status['commit'][:12]}")
 
 
 @job.command("status")
@@ -479,7 +763,7 @@ def job_wait(ctx: click.Context, commit: str, timeout: float | None) -> None:
         MofNCompleteColumn(),
         console=err_console,
         transient=True,
-        disable=not err_console.is_terminal,
+        disable=not _interactive(),
     )
     with bars as p:
         tasks: dict[str, Any] = {}
@@ -489,7 +773,8 @@ def job_wait(ctx: click.Context, commit: str, timeout: float | None) -> None:
                 if j["job"] not in tasks:
                     tasks[j["job"]] = p.add_task(f"{j['job']} ({j['type']})", total=None)
                 todo = j["total"] - j["reused"] if j["type"] == "map" else 1
-                p.update(tasks[j["job"]], completed=j["done"], total=todo or None)
+                tried = j["done"] + (j.get("failed") or 0)  # a failed file is one done with, too
+                p.update(tasks[j["job"]], completed=tried, total=todo or None)
 
         status = c.wait_run(commit, timeout, show)
     _print_run(status)
@@ -505,7 +790,10 @@ def job_wait(ctx: click.Context, commit: str, timeout: float | None) -> None:
 @click.pass_context
 def job_log(ctx: click.Context, name: str, commit: str | None) -> None:
     """A job's error and its workers' logs for one run."""
-    click.echo(client(ctx).job_log(name, commit), nl=False)
+    # Worker logs are a job's own output: shown line by line, each with control characters
+    # escaped, so a job cannot clear the screen or retitle the terminal of whoever reads it.
+    for line in client(ctx).job_log(name, commit).splitlines():
+        click.echo(printable(line))
 
 
 @job.command("runs")
@@ -514,7 +802,7 @@ def job_log(ctx: click.Context, name: str, commit: str | None) -> None:
 def job_runs(ctx: click.Context, name: str) -> None:
     """Past runs of a job, newest first."""
     for j in client(ctx).job_runs(name):
-        click.echo(f"{j['commit'][:12]}  {j['state']:<10} {j['progress']}  {j['error'] or ''}")
+        click.echo(printable(f"{j['commit'][:12]}  {j['state']:<10} {j['progress']}  {j['error'] or ''}"))
 
 
 @job.command("cat")

@@ -73,7 +73,13 @@ class Client:
             resp = self.http.request(method, url, params=params, **kw)
         except httpx.TransportError as exc:
             raise errors.Unavailable(f"cannot reach pfs at {self.url}: {exc}") from exc
-        return self._check(resp).json()
+        return self._json(self._check(resp))
+
+    def _json(self, resp: httpx.Response) -> Any:
+        try:
+            return resp.json()
+        except ValueError:  # something else answers at that address (a proxy's page, another service)
+            raise errors.PfsError(f"{self.url} answered HTTP {resp.status_code} without JSON: is it pfs?") from None
 
     # ---- files ---------------------------------------------------------------------
     def put_file(self, path: str, data: bytes | IO[bytes] | Iterable[bytes], branch: str = "master") -> dict[str, Any]:
@@ -103,12 +109,21 @@ class Client:
         """Upload a local directory tree in one request (streamed as a tar)."""
         return self.put_tar(prefix, _tar_stream(local, on_bytes), branch)
 
-    def open_file(self, path: str, commit: str | None = None, branch: str | None = None) -> Iterator[bytes]:
-        """The file's bytes as an iterator of pieces (streamed)."""
+    def open_file(
+        self,
+        path: str,
+        commit: str | None = None,
+        branch: str | None = None,
+        on_size: Callable[[int | None], None] | None = None,
+    ) -> Iterator[bytes]:
+        """The file's bytes as an iterator of pieces (streamed). `on_size` hears the file's
+        size (None if the answer does not say) once the server answers, before any bytes."""
         params = {k: v for k, v in {"commit": commit, "branch": branch}.items() if v is not None}
         try:
             with self.http.stream("GET", f"/file/{_q(path)}", params=params, headers={"accept": "*/*"}) as resp:
                 self._check(resp)
+                if on_size is not None:
+                    on_size(_body_size(resp))
                 yield from resp.iter_bytes(STREAM_PIECE)
         except httpx.TransportError as exc:
             # Includes a response cut short: the server aborts rather than send bad bytes.
@@ -284,11 +299,18 @@ class Client:
         return self._call("POST", "/sync/ref", params=params)  # type: ignore[no-any-return]
 
     def fsck(self, quick: bool = False) -> dict[str, Any]:
+        """The server's check of its storage: {"ok", "problems", counts}. A check that found
+        problems answers an error status with that report, returned like a clean one; any
+        other error (an unreachable store, not pfs) raises, never passing for a report."""
         try:
             resp = self.http.get("/fsck", params={"quick": "1"} if quick else {})
         except httpx.TransportError as exc:
             raise errors.Unavailable(f"cannot reach pfs at {self.url}: {exc}") from exc
-        return resp.json()  # type: ignore[no-any-return]
+        with contextlib.suppress(ValueError):
+            body = resp.json()
+            if isinstance(body, dict) and isinstance(body.get("problems"), list) and "ok" in body:
+                return body
+        return self._json(self._check(resp))  # type: ignore[no-any-return]
 
 
 class _QueueWriter:
@@ -392,6 +414,15 @@ def _walk_files(root: str, rel: str = "") -> Iterator[tuple[str, str, os.stat_re
             yield from _walk_files(root, name)
         elif e.is_file(follow_symlinks=False):
             yield e.path, name, e.stat(follow_symlinks=False)
+
+
+def _body_size(resp: httpx.Response) -> int | None:
+    """The size of the bytes `iter_bytes` will yield, when the headers say it: Content-Length
+    counts the encoded body, so only an unencoded one."""
+    length = resp.headers.get("content-length", "")
+    if length.isdigit() and resp.headers.get("content-encoding", "identity").lower() == "identity":
+        return int(length)
+    return None
 
 
 def _pieces(f: IO[bytes]) -> Iterator[bytes]:

@@ -7,7 +7,7 @@ import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from .errors import BadRequest
+from .errors import BadRequest, NotFound
 from .meta import SqlMetaStore, sqlite_url
 from .objects import LocalObjectStore, ObjectStore
 from .repo import Repository
@@ -28,7 +28,12 @@ class Config:
     meta_url: str | None = None  # default: SQLite in data_dir; postgresql://... for a cluster
     objects_url: str | None = None  # default: data_dir; s3://bucket/prefix for a cluster
     max_file_size: int | None = None  # bytes; None: unlimited
-    job_runtime: str | None = None  # "docker" | "process" | "swarm"; None: docker if an engine answers
+    # The runtime of specs that name none: "docker" (None), "swarm", or "process", which
+    # also lets specs run as host processes: only this operator's choice enables it.
+    job_runtime: str | None = None
+    # What `s3://` job inputs may read with pfs's credentials: "bucket" or "bucket/prefix"
+    # entries; none by default. pfs's own object bucket is never allowed.
+    job_s3_inputs: tuple[str, ...] = ()
 
     @classmethod
     def from_env(cls, data_dir: str | None = None) -> Config:
@@ -39,6 +44,7 @@ class Config:
             objects_url=os.environ.get("PFS_OBJECTS_URL") or None,
             max_file_size=int(limit) if limit else None,
             job_runtime=os.environ.get("PFS_JOB_RUNTIME") or None,
+            job_s3_inputs=split_list(os.environ.get("PFS_JOB_S3_INPUTS", "")),
         )
 
     @property
@@ -63,6 +69,36 @@ class Config:
         os.makedirs(self.data_dir, exist_ok=True)
         meta = SqlMetaStore(normalize_meta_url(self.meta_url) if self.meta_url else sqlite_url(self.data_dir))
         return Repository(self.open_objects(), meta, max_file_size=self.max_file_size)
+
+    def open_existing(self) -> Repository:
+        """The repository this names, as it is: a data dir, SQLite file or object directory that
+        is not there is an error, never created (`open` would make them), so a mistyped
+        path never leaves an empty repository behind."""
+        from sqlalchemy.engine import make_url
+
+        hint = ": give --data-dir, or --url to check a server"
+        if not self.meta_url and not os.path.isdir(self.data_dir):
+            raise NotFound(f"no pfs data directory at {os.path.abspath(self.data_dir)}{hint}")
+        meta_url = normalize_meta_url(self.meta_url) if self.meta_url else sqlite_url(self.data_dir)
+        if meta_url.startswith("sqlite"):
+            db = make_url(meta_url).database or ""
+            if not os.path.isfile(db):
+                raise NotFound(f"no pfs metadata at {db}{hint}")
+        objects: ObjectStore
+        url = self.objects_url or ""
+        if url.startswith("s3://"):
+            from .s3 import S3Config
+            from .s3objects import S3ObjectStore
+
+            objects = S3ObjectStore(url, S3Config.from_env(), create_bucket=False)
+        elif url and not url.startswith(("file://", "/")):
+            objects = self.open_objects()  # raises: not an objects url pfs knows
+        else:
+            root = url.removeprefix("file://") or self.data_dir
+            if not os.path.isdir(os.path.join(root, "objects")):
+                raise NotFound(f"no pfs objects in {os.path.abspath(root)}{hint}")
+            objects = LocalObjectStore(root)
+        return Repository(objects, SqlMetaStore(meta_url))
 
     def open_objects(self) -> ObjectStore:
         url = self.objects_url
@@ -100,7 +136,26 @@ class Config:
         state = os.path.join(self.data_dir, "jobs")
         os.makedirs(state, exist_ok=True)
         stale = float(os.environ.get("PFS_JOB_STALE_SECONDS") or 30)
-        return Scheduler(repo, self.instance(), state, self.job_runtime, takeover=not self.shared, stale=stale)
+        own_bucket = None
+        if self.objects_url and self.objects_url.startswith("s3://"):
+            from .s3 import parse_s3_url
+
+            own_bucket = parse_s3_url(self.objects_url)[0]
+        return Scheduler(
+            repo,
+            self.instance(),
+            state,
+            self.job_runtime,
+            takeover=not self.shared,
+            stale=stale,
+            s3_inputs=self.job_s3_inputs,
+            own_bucket=own_bucket,
+        )
+
+
+def split_list(text: str) -> tuple[str, ...]:
+    """ "a, b,,c" -> ("a", "b", "c"): a comma-separated setting."""
+    return tuple(e.strip() for e in text.split(",") if e.strip())
 
 
 def normalize_meta_url(url: str) -> str:

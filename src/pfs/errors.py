@@ -119,6 +119,13 @@ class JobError(PfsError):
     code = "job_error"
 
 
+class MethodNotAllowed(PfsError):
+    """The route exists but not for this method; `allow` lists the methods it has."""
+
+    status = 405
+    code = "method_not_allowed"
+
+
 class PayloadTooLarge(PfsError):
     status = 413
     code = "payload_too_large"
@@ -130,10 +137,12 @@ class InsufficientStorage(PfsError):
 
 
 class Unavailable(PfsError):
-    """The server cannot be reached, or sheds load."""
+    """The server cannot be reached, sheds load, or a store it needs does not answer:
+    the same request may succeed later (the response says when: Retry-After)."""
 
     status = 503
     code = "unavailable"
+    retry_after = 1  # seconds
 
 
 class CorruptObject(PfsError):
@@ -164,9 +173,15 @@ def from_json(status: int, body: dict[str, Any]) -> PfsError:
     """Rebuild the server's exception on the client side."""
     cls = BY_CODE.get(str(body.get("error", "")))
     if cls is None:
-        cls = {400: BadRequest, 404: NotFound, 409: Conflict, 413: PayloadTooLarge, 507: InsufficientStorage}.get(
-            status, PfsError
-        )
+        cls = {
+            400: BadRequest,
+            404: NotFound,
+            405: MethodNotAllowed,
+            409: Conflict,
+            413: PayloadTooLarge,
+            503: Unavailable,
+            507: InsufficientStorage,
+        }.get(status, PfsError)
     details = {k: v for k, v in body.items() if k not in ("error", "message")}
     err = cls(str(body.get("message", f"HTTP {status}")), **details)
     return err

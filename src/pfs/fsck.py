@@ -111,6 +111,8 @@ def fsck(repo: Repository, verify_data: bool = True, progress: Callable[[int], N
         for jr in repo.meta.job_runs(run["commit"]):
             if jr["output_tree"]:  # a job's recorded output is as reachable as a commit
                 check_tree(jr["output_tree"], f"job {jr['job']} output on {run['commit'][:12]}")
+            if jr.get("partial_tree"):  # what a failed map did: the next run builds on it
+                check_tree(jr["partial_tree"], f"job {jr['job']} partial output on {run['commit'][:12]}")
     for name, _ in repo.meta.list_refs():
         for staged in repo.meta.staged(name):
             if staged.entry is not None:

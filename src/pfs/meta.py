@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -98,7 +98,22 @@ job_runs_t = sa.Table(
     sa.Column("finished", sa.Float, nullable=True),
     sa.Column("error", sa.Text, nullable=True),
     sa.Column("log", sa.Text, nullable=True),
+    # Files of a map that failed (listed in job_failures). A failed map that tried every file
+    # records what did map as `partial_tree`: never readable, but the next run builds on it.
+    sa.Column("failed", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("partial_tree", sa.String(64), nullable=True),
     sa.Index("job_runs_key", "job", "spec_key", "finished"),
+)
+# Columns added to job_runs since it first shipped, added to older databases at start.
+_JOB_RUNS_ADDED = ("failed", "partial_tree")
+# One row per file a map job's run could not map, with why; the next run maps them again.
+job_failures_t = sa.Table(
+    "job_failures",
+    md,
+    sa.Column("commit", sa.String(64), primary_key=True),
+    sa.Column("job", sa.String(100), primary_key=True),
+    sa.Column("path", sa.Text, primary_key=True),
+    sa.Column("error", sa.Text, nullable=False),
 )
 RUN_FIELDS = {c.name for c in runs_t.c}
 JOB_RUN_FIELDS = {c.name for c in job_runs_t.c}
@@ -112,6 +127,10 @@ class Staged:
 
 
 class MetaStore(ABC):
+    @abstractmethod
+    def ping(self) -> None:
+        """Raise Unavailable unless the store answers now (readiness)."""
+
     @abstractmethod
     def get_ref(self, name: str) -> str | None:
         """Head commit of a branch (None: no commit yet); BranchNotFound if absent."""
@@ -216,9 +235,30 @@ class MetaStore(ABC):
         """Take the oldest queued run, or one whose driver stopped heartbeating."""
 
     @abstractmethod
-    def last_good_job_run(self, job: str, spec_key: str) -> dict[str, Any] | None:
-        """The newest successful run of this job with this spec and image: what an
-        incremental run reuses."""
+    def job_run_base(self, job: str, spec_key: str) -> dict[str, Any] | None:
+        """The newest run of this job with this spec and image that recorded a tree (a
+        success, or a failed map that tried every file): what an incremental run builds on."""
+
+    @abstractmethod
+    def add_job_failures(self, commit: str, job: str, items: list[tuple[str, str]]) -> None:
+        """Record (path, reason) of files a map job could not map."""
+
+    @abstractmethod
+    def job_failures(self, commit: str, job: str, limit: int = 1000, after: str | None = None) -> list[tuple[str, str]]:
+        """(path, reason) of a job run's failed files in path order, from after `after`."""
+
+    @abstractmethod
+    def clear_job_failures(self, commit: str, job: str) -> None: ...
+
+    def iter_job_failures(self, commit: str, job: str, page: int = 1000) -> Iterator[tuple[str, str]]:
+        """Every failed file of a job run, a page at a time: memory does not grow with them."""
+        after: str | None = None
+        while True:
+            rows = self.job_failures(commit, job, page, after)
+            yield from rows
+            if len(rows) < page:
+                return
+            after = rows[-1][0]
 
 
 def _escape_like(s: str) -> str:
@@ -265,14 +305,20 @@ class SqlMetaStore(MetaStore):
             if not self.is_sqlite:
                 c.execute(sa.text("SELECT pg_advisory_xact_lock(7370707)"))  # "pfs" schema lock
             md.create_all(c)
+            self._upgrade_job_runs(c)
             if c.execute(sa.select(refs_t.c.name).where(refs_t.c.name == "master")).first() is None:
                 c.execute(refs_t.insert().values(name="master", head=None, updated=time.time()))
 
     def _write(self) -> Any:
-        return _Guard(self.engine.begin())
+        return _Guard(self.engine.begin)
 
     def _read(self) -> Any:
-        return _Guard(self.reader.connect())
+        return _Guard(self.reader.connect)
+
+    def ping(self) -> None:
+        """One round trip: raises Unavailable if the database does not answer."""
+        with self._read() as c:
+            c.execute(sa.text("SELECT 1"))
 
     def close(self) -> None:
         self.engine.dispose()
@@ -552,56 +598,111 @@ class SqlMetaStore(MetaStore):
             )
             return str(row.commit) if res.rowcount == 1 else None
 
-    def last_good_job_run(self, job: str, spec_key: str) -> dict[str, Any] | None:
+    def job_run_base(self, job: str, spec_key: str) -> dict[str, Any] | None:
         with self._read() as c:
             row = c.execute(
                 sa.select(job_runs_t)
                 .where(
                     job_runs_t.c.job == job,
                     job_runs_t.c.spec_key == spec_key,
-                    job_runs_t.c.state.in_(["succeeded", "reused"]),
+                    sa.or_(
+                        job_runs_t.c.state.in_(["succeeded", "reused"]),
+                        sa.and_(job_runs_t.c.state == "failed", job_runs_t.c.partial_tree.is_not(None)),
+                    ),
                 )
                 .order_by(job_runs_t.c.finished.desc())
                 .limit(1)
             ).first()
         return None if row is None else dict(row._mapping)
 
+    def add_job_failures(self, commit: str, job: str, items: list[tuple[str, str]]) -> None:
+        if not items:
+            return
+        with self._write() as c:
+            c.execute(
+                job_failures_t.insert(), [{"commit": commit, "job": job, "path": p, "error": e} for p, e in items]
+            )
+
+    def job_failures(self, commit: str, job: str, limit: int = 1000, after: str | None = None) -> list[tuple[str, str]]:
+        q = sa.select(job_failures_t.c.path, job_failures_t.c.error).where(
+            job_failures_t.c.commit == commit, job_failures_t.c.job == job
+        )
+        if after is not None:
+            q = q.where(job_failures_t.c.path > after)
+        with self._read() as c:
+            rows = c.execute(q.order_by(job_failures_t.c.path).limit(limit)).all()
+        return [(r.path, r.error) for r in rows]
+
+    def clear_job_failures(self, commit: str, job: str) -> None:
+        with self._write() as c:
+            c.execute(job_failures_t.delete().where(job_failures_t.c.commit == commit, job_failures_t.c.job == job))
+
+    def _upgrade_job_runs(self, c: Connection) -> None:
+        """Add the job_runs columns a database made by an older pfs lacks (create_all makes
+        missing tables, never missing columns)."""
+        have = {col["name"] for col in sa.inspect(c).get_columns("job_runs")}
+        for name in _JOB_RUNS_ADDED:
+            if name not in have:
+                col = job_runs_t.c[name]
+                default = f" DEFAULT {col.server_default.arg}" if col.server_default is not None else ""  # type: ignore[attr-defined]
+                null = "" if col.nullable else " NOT NULL"
+                kind = col.type.compile(dialect=c.dialect)
+                c.execute(sa.text(f"ALTER TABLE job_runs ADD COLUMN {name} {kind}{default}{null}"))
+
 
 class _Guard:
-    """Maps the database's disk-full error to 507; everything else passes through."""
+    """Opens a connection (or transaction) and maps what a lost or full database raises:
+    disk full is a 507, an unreachable server a 503 the client may retry. Connecting
+    happens inside the guard: that is where a database that is down fails first."""
 
-    def __init__(self, cm: Any) -> None:
-        self.cm = cm
+    def __init__(self, open_cm: Callable[[], Any]) -> None:
+        self.open_cm = open_cm
+        self.cm: Any = None
 
     def __enter__(self) -> Connection:
         try:
+            self.cm = self.open_cm()
             return self.cm.__enter__()  # type: ignore[no-any-return]
-        except OperationalError as exc:
-            _raise_full(exc)
-            _raise_unreachable(exc)
+        except sa.exc.SQLAlchemyError as exc:
+            _translate(exc)
             raise
 
     def __exit__(self, et: Any, ev: Any, tb: Any) -> bool:
         try:
             handled = bool(self.cm.__exit__(et, ev, tb))
-        except OperationalError as exc:
-            _raise_full(exc)
-            _raise_unreachable(exc)
+        except sa.exc.SQLAlchemyError as exc:
+            _translate(exc)
             raise
-        if isinstance(ev, OperationalError):
-            _raise_full(ev)
-            _raise_unreachable(ev)
+        if isinstance(ev, sa.exc.SQLAlchemyError):
+            _translate(ev)
         return handled
+
+
+def _translate(exc: sa.exc.SQLAlchemyError) -> None:
+    """Raise the pfs error for a database failure that is not a bug: full, or unreachable."""
+    if isinstance(exc, OperationalError):
+        _raise_full(exc)
+    if isinstance(exc, sa.exc.TimeoutError):  # every pooled connection busy for 30 s
+        raise Unavailable("the metadata database is overloaded: no connection free") from None
+    if isinstance(exc, sa.exc.DBAPIError):
+        _raise_unreachable(exc)
 
 
 def _first_line(exc: object) -> str:
     return (str(exc).strip().splitlines() or ["unknown error"])[0][:300]
 
 
-def _raise_unreachable(exc: OperationalError) -> None:
-    """A lost database server (PostgreSQL) is a 503 the client may retry, not a 500."""
-    if type(exc.orig).__module__.startswith("psycopg"):
-        raise Unavailable(f"the metadata database is unavailable: {_first_line(exc.orig)}") from None
+def _raise_unreachable(exc: sa.exc.DBAPIError) -> None:
+    """A lost database server (PostgreSQL: refused, reset, shutting down, starting up) is a
+    503 the client may retry, not a 500. Errors in our own SQL stay errors."""
+    import psycopg
+
+    orig = exc.orig
+    lost = exc.connection_invalidated or isinstance(orig, psycopg.OperationalError | psycopg.InterfaceError)
+    if isinstance(orig, psycopg.errors.AdminShutdown | psycopg.errors.CannotConnectNow):
+        lost = True
+    if lost and type(orig).__module__.startswith("psycopg"):
+        raise Unavailable(f"the metadata database is unavailable: {_first_line(orig)}") from None
 
 
 def _raise_full(exc: OperationalError) -> None:

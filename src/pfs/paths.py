@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import re
 
-from .errors import InvalidName, InvalidPath
+from .errors import BadRequest, InvalidName, InvalidPath
 
 MAX_PATH = 4096
 MAX_SEGMENT = 255
+MAX_MESSAGE = 8192  # bytes of a commit message: git's are rarely a tenth of this
 _REF_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,99}$")
 _HEX_RE = re.compile(r"^[0-9a-f]{4,64}$")
 _FORBIDDEN = set(chr(c) for c in range(0x20)) | {"\x7f", "\\", "*"}
@@ -53,6 +54,20 @@ def check_branch(name: str) -> str:
     if is_commit_like(name):
         raise InvalidName(f"branch name {name!r} looks like a commit id")
     return name
+
+
+def check_message(message: str) -> str:
+    """Commit messages: any text (newlines too; plain-text output escapes what it shows),
+    bounded, since every log reader pays for every message."""
+    if "\x00" in message:
+        raise BadRequest("commit message contains a NUL byte")
+    if len(message.encode("utf-8", "surrogatepass")) > MAX_MESSAGE:
+        raise BadRequest(f"commit message longer than {MAX_MESSAGE} bytes")
+    try:
+        message.encode("utf-8")
+    except UnicodeEncodeError:
+        raise BadRequest("commit message is not valid UTF-8") from None
+    return message
 
 
 def is_commit_like(name: str) -> bool:

@@ -8,6 +8,7 @@ rows it consumed). A crash before the swap leaves only unreferenced garbage.
 from __future__ import annotations
 
 import heapq
+import re
 import threading
 import time
 from collections import OrderedDict
@@ -18,22 +19,25 @@ from .chunking import FileWriter
 from .errors import (
     BadRequest,
     BranchMoved,
+    BranchNotFound,
     CommitNotFound,
     Conflict,
     DirtyBranch,
     FileNotFound,
     MergeConflict,
     PathConflict,
+    PfsError,
 )
 from .failpoints import failpoint
 from .meta import MetaStore
 from .objects import Batch, ObjectStore
-from .paths import check_branch, is_commit_like, parent_dirs
+from .paths import check_branch, check_message, is_commit_like, parent_dirs
 from .staging import View
 from .trees import Commit, Entry, TreeStore
 
 CAS_RETRIES = 20
 COMMIT_CACHE = 4096  # commits kept in memory (immutable, ~300 bytes each)
+_SHORT_HEX = re.compile(r"[0-9a-fA-F]{4,7}")  # looks like a too-short commit id
 
 
 @dataclass(frozen=True)
@@ -89,10 +93,31 @@ class Repository:
             if not found:
                 raise CommitNotFound(f"commit {ref!r} not found")
             return self.commit(found[0])
-        head = self.meta.get_ref(check_branch(ref))
+        head = self._branch_head(ref)
         if head is None:
             raise CommitNotFound(f"branch {ref!r} has no commits yet")
         return self.commit(head)
+
+    def _branch_head(self, name: str) -> str | None:
+        """A branch's head; a missing name that looks like a short commit id says how to
+        name a commit instead."""
+        try:
+            return self.meta.get_ref(check_branch(name))
+        except BranchNotFound:
+            if _SHORT_HEX.fullmatch(name):
+                raise CommitNotFound(
+                    f"no branch named {name!r}; to name a commit, give at least 8 hex digits of its id"
+                ) from None
+            raise
+
+    def check_stores(self) -> tuple[bool, str]:
+        """Readiness: both stores answer a cheap request now."""
+        try:
+            self.meta.ping()
+            self.objects.has(self.trees.empty_tree)
+        except PfsError as exc:
+            return False, exc.message
+        return True, "ready"
 
     def head_tree(self, branch: str) -> tuple[str | None, str | None]:
         head = self.meta.get_ref(branch)
@@ -153,6 +178,7 @@ class Repository:
         if expect is not None and expect != "" and not (len(expect) == 64 and is_commit_like(expect)):
             raise BadRequest("expect must be a full 64-digit commit id, or empty for a branch with no commits")
         check_branch(branch)
+        check_message(message)
         with self._lock(branch):
             for _ in range(CAS_RETRIES):
                 head, tree = self.head_tree(branch)
@@ -193,7 +219,7 @@ class Repository:
     # ---- history -------------------------------------------------------------------
     def log(self, ref: str, limit: int | None = None) -> Iterator[Commit]:
         """Ancestors of `ref`, newest first (like `git log`)."""
-        if not is_commit_like(ref) and self.meta.get_ref(check_branch(ref)) is None:
+        if not is_commit_like(ref) and self._branch_head(ref) is None:
             return
         start = self.resolve(ref)
         seen = {start.id}
@@ -244,6 +270,8 @@ class Repository:
         if strategy not in (None, "ours", "theirs"):
             raise BadRequest("strategy must be 'ours' or 'theirs'")
         check_branch(into)
+        if message is not None:
+            check_message(message)
         theirs = self.resolve(source)
         with self._lock(into):
             for _ in range(CAS_RETRIES):
@@ -293,6 +321,8 @@ class Repository:
     def revert(self, branch: str, target: str, message: str | None = None) -> Commit:
         """A new commit on `branch` whose content is `target`'s; history is kept."""
         check_branch(branch)
+        if message is not None:
+            check_message(message)
         dest = self.resolve(target)
         with self._lock(branch):
             if self.meta.has_staged(branch):

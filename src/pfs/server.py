@@ -3,18 +3,25 @@
 Handlers are thin: parse and validate the request, run the repository call in a worker
 thread (storage is blocking I/O), and render plain text for curl or JSON on
 `Accept: application/json`. Errors map to statuses in exactly one place, `_error`.
+
+Each route names one handler per HTTP method (`endpoint(get=..., post=...)`), so a method
+a route does not list is a 405 by construction and HEAD only ever runs the GET handler;
+each handler names the query parameters it takes (`@accepts`), so a typo, an empty value
+or a repeated parameter is a 400 instead of being silently ignored.
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import functools
 import io
 import itertools
 import logging
+import re
 import tarfile
 import urllib.parse
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any, TypeVar
 
 import anyio.from_thread
@@ -25,7 +32,8 @@ from starlette.convertors import PathConvertor, register_url_convertor
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import PlainTextResponse, Response, StreamingResponse
-from starlette.routing import Route
+from starlette.routing import Route, request_response
+from starlette.types import Receive, Scope, Send
 
 from . import sync
 from .errors import (
@@ -35,13 +43,16 @@ from .errors import (
     InvalidPath,
     JobNotFound,
     JobNotReady,
+    MethodNotAllowed,
     PayloadTooLarge,
     PfsError,
     RunNotFound,
+    Unavailable,
 )
 from .fsck import fsck
-from .jobs.scheduler import REDUCE_OUTPUT, Scheduler, check_input_exists
+from .jobs.scheduler import FAILURES_SHOWN, REDUCE_OUTPUT, Scheduler
 from .jobs.spec import MAX_SPEC_BYTES, check_dag, check_job_name, parse_spec
+from .logs import REQUEST_ID, RequestIds
 from .paths import check_branch, clean_path, join
 from .repo import Repository
 from .staging import View
@@ -52,6 +63,7 @@ T = TypeVar("T")
 EARLY_CHECK_MIN = 1 << 20  # bodies this small are not checked twice (a few queries each)
 UPLOAD_BUFFER = 1 << 20  # bytes handed to the chunker at a time (bigger: more server RSS per upload)
 DRAIN_LIMIT = 64 << 20  # beyond this a refused upload is cut off rather than read to the end
+FLAG_VALUES = {"": True, "1": True, "true": True, "yes": True, "0": False, "false": False, "no": False}
 
 
 async def run(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
@@ -66,6 +78,14 @@ def respond(request: Request, text: str, data: Any, status: int = 200) -> Respon
     if wants_json(request):
         return Response(orjson.dumps(data), status_code=status, media_type="application/json")
     return PlainTextResponse(text, status_code=status)
+
+
+def headers_only(media_type: str, headers: dict[str, str] | None = None) -> Response:
+    """The answer to HEAD on a streamed route: the GET's headers, and nothing is read."""
+    resp = Response(b"", media_type=media_type, headers=headers)
+    if headers is None or "content-length" not in headers:
+        del resp.headers["content-length"]  # unknown until streamed: say nothing rather than 0
+    return resp
 
 
 async def batches(items: Iterator[T], size: int = 500) -> AsyncIterator[list[T]]:
@@ -92,6 +112,9 @@ async def respond_many(
     branch still get their proper status code."""
     first = await run(lambda: list(itertools.islice(items, 500)))
     as_json = wants_json(request)
+    media = "application/json" if as_json else "text/plain; charset=utf-8"
+    if request.method == "HEAD":
+        return headers_only(media)
 
     async def body() -> AsyncIterator[bytes]:
         async def all_batches() -> AsyncIterator[list[T]]:
@@ -113,12 +136,21 @@ async def respond_many(
         if as_json:
             yield b"]"
 
-    media = "application/json" if as_json else "text/plain; charset=utf-8"
     return StreamingResponse(body(), media_type=media)
 
 
 def iso(t: float) -> str:
     return dt.datetime.fromtimestamp(t, tz=dt.UTC).isoformat()
+
+
+_UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def one_line(text: str) -> str:
+    """Text from users on one line of a plain-text answer: control characters (newlines,
+    escape sequences) are shown escaped, so a value can neither forge lines nor drive a
+    terminal."""
+    return _UNPRINTABLE.sub(lambda m: repr(m.group())[1:-1] if m.group() != "\n" else "\\n", text)
 
 
 def commit_json(c: Commit) -> dict[str, Any]:
@@ -127,7 +159,7 @@ def commit_json(c: Commit) -> dict[str, Any]:
 
 def commit_line(c: Commit) -> str:
     first = c.message.splitlines()[0] if c.message else ""
-    return f"{c.id}    {iso(c.time)}    {c.branch}    {first}\n"
+    return f"{c.id}    {iso(c.time)}    {c.branch}    {one_line(first)}\n"
 
 
 def entry_json(path: str, entry: Entry) -> dict[str, Any]:
@@ -156,49 +188,187 @@ def path_param(request: Request) -> str:
     return str(request.path_params.get("path", ""))
 
 
-def q(request: Request, name: str, default: str | None = None) -> str | None:
-    value = request.query_params.get(name)
-    if value is None:
-        return default
-    if "\x00" in value:
-        raise BadRequest(f"query parameter {name!r} contains a NUL byte")
-    return value
+# ---- the query string: each handler says what it takes --------------------------------
 
 
-def q_branch(request: Request) -> str:
-    return check_branch(q(request, "branch") or "master")
+class Params:
+    """A request's query parameters, checked against what its handler accepts: an unknown,
+    repeated or (where that means nothing) empty parameter is a 400 naming it, so a typo
+    such as `?brnach=test` cannot silently write to master."""
+
+    def __init__(self, request: Request, names: frozenset[str], flags: frozenset[str], empty: frozenset[str]) -> None:
+        self.values: dict[str, str] = {}
+        unknown: list[str] = []
+        repeated: list[str] = []
+        blank: list[str] = []
+        for name, value in request.query_params.multi_items():
+            shown = one_line(name[:40])
+            if name not in names and name not in flags:
+                unknown.append(shown)
+            elif name in self.values:
+                if shown not in repeated:
+                    repeated.append(shown)
+            elif value == "" and name not in flags and name not in empty:
+                blank.append(shown)
+            if "\x00" in value:
+                raise BadRequest(f"query parameter {shown!r} contains a NUL byte")
+            self.values.setdefault(name, value)
+        if unknown:
+            takes = ", ".join(sorted(names | flags)) or "none"
+            raise BadRequest(f"unknown query parameter(s): {', '.join(unknown[:10])} (this route takes: {takes})")
+        if repeated:
+            raise BadRequest(f"query parameter(s) given more than once: {', '.join(repeated[:10])}")
+        if blank:
+            raise BadRequest(f"query parameter(s) may not be empty: {', '.join(blank[:10])}")
+        for name in flags & self.values.keys():
+            if self.values[name].lower() not in FLAG_VALUES:
+                raise BadRequest(f"{name} is a flag: give it as ?{name} or ?{name}=1 (or 0)")
+
+    def get(self, name: str, default: str | None = None) -> str | None:
+        return self.values.get(name, default)
+
+    def flag(self, name: str) -> bool:
+        return name in self.values and FLAG_VALUES[self.values[name].lower()]
+
+    def branch(self) -> str:
+        return check_branch(self.values.get("branch", "master"))
 
 
-def flag(request: Request, name: str) -> bool:
-    return name in request.query_params and request.query_params[name].lower() not in ("0", "false", "no")
+Handler = Callable[[Any, Request, Params], Awaitable[Response]]
+
+
+def accepts(
+    *names: str, flags: tuple[str, ...] = (), empty: tuple[str, ...] = ()
+) -> Callable[[Handler], Callable[[Any, Request], Awaitable[Response]]]:
+    """Declare a handler's query parameters; it receives them checked, as `Params`.
+    `flags` are present-or-not (`?run`), `empty` may be given with an empty value."""
+    spec = (frozenset(names), frozenset(flags), frozenset(empty))
+
+    def wrap(fn: Handler) -> Callable[[Any, Request], Awaitable[Response]]:
+        @functools.wraps(fn)
+        async def handler(self: Any, request: Request) -> Response:
+            return await fn(self, request, Params(request, *spec))
+
+        return handler
+
+    return wrap
+
+
+class endpoint:  # noqa: N801 - reads as a function in the route table
+    """One route, one handler per HTTP method. HEAD runs the GET handler (the server sends
+    its headers, never a body) and is never routed to anything that writes; any other
+    method gets 405 with `Allow`. An ASGI app rather than a function, so Starlette routes
+    every method here instead of answering non-GET methods itself."""
+
+    def __init__(self, **methods: Callable[[Request], Awaitable[Response]]) -> None:
+        self.table = {m.upper(): h for m, h in methods.items()}
+        if "GET" in self.table:
+            self.table["HEAD"] = self.table["GET"]
+        self.allow = ", ".join(sorted(self.table))
+        self.app = request_response(self.dispatch)
+
+    async def dispatch(self, request: Request) -> Response:
+        handler = self.table.get(request.method)
+        if handler is None:
+            raise MethodNotAllowed(
+                f"method {request.method} is not allowed here; allowed: {self.allow}", allow=self.allow
+            )
+        return await handler(request)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.app(scope, receive, send)
+
+
+class Node:
+    """What the API serves: a repository and its job scheduler, once the stores answer."""
+
+    @property
+    def repo(self) -> Repository:
+        raise NotImplementedError
+
+    @property
+    def scheduler(self) -> Scheduler | None:
+        raise NotImplementedError
+
+    def start(self) -> None:
+        """Called once the server listens; opening stores must not block liveness."""
+
+    def close(self) -> None: ...
+
+    def readiness(self) -> tuple[bool, str]:
+        """Whether requests that need the stores can be served now, and why not."""
+        return True, "ready"
+
+
+class OpenNode(Node):
+    """A node whose stores are already open (tests, embedded use)."""
+
+    def __init__(self, repo: Repository, scheduler: Scheduler | None = None) -> None:
+        self._repo = repo
+        self._scheduler = scheduler
+
+    @property
+    def repo(self) -> Repository:
+        return self._repo
+
+    @property
+    def scheduler(self) -> Scheduler | None:
+        return self._scheduler
+
+    def start(self) -> None:
+        if self._scheduler is not None:
+            self._scheduler.start()
+
+    def close(self) -> None:
+        if self._scheduler is not None:
+            self._scheduler.close()
+
+    def readiness(self) -> tuple[bool, str]:
+        return self._repo.check_stores()
 
 
 class Server:
-    def __init__(self, repo: Repository, scheduler: Scheduler | None = None) -> None:
-        self.repo = repo
-        self.scheduler = scheduler
+    def __init__(self, node: Node) -> None:
+        self.node = node
+
+    @property
+    def repo(self) -> Repository:
+        return self.node.repo
 
     @property
     def jobs(self) -> Scheduler:
-        if self.scheduler is None:
+        scheduler = self.node.scheduler
+        if scheduler is None:
             raise Conflict("jobs are not enabled on this server")
-        return self.scheduler
+        return scheduler
+
+    # ---- health ---------------------------------------------------------------------
+    @accepts()
+    async def ping(self, request: Request, q: Params) -> Response:
+        """Liveness: the process answers (what a supervisor restarts on)."""
+        return PlainTextResponse("pong\n")
+
+    @accepts()
+    async def ready(self, request: Request, q: Params) -> Response:
+        """Readiness: the stores answer (what a load balancer routes on)."""
+        ok, why = await run(self.node.readiness)
+        if not ok:
+            raise Unavailable(f"not ready: {why}")
+        return respond(request, "ready\n", {"ready": True})
 
     # ---- files ---------------------------------------------------------------------
-    async def file(self, request: Request) -> Response:
+    @accepts("branch", "commit")
+    async def get_file(self, request: Request, q: Params) -> Response:
+        view = await run(self.repo.view, q.get("branch"), q.get("commit"))
+        return await self.read_path(request, path_param(request), view)
+
+    @accepts("branch")
+    async def put_file(self, request: Request, q: Params) -> Response:
         raw = path_param(request)
-        if request.method == "GET":
-            return await self.get_file(request, raw)
-        if request.method in ("POST", "PUT") and raw.endswith("/"):
+        if raw.endswith("/"):
             raise InvalidPath(f"a file path cannot end with '/': {raw[:100]!r}")
         path = clean_path(raw)
-        branch = q_branch(request)
-        if request.method == "DELETE":
-            n = await run(self.repo.delete, branch, path, flag(request, "recursive"))
-            return respond(request, f"Deleted {branch}/{path}.\n", {"branch": branch, "path": path, "deleted": n})
-        return await self.put_file(request, branch, path)
-
-    async def put_file(self, request: Request, branch: str, path: str) -> Response:
+        branch = q.branch()
         length = request.headers.get("content-length")
         limit = self.repo.max_file_size
         if limit is not None and length and length.isdigit() and int(length) > limit:
@@ -228,15 +398,23 @@ class Server:
         await run(self.repo.stage_file, branch, path, entry)
         return respond(
             request,
-            f"Created {branch}/{path}, size: {entry.size}.\n",
+            f"Created {branch}/{one_line(path)}, size: {entry.size}.\n",
             {"branch": branch, "path": path, "size": entry.size, "hash": entry.hash},
             status=201,
         )
 
-    async def put_tar(self, request: Request) -> Response:
+    @accepts("branch", flags=("recursive",))
+    async def delete_file(self, request: Request, q: Params) -> Response:
+        path = clean_path(path_param(request))
+        branch = q.branch()
+        n = await run(self.repo.delete, branch, path, q.flag("recursive"))
+        return respond(request, f"Deleted {branch}/{one_line(path)}.\n", {"branch": branch, "path": path, "deleted": n})
+
+    @accepts("branch")
+    async def put_tar(self, request: Request, q: Params) -> Response:
         """Many files in one request: a tar stream unpacked under a directory, staged atomically."""
         prefix = clean_path(path_param(request), allow_root=True)
-        branch = q_branch(request)
+        branch = q.branch()
         await run(self.repo.meta.get_ref, branch)  # 404 before reading the body
         reader = BodyReader(request.stream().__aiter__())
         try:
@@ -248,14 +426,13 @@ class Server:
         total = sum(e.size for _, e in items)
         return respond(
             request,
-            f"Created {len(items)} files under {branch}/{prefix}, size: {total}.\n",
+            f"Created {len(items)} files under {branch}/{one_line(prefix)}, size: {total}.\n",
             {"branch": branch, "prefix": prefix, "files": len(items), "size": total},
             status=201,
         )
 
-    async def get_file(self, request: Request, raw: str, view: View | None = None) -> Response:
-        if view is None:
-            view = await run(self.repo.view, q(request, "branch"), q(request, "commit"))
+    async def read_path(self, request: Request, raw: str, view: View) -> Response:
+        """A file's bytes, a directory's files concatenated (`dir/*`), or a JSON listing."""
         if raw == "*" or raw.endswith("/*"):
             return await self.get_dir(request, view, clean_path(raw[:-1], allow_root=True))
         path = clean_path(raw, allow_root=True)
@@ -266,11 +443,10 @@ class Server:
             if wants_json(request):
                 return await self.get_dir(request, view, path)
             raise BadRequest(f"{path or '/'} is a directory; read {path + '/' if path else ''}* to list it")
-        return StreamingResponse(
-            self._stream([entry]),
-            media_type="application/octet-stream",
-            headers={"content-length": str(entry.size), "etag": f'"{entry.hash}"'},
-        )
+        headers = {"content-length": str(entry.size), "etag": f'"{entry.hash}"'}
+        if request.method == "HEAD":
+            return headers_only("application/octet-stream", headers)
+        return StreamingResponse(self._stream([entry]), media_type="application/octet-stream", headers=headers)
 
     async def get_dir(self, request: Request, view: View, path: str) -> Response:
         entry = await run(view.lookup, path)
@@ -281,6 +457,8 @@ class Server:
         children = view.listdir(path)
         if wants_json(request):
             return await respond_many(request, children, lambda c: "", lambda c: entry_json(join(path, c[0]), c[1]))
+        if request.method == "HEAD":
+            return headers_only("application/octet-stream")
 
         async def files() -> AsyncIterator[Entry]:
             async for batch in batches(children):
@@ -302,57 +480,72 @@ class Server:
                 yield await run(self.repo.objects.get, key)
 
     # ---- commits and branches ------------------------------------------------------
-    async def commit(self, request: Request) -> Response:
-        if request.method == "GET":
-            return await respond_many(request, self.repo.meta.list_commits(), commit_line, commit_json)
-        branch = q_branch(request)
-        if flag(request, "run"):
+    @accepts()
+    async def list_commits(self, request: Request, q: Params) -> Response:
+        return await respond_many(request, self.repo.meta.list_commits(), commit_line, commit_json)
+
+    @accepts("branch", "message", "expect", flags=("run",), empty=("expect", "message"))
+    async def commit(self, request: Request, q: Params) -> Response:
+        branch = q.branch()
+        if q.flag("run"):
             self.jobs  # noqa: B018 - refuse before committing when jobs are off
             await run(check_dag, self.jobs.specs())  # a broken DAG refuses before committing
-        c = await run(self.repo.commit_branch, branch, q(request, "message", "") or "", q(request, "expect"))
+        c = await run(self.repo.commit_branch, branch, q.get("message", "") or "", q.get("expect"))
         data = commit_json(c)
-        if flag(request, "run"):
+        if q.flag("run"):
             data["jobs"] = await run(self.jobs.submit, c.id, branch)
         return respond(request, c.id + "\n", data, status=201)
 
-    async def commit_one(self, request: Request) -> Response:
+    @accepts()
+    async def commit_one(self, request: Request, q: Params) -> Response:
         c = await run(self.repo.resolve, request.path_params["id"])
         return respond(request, commit_line(c), commit_json(c))
 
-    async def branch(self, request: Request) -> Response:
-        if request.method == "GET":
-            refs = await run(self.repo.meta.list_refs)
-            return respond(
-                request,
-                "".join(f"{name}    {head or '-'}\n" for name, head in refs),
-                [{"name": name, "head": head} for name, head in refs],
-            )
-        name = q(request, "branch")
+    @accepts()
+    async def list_branches(self, request: Request, q: Params) -> Response:
+        refs = await run(self.repo.meta.list_refs)
+        return respond(
+            request,
+            "".join(f"{name}    {head or '-'}\n" for name, head in refs),
+            [{"name": name, "head": head} for name, head in refs],
+        )
+
+    @accepts("branch", "commit")
+    async def create_branch(self, request: Request, q: Params) -> Response:
+        name = q.get("branch")
         if not name:
             raise BadRequest("missing query parameter 'branch'")
-        head = await run(self.repo.create_branch, name, q(request, "commit"))
+        head = await run(self.repo.create_branch, name, q.get("commit"))
         return respond(
             request, f"Created branch. ({head or '-'}) -> {name}.\n", {"name": name, "head": head}, status=201
         )
 
-    async def branch_one(self, request: Request) -> Response:
+    @accepts()
+    async def get_branch(self, request: Request, q: Params) -> Response:
         name = check_branch(request.path_params["name"])
-        if request.method == "DELETE":
-            await run(self.repo.delete_branch, name)
-            return respond(request, f"Deleted branch {name}.\n", {"name": name, "deleted": True})
         head = await run(self.repo.meta.get_ref, name)
         return respond(request, f"{name}    {head or '-'}\n", {"name": name, "head": head})
 
-    async def log(self, request: Request) -> Response:
-        ref = q(request, "commit") or q_branch(request)
-        limit_s = q(request, "limit")
+    @accepts()
+    async def delete_branch(self, request: Request, q: Params) -> Response:
+        name = check_branch(request.path_params["name"])
+        await run(self.repo.delete_branch, name)
+        return respond(request, f"Deleted branch {name}.\n", {"name": name, "deleted": True})
+
+    @accepts("branch", "commit", "limit")
+    async def log(self, request: Request, q: Params) -> Response:
+        if q.get("branch") is not None and q.get("commit") is not None:
+            raise BadRequest("give either commit or branch, not both")
+        ref = q.get("commit") or q.branch()
+        limit_s = q.get("limit")
         if limit_s is not None and not limit_s.isdigit():
             raise BadRequest("limit must be a non-negative integer")
         limit = int(limit_s) if limit_s is not None else None
         return await respond_many(request, self.repo.log(ref, limit), commit_line, commit_json)
 
-    async def diff(self, request: Request) -> Response:
-        a, b = q(request, "from"), q(request, "to")
+    @accepts("from", "to")
+    async def diff(self, request: Request, q: Params) -> Response:
+        a, b = q.get("from"), q.get("to")
         if not a or not b:
             raise BadRequest("diff needs query parameters 'from' and 'to' (commits or branches)")
         changes = await run(self.repo.diff, a, b)  # resolves both ends: errors come first
@@ -362,13 +555,20 @@ class Server:
             status = "A" if old is None else "D" if new is None else "M"
             return {"path": path, "status": status, "old": old and old.hash, "new": new and new.hash}
 
-        return await respond_many(request, changes, lambda c: "{status}\t{path}\n".format(**item(c)), item)
+        def line(change: tuple[str, Entry | None, Entry | None]) -> str:
+            d = item(change)
+            return f"{d['status']}\t{one_line(d['path'])}\n"
 
-    async def merge(self, request: Request) -> Response:
-        source, into = q(request, "from"), q(request, "into") or q(request, "branch")
+        return await respond_many(request, changes, line, item)
+
+    @accepts("from", "into", "branch", "strategy", "message", empty=("message",))
+    async def merge(self, request: Request, q: Params) -> Response:
+        if q.get("into") is not None and q.get("branch") is not None:
+            raise BadRequest("give either into or branch (the same thing), not both")
+        source, into = q.get("from"), q.get("into") or q.get("branch")
         if not source or not into:
             raise BadRequest("merge needs query parameters 'from' and 'into'")
-        res = await run(self.repo.merge, source, into, q(request, "strategy"), q(request, "message"))
+        res = await run(self.repo.merge, source, into, q.get("strategy"), q.get("message"))
         return respond(
             request,
             f"{res.commit.id}\n",
@@ -376,21 +576,24 @@ class Server:
             status=200 if res.kind == "up-to-date" else 201,
         )
 
-    async def revert(self, request: Request) -> Response:
-        target = q(request, "commit")
+    @accepts("branch", "commit", "message", empty=("message",))
+    async def revert(self, request: Request, q: Params) -> Response:
+        target = q.get("commit")
         if not target:
             raise BadRequest("revert needs query parameter 'commit' (the commit to go back to)")
-        c = await run(self.repo.revert, q_branch(request), target, q(request, "message"))
+        c = await run(self.repo.revert, q.branch(), target, q.get("message"))
         return respond(request, c.id + "\n", commit_json(c), status=201)
 
-    async def discard(self, request: Request) -> Response:
-        branch = q_branch(request)
+    @accepts("branch")
+    async def discard(self, request: Request, q: Params) -> Response:
+        branch = q.branch()
         n = await run(self.repo.discard, branch)
         return respond(request, f"Discarded {n} uncommitted change(s) on {branch}.\n", {"discarded": n})
 
-    async def fsck(self, request: Request) -> Response:
-        rep = await run(fsck, self.repo, not flag(request, "quick"))
-        text = "".join(p + "\n" for p in rep.problems) + (
+    @accepts(flags=("quick",))
+    async def fsck(self, request: Request, q: Params) -> Response:
+        rep = await run(fsck, self.repo, not q.flag("quick"))
+        text = "".join(one_line(p) + "\n" for p in rep.problems) + (
             f"{'ok' if rep.ok else 'FAILED'}: {rep.commits} commits, {rep.trees} trees, "
             f"{rep.files} files, {rep.chunks} chunks\n"
         )
@@ -398,7 +601,8 @@ class Server:
         return respond(request, text, data, status=200 if rep.ok else 500)
 
     # ---- jobs and runs --------------------------------------------------------------
-    async def job_list(self, request: Request) -> Response:
+    @accepts()
+    async def job_list(self, request: Request, q: Params) -> Response:
         specs = await run(self.jobs.specs)
         return respond(
             request,
@@ -406,23 +610,30 @@ class Server:
             [{"name": j.name, **j.to_json()} for j in specs],
         )
 
-    async def job(self, request: Request) -> Response:
+    @accepts()
+    async def job_get(self, request: Request, q: Params) -> Response:
         name = check_job_name(request.path_params["name"])
-        if request.method == "POST":
-            return await self.put_job(request, name)
         text = await run(self.repo.meta.get_job, name)
         if text is None:
             raise JobNotFound(f"job {name!r} not found")
-        if request.method == "DELETE":
-            users = [j.name for j in await run(self.jobs.specs) if j.upstream == name]
-            if users:
-                raise Conflict(f"job {name!r} is the input of {', '.join(users)}; delete or change those first")
-            await run(self.repo.meta.delete_job, name)
-            return respond(request, f"Deleted job {name}.\n", {"name": name, "deleted": True})
         spec = orjson.loads(text)
         return respond(request, orjson.dumps(spec, option=orjson.OPT_INDENT_2).decode() + "\n", {"name": name, **spec})
 
-    async def put_job(self, request: Request, name: str) -> Response:
+    @accepts()
+    async def job_delete(self, request: Request, q: Params) -> Response:
+        name = check_job_name(request.path_params["name"])
+        if await run(self.repo.meta.get_job, name) is None:
+            raise JobNotFound(f"job {name!r} not found")
+        users = [j.name for j in await run(self.jobs.specs) if j.upstream == name]
+        if users:
+            raise Conflict(f"job {name!r} is the input of {', '.join(users)}; delete or change those first")
+        await run(self.repo.meta.delete_job, name)
+        return respond(request, f"Deleted job {name}.\n", {"name": name, "deleted": True})
+
+    @accepts()
+    async def job_put(self, request: Request, q: Params) -> Response:
+        """POST and PUT alike (`curl -T spec.json` sends PUT): store or replace a spec."""
+        name = check_job_name(request.path_params["name"])
         body = bytearray()
         async for piece in request.stream():
             body += piece
@@ -432,9 +643,7 @@ class Server:
         spec = parse_spec(name, bytes(body))
         others = [j for j in await run(self.jobs.specs) if j.name != name]
         check_dag([*others, spec])
-        await run(check_input_exists, self.repo, spec)
-        if spec.image is not None and (spec.runtime or self.jobs.default_runtime_name()) == "docker":
-            await run(self.jobs.runtime(spec.runtime).image_id, spec.image)  # 400 if not built here
+        await run(self.jobs.check_spec, spec)  # runtime, S3 bucket, input, image: what this server allows
         existed = await run(self.repo.meta.get_job, name) is not None
         await run(self.repo.meta.put_job, name, spec.dumps())
         verb = "Replaced" if existed else "Created"
@@ -442,17 +651,19 @@ class Server:
             request, f"{verb} job {name}.\n", {"name": name, **spec.to_json()}, status=200 if existed else 201
         )
 
-    def _job_commit(self, request: Request) -> str:
-        ref = q(request, "commit")
+    def _job_commit(self, q: Params) -> str:
+        if q.get("branch") is not None and q.get("commit") is not None:
+            raise BadRequest("give either commit or branch, not both")
+        ref = q.get("commit")
         if ref:
             return self.repo.resolve(ref).id
-        head = self.repo.meta.get_ref(q_branch(request))
+        head = self.repo.meta.get_ref(q.branch())
         if head is None:
             raise RunNotFound("the branch has no commits yet")
         return head
 
-    def _job_run(self, request: Request, name: str) -> dict[str, Any]:
-        cid = self._job_commit(request)
+    def _job_run(self, q: Params, name: str) -> dict[str, Any]:
+        cid = self._job_commit(q)
         jr = self.repo.meta.get_job_run(cid, name)
         if jr is None:
             if self.repo.meta.get_job(name) is None:
@@ -460,9 +671,10 @@ class Server:
             raise RunNotFound(f"job {name!r} has not run on commit {cid[:12]}; commit with ?run to run the jobs")
         return jr
 
-    async def job_file(self, request: Request) -> Response:
+    @accepts("commit", "branch")
+    async def job_file(self, request: Request, q: Params) -> Response:
         name = check_job_name(request.path_params["name"])
-        jr = await run(self._job_run, request, name)
+        jr = await run(self._job_run, q, name)
         short = jr["commit"][:12]
         if jr["state"] in ("pending", "running"):
             raise JobNotReady(f"job {name!r} on commit {short} is {jr['state']} ({jr['done']}/{jr['total']} files)")
@@ -472,26 +684,55 @@ class Server:
         raw = path_param(request)
         if raw == "" and orjson.loads(jr["spec"])["type"] == "reduce":
             raw = REDUCE_OUTPUT  # a reduce's single output file
-        return await self.get_file(request, raw, view)
+        return await self.read_path(request, raw, view)
 
-    async def job_log(self, request: Request) -> Response:
+    def _job_run_full(self, jr: dict[str, Any]) -> dict[str, Any]:
+        """A job run's JSON with its first failed files, when it has any."""
+        failures = self.repo.meta.job_failures(jr["commit"], jr["job"], FAILURES_SHOWN) if jr["failed"] else []
+        return _job_run_json(jr, failures)
+
+    @accepts("commit", "branch")
+    async def job_log(self, request: Request, q: Params) -> Response:
+        """The error, every failed file with its reason (streamed: there may be thousands),
+        then the workers' own logs."""
         name = check_job_name(request.path_params["name"])
-        jr = await run(self._job_run, request, name)
-        text = jr["log"] or ""
-        if jr["error"]:
-            text = f"error: {jr['error']}\n{text}"
-        return respond(request, text if text.endswith("\n") or not text else text + "\n", _job_run_json(jr))
+        jr = await run(self._job_run, q, name)
+        if wants_json(request):
+            return respond(request, "", await run(self._job_run_full, jr))
+        if request.method == "HEAD":
+            return headers_only("text/plain; charset=utf-8")
+        meta = self.repo.meta
 
-    async def job_runs(self, request: Request) -> Response:
+        def lines() -> Iterator[bytes]:
+            if jr["error"]:
+                yield f"error: {jr['error']}\n".encode()
+            if jr["failed"]:
+                skipped = " (skipped: not in the output)" if _skip_failed(jr) and jr["state"] == "succeeded" else ""
+                yield f"{jr['failed']} files failed{skipped}:\n".encode()
+                page: list[str] = []
+                for path, reason in meta.iter_job_failures(jr["commit"], name):
+                    page.append(f"  {path}: {reason}\n")
+                    if len(page) >= 500:
+                        yield "".join(page).encode()
+                        page = []
+                yield "".join(page).encode()
+            text = jr["log"] or ""
+            yield (text if text.endswith("\n") or not text else text + "\n").encode()
+
+        return StreamingResponse(pump(lines()), media_type="text/plain; charset=utf-8")
+
+    @accepts()
+    async def job_runs(self, request: Request, q: Params) -> Response:
         name = check_job_name(request.path_params["name"])
         if await run(self.repo.meta.get_job, name) is None:
             raise JobNotFound(f"job {name!r} not found")
         runs = await run(self.repo.meta.list_runs, 100, name)
         rows = [await run(self.repo.meta.get_job_run, r["commit"], name) for r in runs]
-        items = [_job_run_json(jr) for jr in rows if jr is not None]
+        items = [await run(self._job_run_full, jr) for jr in rows if jr is not None]
         return respond(request, "".join(_job_run_line(j, with_commit=True) for j in items), items)
 
-    async def run_list(self, request: Request) -> Response:
+    @accepts()
+    async def run_list(self, request: Request, q: Params) -> Response:
         runs = await run(self.repo.meta.list_runs, 100)
         return respond(
             request,
@@ -499,9 +740,10 @@ class Server:
             [_run_json(r, None) for r in runs],
         )
 
-    async def run_one(self, request: Request) -> Response:
+    @accepts("wait")
+    async def run_one(self, request: Request, q: Params) -> Response:
         cid = (await run(self.repo.resolve, request.path_params["id"])).id
-        wait = q(request, "wait")
+        wait = q.get("wait")
         try:
             timeout = float(wait) if wait else 0.0
         except ValueError:
@@ -519,15 +761,13 @@ class Server:
                 break
             await anyio.sleep(min(pause, max(deadline - anyio.current_time(), 0)))
             pause = min(pause * 1.5, 0.1)
-        jobs = [_job_run_json(jr) for jr in await run(self.repo.meta.job_runs, cid)]
+        jobs = [await run(self._job_run_full, jr) for jr in await run(self.repo.meta.job_runs, cid)]
         text = f"run {cid} on {r['branch']}: {r['state']}\n" + "".join(_job_run_line(j) for j in jobs)
         return respond(request, text, _run_json(r, jobs))
 
-    async def ping(self, request: Request) -> Response:
-        return PlainTextResponse("pong\n")
-
     # ---- sync: the two ends of a clone, pull or push (pfs.sync drives them) ---------------
-    async def sync_ancestors(self, request: Request) -> Response:
+    @accepts()
+    async def sync_ancestors(self, request: Request, q: Params) -> Response:
         body = await read_json(request, sync.MAX_JSON)
         page = await run(sync.ancestors, self.repo, sync.parse_commits(body), sync.parse_limit(body))
         return respond(
@@ -536,24 +776,28 @@ class Server:
             {"commits": [{"id": cid, "parents": parents} for cid, parents in page]},
         )
 
-    async def sync_walk(self, request: Request) -> Response:
+    @accepts()
+    async def sync_walk(self, request: Request, q: Params) -> Response:
         commits = sync.parse_commits(await read_json(request, sync.MAX_JSON))
         await run(sync.check_commits, self.repo, commits)
         lines = sync.walk_lines(self.repo, commits)
         return StreamingResponse(pump(lines), media_type="text/plain; charset=utf-8")
 
-    async def sync_missing(self, request: Request) -> Response:
+    @accepts()
+    async def sync_missing(self, request: Request, q: Params) -> Response:
         items = sync.parse_objects(await read_json(request, sync.MAX_JSON))
         lacking = await run(sync.missing, self.repo, items)
         return respond(
             request, "".join(f"{k} {key}\n" for k, key in lacking), {"missing": [[k, key] for k, key in lacking]}
         )
 
-    async def sync_fetch(self, request: Request) -> Response:
+    @accepts()
+    async def sync_fetch(self, request: Request, q: Params) -> Response:
         items = sync.parse_objects(await read_json(request, sync.MAX_JSON))
         return StreamingResponse(pump(sync.frames(self.repo.objects, items)), media_type="application/octet-stream")
 
-    async def sync_objects(self, request: Request) -> Response:
+    @accepts()
+    async def sync_objects(self, request: Request, q: Params) -> Response:
         body = request.stream().__aiter__()
         try:
             rep = await run(sync.receive, self.repo, BodyReader(body))
@@ -563,12 +807,13 @@ class Server:
         text = f"Received {rep['objects']} objects ({rep['bytes']} bytes), {rep['commits']} new commits.\n"
         return respond(request, text, rep)
 
-    async def sync_ref(self, request: Request) -> Response:
-        branch, new = q(request, "branch"), q(request, "new")
+    @accepts("branch", "new", "old", flags=("force",), empty=("old",))
+    async def sync_ref(self, request: Request, q: Params) -> Response:
+        branch, new = q.get("branch"), q.get("new")
         if not branch or not new:
             raise BadRequest("ref update needs query parameters 'branch' and 'new' (a commit id)")
-        old = q(request, "old")
-        result = await run(sync.update_ref, self.repo, branch, new, old, flag(request, "force"))
+        old = q.get("old")
+        result = await run(sync.update_ref, self.repo, branch, new, old, q.flag("force"))
         return respond(
             request,
             f"{branch}: {result} {old or '-'} -> {new}\n",
@@ -585,10 +830,18 @@ def _run_json(r: dict[str, Any], jobs: list[dict[str, Any]] | None) -> dict[str,
     return out
 
 
-def _job_run_json(jr: dict[str, Any]) -> dict[str, Any]:
+def _skip_failed(jr: dict[str, Any]) -> bool:
+    return bool(orjson.loads(jr["spec"]).get("skip_failed"))
+
+
+def _job_run_json(jr: dict[str, Any], failures: list[tuple[str, str]] | None = None) -> dict[str, Any]:
+    """`failed` counts the files that failed; `failures` lists the first of them (path
+    order) with reasons; with `skip_failed` they are left out of a succeeded job's output."""
     spec = orjson.loads(jr["spec"])
-    out = {k: jr[k] for k in ("commit", "job", "state", "total", "done", "reused", "error", "output_tree")}
+    out = {k: jr[k] for k in ("commit", "job", "state", "total", "done", "reused", "failed", "error", "output_tree")}
     out.update(type=spec["type"], input=spec["input"], image=spec.get("image"))
+    out["skip_failed"] = spec.get("skip_failed", False)
+    out["failures"] = [{"path": p, "error": e} for p, e in failures or []]
     for k in ("started", "finished"):
         out[k] = iso(jr[k]) if jr[k] else None
     out["seconds"] = round(jr["finished"] - jr["started"], 3) if jr["finished"] and jr["started"] else None
@@ -597,18 +850,28 @@ def _job_run_json(jr: dict[str, Any]) -> dict[str, Any]:
 
 
 def _progress(j: dict[str, Any]) -> str:
-    """ "7/10 files mapped, 990 reused": done counts against the work to do, not the input."""
+    """ "7/10 files mapped, 2 failed, 990 reused": done counts against the work to do, not the input."""
     if j["type"] == "reduce":
         return "reused" if j["state"] == "reused" else f"{j['done']}/1 reduce"
     todo = j["total"] - j["reused"]
-    return f"{j['done']}/{todo} files mapped" + (f", {j['reused']} reused" if j["reused"] else "")
+    text = f"{j['done']}/{todo} files mapped"
+    if j["failed"]:
+        skipped = " (skipped)" if j["skip_failed"] and j["state"] == "succeeded" else ""
+        text += f", {j['failed']} failed{skipped}"
+    return text + (f", {j['reused']} reused" if j["reused"] else "")
 
 
 def _job_run_line(j: dict[str, Any], with_commit: bool = False) -> str:
+    """One line per job, then one per failed file shown (`pfs job log` lists them all)."""
     head = f"{j['commit']}    " if with_commit else "  "
     tail = f"    {j['error']}" if j["error"] else ""
     secs = f"    {j['seconds']:.1f} s" if j["seconds"] is not None else ""
-    return f"{head}{j['job']}    {j['type']}    {j['state']}    {j['progress']}{secs}{tail}\n"
+    line = f"{head}{j['job']}    {j['type']}    {j['state']}    {j['progress']}{secs}{tail}\n"
+    failures = "".join(f"      failed: {f['path']}: {f['error']}\n" for f in j["failures"])
+    more = j["failed"] - len(j["failures"])
+    if more > 0 and j["failures"]:
+        failures += f"      ... and {more} more (pfs job log {j['job']} -c {j['commit'][:12]})\n"
+    return line + failures
 
 
 async def drain(request: Request, limit: int = DRAIN_LIMIT) -> None:
@@ -703,70 +966,90 @@ def unpack_tar(repo: Repository, raw: io.RawIOBase, prefix: str) -> list[tuple[s
 
 
 async def _error(request: Request, exc: Exception) -> Response:
-    """The one place where exceptions become HTTP responses."""
+    """The one place where exceptions become HTTP responses. Every error names the request
+    (header and JSON body) so a user's report can be matched to the server's log; a 503
+    says when to retry; a 405 says which methods the route has."""
+    rid = REQUEST_ID.get()
     if isinstance(exc, PfsError):
         err = exc
     elif isinstance(exc, HTTPException):
-        return PlainTextResponse(f"{exc.detail}\n", status_code=exc.status_code)
+        return PlainTextResponse(f"{exc.detail}\n", status_code=exc.status_code, headers=exc.headers)
     elif isinstance(exc, ClientDisconnect):
         return PlainTextResponse("client disconnected\n", status_code=400)
     else:
-        log.exception("internal error on %s %s", request.method, request.url.path)
-        err = PfsError("internal error; see the server log")
+        log.exception("internal error on %s %r", request.method, request.url.path[:200])
+        err = PfsError(f"internal error; see the server log (request {rid})")
+    headers = {"x-pfs-error": err.code}  # plain-text errors (file reads) still name their type
+    if isinstance(err, Unavailable):
+        headers["retry-after"] = str(err.retry_after)
+        log.warning("%s", err.message)
+    if "allow" in err.details:
+        headers["allow"] = str(err.details["allow"])
     if wants_json(request):
-        return Response(orjson.dumps(err.to_json()), status_code=err.status, media_type="application/json")
-    lines = [err.message]
+        body = {**err.to_json(), "request_id": rid}
+        return Response(orjson.dumps(body), status_code=err.status, media_type="application/json", headers=headers)
+    lines = [one_line(err.message)]
     for c in err.details.get("conflicts", []):
-        lines.append(f"CONFLICT {c['path']}")
-    # The code in a header too: file reads take plain-text errors, and clients still want the type.
-    return PlainTextResponse("\n".join(lines) + "\n", status_code=err.status, headers={"x-pfs-error": err.code})
+        lines.append(f"CONFLICT {one_line(c['path'])}")
+    return PlainTextResponse("\n".join(lines) + "\n", status_code=err.status, headers=headers)
 
 
-def create_app(repo: Repository, scheduler: Scheduler | None = None) -> Starlette:
-    s = Server(repo, scheduler)
-    routes = [
-        Route("/ping", s.ping),
-        Route("/file/{path:anypath}", s.file, methods=["GET", "POST", "PUT", "DELETE"]),
-        Route("/file", s.file, methods=["GET"]),
-        Route("/tar/{path:anypath}", s.put_tar, methods=["POST"]),
-        Route("/tar", s.put_tar, methods=["POST"]),
-        Route("/commit", s.commit, methods=["GET", "POST"]),
-        Route("/commit/{id}", s.commit_one),
-        Route("/branch", s.branch, methods=["GET", "POST"]),
-        Route("/branch/{name:anypath}", s.branch_one, methods=["GET", "DELETE"]),
-        Route("/log", s.log),
-        Route("/diff", s.diff),
-        Route("/merge", s.merge, methods=["POST"]),
-        Route("/revert", s.revert, methods=["POST"]),
-        Route("/discard", s.discard, methods=["POST"]),
-        Route("/fsck", s.fsck),
-        Route("/job", s.job_list),
-        Route("/job/{name}", s.job, methods=["GET", "POST", "PUT", "DELETE"]),
-        Route("/job/{name}/file/{path:anypath}", s.job_file),
-        Route("/job/{name}/file", s.job_file),
-        Route("/job/{name}/log", s.job_log),
-        Route("/job/{name}/runs", s.job_runs),
-        Route("/run", s.run_list),
-        Route("/run/{id}", s.run_one),
-        Route("/sync/ancestors", s.sync_ancestors, methods=["POST"]),
-        Route("/sync/walk", s.sync_walk, methods=["POST"]),
-        Route("/sync/missing", s.sync_missing, methods=["POST"]),
-        Route("/sync/fetch", s.sync_fetch, methods=["POST"]),
-        Route("/sync/objects", s.sync_objects, methods=["POST"]),
-        Route("/sync/ref", s.sync_ref, methods=["POST"]),
+def routes(s: Server) -> list[Route]:
+    """Every route and, for each, its handler per method: the whole API at a glance."""
+    job_put = s.job_put
+    return [
+        Route("/ping", endpoint(get=s.ping)),
+        Route("/ready", endpoint(get=s.ready)),
+        Route(
+            "/file/{path:anypath}",
+            endpoint(get=s.get_file, post=s.put_file, put=s.put_file, delete=s.delete_file),
+        ),
+        Route("/file", endpoint(get=s.get_file)),
+        Route("/tar/{path:anypath}", endpoint(post=s.put_tar)),
+        Route("/tar", endpoint(post=s.put_tar)),
+        Route("/commit", endpoint(get=s.list_commits, post=s.commit)),
+        Route("/commit/{id}", endpoint(get=s.commit_one)),
+        Route("/branch", endpoint(get=s.list_branches, post=s.create_branch)),
+        Route("/branch/{name:anypath}", endpoint(get=s.get_branch, delete=s.delete_branch)),
+        Route("/log", endpoint(get=s.log)),
+        Route("/diff", endpoint(get=s.diff)),
+        Route("/merge", endpoint(post=s.merge)),
+        Route("/revert", endpoint(post=s.revert)),
+        Route("/discard", endpoint(post=s.discard)),
+        Route("/fsck", endpoint(get=s.fsck)),
+        Route("/job", endpoint(get=s.job_list)),
+        Route("/job/{name}", endpoint(get=s.job_get, post=job_put, put=job_put, delete=s.job_delete)),
+        Route("/job/{name}/file/{path:anypath}", endpoint(get=s.job_file)),
+        Route("/job/{name}/file", endpoint(get=s.job_file)),
+        Route("/job/{name}/log", endpoint(get=s.job_log)),
+        Route("/job/{name}/runs", endpoint(get=s.job_runs)),
+        Route("/run", endpoint(get=s.run_list)),
+        Route("/run/{id}", endpoint(get=s.run_one)),
+        Route("/sync/ancestors", endpoint(post=s.sync_ancestors)),
+        Route("/sync/walk", endpoint(post=s.sync_walk)),
+        Route("/sync/missing", endpoint(post=s.sync_missing)),
+        Route("/sync/fetch", endpoint(post=s.sync_fetch)),
+        Route("/sync/objects", endpoint(post=s.sync_objects)),
+        Route("/sync/ref", endpoint(post=s.sync_ref)),
     ]
+
+
+def create_app(node: Node | Repository, scheduler: Scheduler | None = None) -> RequestIds:
+    """The ASGI app. `node` may be an open repository (with its scheduler) or a `Node`
+    that opens its stores once the server listens."""
+    if isinstance(node, Repository):
+        node = OpenNode(node, scheduler)
+    s = Server(node)
     handlers = {PfsError: _error, HTTPException: _error, ClientDisconnect: _error, Exception: _error}
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        if scheduler is not None:
-            await run(scheduler.start)
+        await run(s.node.start)
         try:
             yield
         finally:
-            if scheduler is not None:
-                await run(scheduler.close)
+            await run(s.node.close)
 
-    app = Starlette(routes=routes, exception_handlers=handlers, lifespan=lifespan)
-    app.state.repo = repo
-    return app
+    app = Starlette(routes=routes(s), exception_handlers=handlers, lifespan=lifespan)
+    app.state.node = node
+    return RequestIds(app)

@@ -11,6 +11,8 @@ that lets a worker that fails on work still start. Modes:
                      columns of all lines, "<lines> <words> <bytes>"
     fail500          always 500 with a text message
     failon SUBSTR    500 if the path contains SUBSTR, else like upper
+    failbody TEXT    422 naming the file if its content contains TEXT, else like upper: a
+                     bad file is fixed by changing its content, as real bad data is
     crash            os._exit(3) on the first request
     crashon SUBSTR   os._exit(3) if the path contains SUBSTR, else like upper
     hang             accepts requests and never answers
@@ -45,6 +47,7 @@ MODES = {
     "wc": 0,
     "fail500": 0,
     "failon": 1,
+    "failbody": 1,
     "crash": 0,
     "crashon": 1,
     "hang": 0,
@@ -185,6 +188,13 @@ class Handler(BaseHTTPRequestHandler):
         if mode == "fail500" or (mode == "failon" and arg in path):
             self.drain()
             self.send_text(500, f"{mode}: failing on purpose for {path or kind!r}\n")
+            return
+        if mode == "failbody":
+            data = b"".join(self.body())
+            if arg.encode() in data:
+                self.send_text(422, f"failbody: {path or kind!r} contains {arg!r}\n")
+            else:
+                self.send_stream(iter([data.upper()]))
             return
         if mode == "wc":
             self.send_text(200, wc_map(path, self.body()) if kind == "map" else wc_reduce(self.body()))

@@ -7,6 +7,8 @@ Two runtimes share one interface, so the scheduler does not care which one runs 
   instance so that a later pfs can remove what a killed one left behind;
 - `process`: `command` as a local process, for machines without Docker. It is NOT a
   sandbox: the job runs as the pfs user with pfs's privileges; only its memory is bounded.
+  So it exists only where the operator chose it (`PFS_JOB_RUNTIME=process`); a spec can
+  never switch it on (the scheduler refuses, see `Scheduler.check_runtime`).
 
 Every worker gets `$PORT`, the port its server must listen on. Both runtimes are
 thread-safe: the scheduler starts and stops workers from several threads at once.
@@ -36,6 +38,7 @@ from typing import Any
 import httpx
 
 from ..errors import BadRequest, JobError, PfsError, Unavailable
+from .spec import check_image
 
 log = logging.getLogger("pfs.jobs.runtime")
 
@@ -114,21 +117,6 @@ def make_runtime(name: str, instance: str, state_dir: str) -> Runtime:
     raise BadRequest(f"unknown runtime {name!r}: use 'docker', 'process' or 'swarm'")
 
 
-def available_runtime() -> str:
-    """Says "docker" if a Docker Engine answers here, else "process"."""
-    try:
-        import docker
-
-        client = docker.from_env(timeout=5)
-        try:
-            client.ping()
-        finally:
-            client.close()
-    except Exception:
-        return "process"
-    return "docker"
-
-
 # ---- shared helpers ------------------------------------------------------------------
 
 
@@ -199,6 +187,28 @@ def _docker_errors(what: str) -> Iterator[None]:
         raise JobError(f"{what}: {exc.explanation or exc}") from exc
     except (docker.errors.DockerException, requests.RequestException) as exc:
         raise Unavailable(f"{what}: the Docker Engine did not answer: {exc}") from exc
+
+
+def _inspect_image(rt: Any, image: str | None) -> dict[str, Any]:
+    """The engine's record of a local image: 400 for a malformed or absent one (pfs never
+    pulls), 503 when the engine does not answer."""
+    import docker.errors
+
+    if not image:
+        raise BadRequest(f"the {rt.name} runtime needs an image")
+    check_image(image)  # before the engine is asked: its errors for a bad name are not the caller's 400
+    try:
+        with _docker_errors(f"inspecting image {image!r}"):
+            return dict(rt.api.inspect_image(image))
+    except JobError as exc:
+        cause = exc.__cause__
+        if isinstance(cause, docker.errors.NotFound):
+            raise BadRequest(
+                f"image {image!r} not found locally (pfs never pulls: build or load it on this machine)"
+            ) from None
+        if isinstance(cause, docker.errors.APIError) and cause.is_client_error():
+            raise BadRequest(f"image {image!r}: the Docker Engine refused it: {cause.explanation or cause}") from None
+        raise
 
 
 def _docker_reason(state: dict[str, Any], memory: int) -> str | None:
@@ -310,7 +320,8 @@ class DockerWorker(EngineWorker):
 
         try:
             with _docker_errors("removing a container"):
-                self.runtime.api.remove_container(self.id, force=True)
+                # v: the anonymous volumes an image's VOLUME lines made on the host go too
+                self.runtime.api.remove_container(self.id, force=True, v=True)
         except JobError as exc:
             cause = exc.__cause__
             gone = isinstance(cause, docker.errors.NotFound)
@@ -327,35 +338,31 @@ class DockerRuntime(Runtime):
     name = "docker"
 
     def __init__(self, instance: str) -> None:
-        import docker
-
         self.instance = instance
         self.session = uuid.uuid4().hex  # tells this pfs process's containers from a dead one's
-        with _docker_errors("connecting to the Docker Engine"):
-            self.client = docker.from_env(timeout=60, max_pool_size=64)
-        self.api: Any = self.client.api  # the low-level client: exact control, no implicit pulls
+        self._client: Any = None
+        self._client_lock = threading.Lock()
         self._lock = threading.Lock()
         self._workers: dict[str, DockerWorker] = {}
+
+    @property
+    def api(self) -> Any:
+        """The low-level client (exact control, no implicit pulls), connected on first use:
+        an engine that is down is a 503 of the request that needs it, not of pfs's start."""
+        with self._client_lock:
+            if self._client is None:
+                import docker
+
+                with _docker_errors("connecting to the Docker Engine"):
+                    self._client = docker.from_env(timeout=60, max_pool_size=64)
+            return self._client.api
 
     def _forget(self, worker: DockerWorker) -> None:
         with self._lock:
             self._workers.pop(worker.id, None)
 
     def image_id(self, image: str | None) -> str:
-        import docker.errors
-
-        if not image:
-            raise BadRequest("the docker runtime needs an image")
-        try:
-            with _docker_errors(f"inspecting image {image!r}"):
-                info = self.api.inspect_image(image)
-        except JobError as exc:
-            if isinstance(exc.__cause__, docker.errors.NotFound):
-                raise BadRequest(
-                    f"image {image!r} not found locally (pfs never pulls: build or load it on this machine)"
-                ) from None
-            raise
-        return str(info["Id"])
+        return str(_inspect_image(self, image)["Id"])
 
     def start(self, spec: WorkerSpec) -> Worker:
         from docker.types import LogConfig
@@ -444,7 +451,7 @@ class DockerRuntime(Runtime):
                 continue  # ours, alive
             try:
                 with _docker_errors("removing a leftover container"):
-                    self.api.remove_container(c["Id"], force=True)
+                    self.api.remove_container(c["Id"], force=True, v=True)
                 removed += 1
             except JobError as exc:
                 log.warning("could not remove leftover container %s: %s", str(c["Id"])[:12], exc.message)
@@ -462,7 +469,8 @@ class DockerRuntime(Runtime):
     def close(self) -> None:
         """Stops whatever the scheduler left running, then lets go of the engine."""
         self.stop_all()
-        self.client.close()
+        if self._client is not None:
+            self._client.close()
 
 
 # ---- local processes -----------------------------------------------------------------

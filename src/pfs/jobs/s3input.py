@@ -10,14 +10,14 @@ line or an error message.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 from ..errors import BadRequest, Conflict, FileNotFound, InvalidPath, PfsError, Unavailable
 from ..paths import clean_path
 from ..s3 import S3Config, make_client, parse_s3_url
 
-__all__ = ["CHUNK", "S3Config", "S3Source", "parse_s3_url"]
+__all__ = ["CHUNK", "S3Config", "S3Source", "check_allowed", "parse_allowed", "parse_s3_url"]
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +37,34 @@ _DENIED = {
 }
 _WRONG_REGION = {"AuthorizationHeaderMalformed", "IllegalLocationConstraintException", "PermanentRedirect"}
 _TRANSIENT = {"InternalError", "RequestTimeout", "ServiceUnavailable", "SlowDown", "Throttling"}
+
+
+def parse_allowed(entries: Iterable[str]) -> list[tuple[str, str]]:
+    """The operator's list of what jobs may read, `bucket` or `bucket/prefix` entries, as
+    (bucket, prefix) pairs in `parse_s3_url`'s form; a malformed entry is an error at start."""
+    allowed = []
+    for raw in entries:
+        entry = raw.strip().removeprefix("s3://")
+        if entry:
+            allowed.append(parse_s3_url("s3://" + entry))
+    return allowed
+
+
+def check_allowed(url: str, allowed: Sequence[tuple[str, str]], own_bucket: str | None) -> None:
+    """A 400 unless the operator allowed jobs to read `url`: an input reads with pfs's own
+    credentials, so a spec must not pick what they reach. pfs's own bucket never qualifies:
+    its raw objects are every branch's data, whatever the caller may read through the API."""
+    bucket, prefix = parse_s3_url(url)
+    if own_bucket is not None and bucket == own_bucket:
+        raise BadRequest(f"s3 input {url[:300]!r}: bucket {bucket!r} holds pfs's own objects and is never a job input")
+    for b, p in allowed:
+        if b == bucket and prefix.startswith(p):
+            return
+    now = "" if allowed else " (it allows none)"
+    raise BadRequest(
+        f"s3 input {url[:300]!r} is not allowed on this server{now}: the operator lists the buckets "
+        "and prefixes jobs may read when starting pfs (PFS_JOB_S3_INPUTS=bucket,bucket/prefix,...)"
+    )
 
 
 def _relative(key: str, prefix: str) -> str | None:

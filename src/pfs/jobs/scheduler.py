@@ -5,8 +5,17 @@ a run whose driver died (pfs killed) is claimed again and resumed: finished jobs
 their outputs, the interrupted one starts over (cheaply, being incremental).
 
 Write order for a job's output, as for commits: output objects durable, then the output
-tree, then the job's row records the tree and `succeeded`. A failed job records no tree,
-so nothing it produced is ever readable as a result.
+tree, then the job's row records the tree and `succeeded`. A failed job records no output
+tree, so nothing it produced is ever readable as a result.
+
+A map job maps every file even when some fail: each failed file is recorded (job_failures)
+with its reason, and the job fails at the end listing them, recording what did map as a
+`partial_tree` that only the next run reads. That run starts from the newest run with the
+same key, maps what changed since and the files that failed there, and reuses the rest.
+With `skip_failed` the job succeeds without its failed files. A job whose first
+SYSTEMIC_FAILURES newly mapped files all failed with none mapped, or whose workers cannot
+start, is broken as a whole: it stops at once, records no tree, and the next run starts
+from the last run that did.
 """
 
 from __future__ import annotations
@@ -18,17 +27,19 @@ import threading
 import time
 import urllib.parse
 import uuid
-from collections.abc import Callable, Iterator
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
 
-from ..errors import BadRequest, JobError, PfsError
+from ..errors import BadRequest, Conflict, FileNotFound, JobError, PfsError
 from ..repo import Repository
 from ..trees import Entry
-from .runtime import Runtime, Worker, WorkerSpec, available_runtime, make_runtime
+from .runtime import Runtime, Worker, WorkerSpec, make_runtime
+from .s3input import check_allowed, parse_allowed
 from .spec import JobSpec, check_dag, load_spec
 
 log = logging.getLogger("pfs.jobs")
@@ -39,6 +50,16 @@ LOG_LIMIT = 64 << 10
 ERROR_BODY = 1024  # bytes of a worker's error response kept in the message
 S3_APPLY_BATCH = 10_000  # synthetic-tree changes applied at once (S3 listings)
 OUTPUT_BATCH = 2_000  # map outputs folded into the output tree at once
+RUNTIMES = ("docker", "swarm", "process")
+SYSTEMIC_FAILURES = 20  # newly mapped files that all failed, none mapped: the job is broken, not its files
+FAILURE_BATCH = 200  # failed files written to the metadata store at once (memory stays bounded)
+FAILURES_SHOWN = 20  # failed files listed in a run's status and job log (all are stored)
+REASON_LIMIT = 500  # characters of a failed file's reason kept
+PROCESS_REFUSED = (
+    "this server does not run jobs as host processes: the process runtime is no sandbox (a job "
+    "would run with pfs's own rights), so only the operator enables it, when starting pfs "
+    "(PFS_JOB_RUNTIME=process); give the job an image to run in a container"
+)
 
 
 def _trim(text: str, limit: int = ERROR_BODY) -> str:
@@ -56,6 +77,61 @@ class _Progress:
             self.done += 1
 
 
+class _LogTail:
+    """The newest `limit` characters of a job's log entries (dead workers' logs, failed
+    starts): a job whose files keep killing workers must not grow memory without end."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.entries: deque[str] = deque()
+        self.size = 0
+        self.lock = threading.Lock()
+
+    def append(self, entry: str) -> None:
+        with self.lock:
+            self.entries.append(entry)
+            self.size += len(entry) + 1
+            while self.size > self.limit and len(self.entries) > 1:
+                self.size -= len(self.entries.popleft()) + 1
+
+    def text(self) -> str:
+        with self.lock:
+            return "\n".join(self.entries)[-self.limit :]
+
+
+class _Failures:
+    """A map job's failed files: counted, and written to the metadata store FAILURE_BATCH at
+    a time, so memory does not grow with their number. `fresh` counts files that had not
+    failed in the run this one builds on: they alone tell a broken job from bad files."""
+
+    def __init__(self, meta: Any, commit: str, job: str) -> None:
+        self.meta = meta
+        self.commit = commit
+        self.job = job
+        self.count = 0
+        self.fresh = 0
+        self.last = ""
+        self.pending: list[tuple[str, str]] = []
+        self.lock = threading.Lock()
+
+    def add(self, path: str, reason: str, fresh: bool) -> None:
+        reason = _trim(" ".join(reason.split()), REASON_LIMIT)  # one line: listings show one per file
+        with self.lock:
+            self.count += 1
+            self.fresh += fresh
+            self.last = f"{path}: {reason}"
+            self.pending.append((path, reason))
+            if len(self.pending) < FAILURE_BATCH:
+                return
+            batch, self.pending = self.pending, []
+        self.meta.add_job_failures(self.commit, self.job, batch)
+
+    def flush(self) -> None:
+        with self.lock:
+            batch, self.pending = self.pending, []
+        self.meta.add_job_failures(self.commit, self.job, batch)
+
+
 class Scheduler:
     """One per server process. `submit` records a run; a background thread executes
     queued runs one at a time (jobs within a run in DAG order, files of a map job in
@@ -69,12 +145,23 @@ class Scheduler:
         default_runtime: str | None = None,
         takeover: bool = True,
         stale: float = STALE,
+        s3_inputs: Sequence[str] = (),
+        own_bucket: str | None = None,
     ) -> None:
+        """`default_runtime`: the operator's choice (None: docker); "process" alone lets
+        jobs run as host processes. `s3_inputs`: the `bucket` or `bucket/prefix` entries
+        that s3:// inputs may read; `own_bucket`: pfs's object bucket, never an input."""
+        if default_runtime not in (None, *RUNTIMES):
+            raise BadRequest(f"job runtime must be one of {', '.join(RUNTIMES)}, not {default_runtime!r}")
         self.repo = repo
         self.meta = repo.meta
         self.instance = instance
         self.state_dir = state_dir
-        self.default_runtime = default_runtime
+        self.default_runtime = default_runtime or "docker"
+        self.s3_allowed = parse_allowed(s3_inputs)
+        self.own_bucket = own_bucket
+        if own_bucket is not None and any(b == own_bucket for b, _ in self.s3_allowed):
+            log.warning("PFS_JOB_S3_INPUTS lists bucket %r, which holds pfs's own objects: ignored", own_bucket)
         self.node = uuid.uuid4().hex
         self.stale = stale
         self.heartbeat = min(5.0, stale / 4)  # several beats fit in the window before a takeover
@@ -92,7 +179,7 @@ class Scheduler:
     # ---- lifecycle ---------------------------------------------------------------
     def start(self) -> None:
         for name in ("process", "docker", "swarm"):
-            if name in ("docker", "swarm") and self._default() != name:
+            if name in ("docker", "swarm") and self.default_runtime != name:
                 continue
             try:
                 n = self.runtime(name).reap()
@@ -128,15 +215,32 @@ class Scheduler:
             self._runtimes.clear()
 
     def default_runtime_name(self) -> str:
-        return self._default()
-
-    def _default(self) -> str:
-        if self.default_runtime is None:
-            self.default_runtime = available_runtime()
         return self.default_runtime
 
+    def check_runtime(self, spec: JobSpec) -> str:
+        """The runtime a spec runs in; a 400 for the process runtime unless the operator
+        chose it: a spec must never get to run code on the host."""
+        name = spec.runtime or self.default_runtime
+        if name == "process" and self.default_runtime != "process":
+            raise BadRequest(PROCESS_REFUSED)
+        return name
+
+    def check_s3(self, url: str) -> None:
+        """A 400 unless the operator allows jobs to read `url` (checked before any S3 request)."""
+        check_allowed(url, self.s3_allowed, self.own_bucket)
+
+    def check_spec(self, spec: JobSpec, branch: str = "master") -> None:
+        """Everything a spec needs from this server before it is stored, each a clear 4xx
+        (503 when the Docker Engine does not answer): its runtime, its input, its image."""
+        name = self.check_runtime(spec)
+        if spec.is_s3:
+            self.check_s3(spec.input)
+        check_input_exists(self.repo, spec, branch)
+        if spec.image is not None and name == "docker":
+            self.runtime(name).image_id(spec.image)  # 400 if not built here
+
     def runtime(self, name: str | None) -> Runtime:
-        name = name or self._default()
+        name = name or self.default_runtime
         with self._rt_lock:
             rt = self._runtimes.get(name)
             if rt is None:
@@ -327,15 +431,18 @@ class _JobRun:
         self.cid = cid
         self.root = root
         self.outputs = outputs
-        self.runtime = sched.runtime(spec.runtime)
+        # A stored spec is checked again: the operator may have withdrawn the process runtime.
+        self.runtime = sched.runtime(sched.check_runtime(spec))
         self.abort = threading.Event()
         self.error: PfsError | None = None
         self.err_lock = threading.Lock()
-        self.starts = 0
+        self.failed_starts = 0  # in a row: a start that works resets it
         self.last_start_error = ""
         self.start_lock = threading.Lock()
-        self.logs: list[str] = []
+        self.logs = _LogTail(LOG_LIMIT)
         self.progress = _Progress()
+        self.failures = _Failures(self.meta, cid, spec.name)
+        self._reused = 0  # files of the input whose output the base run already had (set by _map)
         self.slots: list[_WorkerSlot] = []
 
     def interrupt(self) -> None:
@@ -353,22 +460,36 @@ class _JobRun:
         self.meta.update_job_run(self.cid, self.spec.name, **fields)
 
     def fail(self, exc: PfsError) -> None:
+        """Stop the whole job: something no file is to blame for (no worker starts, pfs's
+        own storage fails, or every file fails)."""
         with self.err_lock:
             if self.error is None:
                 self.error = exc
         self.abort.set()
 
+    def file_failed(self, path: str, reason: str, fresh: bool, out: _Outputs) -> None:
+        """One file exhausted its attempts: record it and go on with the others."""
+        out.add(path, None)  # an output of an older version of the file must not stand for it
+        self.failures.add(path, reason, fresh)
+        if self.failures.fresh >= SYSTEMIC_FAILURES and self.progress.done == 0:
+            self.fail(
+                JobError(
+                    f"stopped after the first {self.failures.fresh} files all failed and none mapped: the job "
+                    f"itself looks broken (image, command or worker), not its input; last: {self.failures.last}"
+                )
+            )
+
     def start_worker(self) -> Worker:
         with self.start_lock:
             if self.abort.is_set() or self.sched._stop.is_set():
                 raise _GaveUp("job aborted")
-            self.starts += 1
-            if self.starts > self.spec.parallelism + self.spec.retries:
+            cap = self.spec.parallelism + self.spec.retries
+            if self.failed_starts >= cap:
                 last = f"; last start error: {self.last_start_error}" if self.last_start_error else ""
-                raise _GaveUp(f"gave up after {self.starts - 1} worker starts{last}")
+                raise _GaveUp(f"gave up after {self.failed_starts} worker starts failed in a row{last}")
         s = self.spec
         try:
-            return self.runtime.start(
+            worker = self.runtime.start(
                 WorkerSpec(
                     job=s.name,
                     run=self.cid,
@@ -382,10 +503,15 @@ class _JobRun:
                 )
             )
         except JobError as exc:
-            self.last_start_error = exc.message
+            with self.start_lock:
+                self.failed_starts += 1
+                self.last_start_error = exc.message
             with self.err_lock:
                 self.logs.append(f"--- worker failed to start\n{exc.message}")
             raise
+        with self.start_lock:
+            self.failed_starts = 0
+        return worker
 
     def note_dead(self, worker: Worker) -> None:
         reason = worker.exit_reason()
@@ -401,6 +527,7 @@ class _JobRun:
         if spec.upstream is not None:
             return self.outputs[spec.upstream]
         if spec.is_s3:
+            self.sched.check_s3(spec.input)  # the operator may have withdrawn it since the spec was stored
             return self._s3_tree()
         if spec.input == "":
             return self.root
@@ -431,6 +558,7 @@ class _JobRun:
     def _s3_source(self) -> Any:
         from .s3input import S3Config, S3Source
 
+        self.sched.check_s3(self.spec.input)
         return S3Source(self.spec.input, S3Config.from_env())
 
     def opener(self) -> Callable[[str, Entry], Iterator[bytes]]:
@@ -445,40 +573,86 @@ class _JobRun:
         spec = self.spec
         image_id = self.runtime.image_id(spec.image)
         key = spec.key(image_id)
-        self.update(state="running", started=time.time(), spec_key=key, done=0, total=0, reused=0, error=None)
+        self.meta.clear_job_failures(self.cid, spec.name)  # a resumed run starts over
+        self.update(
+            state="running",
+            started=time.time(),
+            spec_key=key,
+            done=0,
+            total=0,
+            reused=0,
+            failed=0,
+            error=None,
+            output_tree=None,
+            partial_tree=None,
+        )
         inp = self.input_tree()
         self.update(input_tree=inp)
-        prev = self.meta.last_good_job_run(spec.name, key)
-        if prev is not None and prev["input_tree"] == inp and prev["output_tree"]:
+        prev = self.meta.job_run_base(spec.name, key)
+        if (
+            prev is not None
+            and prev["input_tree"] == inp
+            and prev["output_tree"]
+            and prev["state"] in ("succeeded", "reused")
+            and not prev["failed"]
+        ):
             n = prev["total"] or 0
             self.update(state="reused", finished=time.time(), output_tree=prev["output_tree"], total=n, reused=n)
             return str(prev["output_tree"])
         try:
             out = self._map(inp, prev) if spec.type == "map" else self._reduce(inp)
         finally:
-            log_text = "\n".join(self.logs)[-LOG_LIMIT:]
-            self.update(log=log_text or None)
-        self.update(state="succeeded", finished=time.time(), output_tree=out, done=self.progress.done)
+            self.failures.flush()  # a job stopped early shows the files that failed so far too
+            self.update(log=self.logs.text() or None, done=self.progress.done, failed=self.failures.count)
+        failed = self.failures.count
+        done = self.progress.done
+        if failed and not (spec.skip_failed and done + self._reused > 0):
+            # Every file was tried: what mapped is kept for the next run, never readable.
+            self.update(partial_tree=out, done=done, failed=failed)
+            raise JobError(self._failure_summary(failed, done))
+        self.update(state="succeeded", finished=time.time(), output_tree=out, done=done, failed=failed)
         return out
+
+    def _failure_summary(self, failed: int, done: int) -> str:
+        first = self.meta.job_failures(self.cid, self.spec.name, 3)
+        shown = "; ".join(f"{p}: {_trim(r, 200)}" for p, r in first)
+        more = f"; and {failed - len(first)} more" if failed > len(first) else ""
+        why = " (skip_failed does not apply when every file failed)" if self.spec.skip_failed else ""
+        return f"{failed} of {failed + done} files failed{why}: {shown}{more} (all in `pfs job log`)"
+
+    def _refailed(self, prev: dict[str, Any], inp: str) -> Iterator[tuple[str, Entry | None, Entry | None]]:
+        """The files that failed in `prev` and are unchanged since: they are mapped again.
+        Changed or deleted ones are left to the diff, which yields them itself."""
+        for path, _ in self.meta.iter_job_failures(prev["commit"], self.spec.name):
+            new = self.trees.lookup(inp, path)
+            if new is None or new.is_dir:
+                continue
+            if self.trees.lookup(prev["input_tree"], path) == new:
+                yield path, None, new
 
     def _map(self, inp: str, prev: dict[str, Any] | None) -> str:
         base: str | None = None
-        if prev is not None and prev["input_tree"] and prev["output_tree"]:
-            base = prev["output_tree"]  # incremental: map only what changed since then
+        if prev is not None and prev["input_tree"]:
+            base = prev["output_tree"] or prev["partial_tree"]  # incremental: map only what changed since then
 
-        def changes() -> Iterator[tuple[str, Entry | None, Entry | None]]:
-            if base is not None and prev is not None:
-                return self.trees.diff(prev["input_tree"], inp)
-            return ((p, None, e) for p, e in self.trees.walk(inp))
+        def changes() -> Iterator[tuple[str, Entry | None, Entry | None, bool]]:
+            """(path, old, new, fresh): fresh is False for a file that failed in `prev`."""
+            if base is None or prev is None:
+                yield from ((p, None, e, True) for p, e in self.trees.walk(inp))
+                return
+            yield from ((p, a, b, True) for p, a, b in self.trees.diff(prev["input_tree"], inp))
+            if prev["failed"]:
+                yield from ((p, a, b, False) for p, a, b in self._refailed(prev, inp))
 
         total = sum(1 for _ in self.trees.walk(inp))
-        to_map = sum(1 for _, _, new in changes() if new is not None)
-        self.update(total=total, reused=total - to_map)
+        to_map = sum(1 for _, _, new, _ in changes() if new is not None)
+        self._reused = total - to_map
+        self.update(total=total, reused=self._reused)
         out = _Outputs(self, base)
         opener = self.opener()
         slots = self.slots = [_WorkerSlot(self, i) for i in range(self.spec.parallelism)]
         nthreads = self.spec.parallelism * self.spec.inflight
-        work: queue.Queue[tuple[str, Entry] | None] = queue.Queue(maxsize=nthreads * 2)
+        work: queue.Queue[tuple[str, Entry, bool] | None] = queue.Queue(maxsize=nthreads * 2)
 
         # A client per thread: one shared client's pool lock is contended by every request.
         clients = [_job_client(self.spec.timeout, 1) for _ in range(nthreads)]
@@ -492,7 +666,7 @@ class _JobRun:
                         break
                     if self.abort.is_set():
                         continue  # drain the queue so the feeder never blocks
-                    path, entry = item
+                    path, entry, fresh = item
                     try:
                         result = self._call(
                             client,
@@ -502,7 +676,14 @@ class _JobRun:
                             lambda p=path, e=entry: opener(p, e),  # type: ignore[misc]
                             batch,
                         )
-                    except PfsError as exc:
+                    except _GaveUp as exc:
+                        self.fail(exc)
+                        continue
+                    except _FileFailed as exc:
+                        if not self.abort.is_set():
+                            self.file_failed(path, exc.reason, fresh, out)
+                        continue
+                    except PfsError as exc:  # pfs's own storage, or the engine: no file's fault
                         self.fail(exc if isinstance(exc, JobError) else JobError(f"map of {path!r}: {exc.message}"))
                         continue
                     out.add(path, result)
@@ -530,12 +711,12 @@ class _JobRun:
 
         def report() -> None:
             if time.monotonic() - last[0] > 1.0:
-                self.update(done=self.progress.done)
+                self.update(done=self.progress.done, failed=self.failures.count)
                 last[0] = time.monotonic()
             if not self.abort.is_set():
                 out.fold()
 
-        def put(item: tuple[str, Entry] | None) -> bool:
+        def put(item: tuple[str, Entry, bool] | None) -> bool:
             while True:
                 report()
                 try:
@@ -546,12 +727,12 @@ class _JobRun:
                         return False
 
         try:
-            for path, _, new in changes():
+            for path, _, new, fresh in changes():
                 if self.abort.is_set():
                     break
                 if new is None:
                     out.add(path, None)
-                elif not put((path, new)):
+                elif not put((path, new, fresh)):
                     break
         finally:
             for _ in threads:
@@ -612,23 +793,28 @@ class _JobRun:
     ) -> Entry:
         """POST one input to a worker and store the response as a file, with retries (the
         input is reopened for each attempt). pfs always sends Content-Length, so a job
-        server need not handle chunked bodies."""
+        server need not handle chunked bodies. Raises _FileFailed when the input is to
+        blame (attempts exhausted, or it changed since it was listed)."""
         attempts = self.spec.retries + 1
         last = ""
-        attempt = 0
-        while attempt < attempts:
+        attempt = 0  # attempts that count against this input
+        tries = 0  # all of them, for the backoff and a bound on those that do not count
+        while attempt < attempts and tries < 2 * attempts + self.spec.parallelism:
             if self.abort.is_set():
                 raise JobError("job aborted")
-            if attempt:
-                time.sleep(min(0.2 * 2**attempt, 5.0))
-            attempt += 1
+            if tries:
+                time.sleep(min(0.2 * 2**tries, 5.0))
+            tries += 1
             try:
                 worker = slot.get()
             except _GaveUp:
                 raise
             except JobError as exc:
+                # A worker that would not start is not this input's fault: not counted
+                # (failed starts in a row are capped, see start_worker).
                 last = exc.message
                 continue
+            attempt += 1
             writer = self.repo.writer(batch)
             try:
                 with client.stream(
@@ -649,15 +835,30 @@ class _JobRun:
                     last = f"worker {reason}"
                     if isinstance(exc, httpx.ConnectError):
                         # It died before this request reached it (another input killed it):
-                        # not this input's fault, so the attempt is not counted. Worker
-                        # starts are capped, so this cannot loop for ever.
+                        # not this input's fault, so the attempt is not counted.
                         attempt -= 1
                 elif isinstance(exc, httpx.TimeoutException):
                     last = f"no answer within {self.spec.timeout:g} s"
                 else:
                     last = f"{type(exc).__name__}: {exc or 'connection lost'}"
                 slot.discard(worker)
-        raise JobError(f"{route} failed after {attempts} attempt(s): {last}")
+            except (Conflict, FileNotFound) as exc:  # an S3 object replaced or deleted since the listing
+                writer.abort()
+                raise _FileFailed(route, f"reading the input failed: {exc.message}") from None
+            except BaseException:
+                writer.abort()
+                raise
+        if attempt == 0:
+            raise _FileFailed(route, f"no worker could take it: {last}")
+        raise _FileFailed(route, f"failed after {attempt} attempt(s): {last}")
+
+
+class _FileFailed(JobError):
+    """One input could not be mapped: recorded, and the job goes on with the others."""
+
+    def __init__(self, route: str, reason: str) -> None:
+        super().__init__(f"{route} {reason}")
+        self.reason = reason
 
 
 _TLS: Any = None  # one TLS context for all job clients: making one costs ~10 ms, and workers speak plain HTTP

@@ -18,6 +18,17 @@ NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 ENV_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
 MEMORY_RE = re.compile(r"(\d+)\s*([kmg]i?b?|b)?", re.IGNORECASE)
 MAX_SPEC_BYTES = 64 << 10
+# Docker's image reference grammar (github.com/distribution/reference, regexp.go), checked
+# before any engine is asked, so a malformed name is the caller's 400, never the engine's error.
+_ALNUM = r"[a-z0-9]+"
+_PATH_COMPONENT = rf"{_ALNUM}(?:(?:[._]|__|-+){_ALNUM})*"
+_DOMAIN_COMPONENT = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
+_HOST = rf"(?:{_DOMAIN_COMPONENT}(?:\.{_DOMAIN_COMPONENT})*|\[[a-fA-F0-9:]+\])"
+_NAME = rf"(?:{_HOST}(?::[0-9]+)?/)?{_PATH_COMPONENT}(?:/{_PATH_COMPONENT})*"
+_TAG = r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}"
+_DIGEST = r"[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,}"
+IMAGE_RE = re.compile(rf"({_NAME})(?::({_TAG}))?(?:@({_DIGEST}))?")
+MAX_IMAGE_NAME = 255  # Docker's limit on the name (registry and repository, without tag or digest)
 MAX_PARALLELISM = 64
 MAX_INFLIGHT = 64
 RESERVED_ENV = {"PORT"}
@@ -32,6 +43,27 @@ DEFAULTS: dict[str, Any] = {
     "cpus": 1.0,
     "pids": 256,
 }
+
+
+def check_image(image: object) -> str:
+    """A Docker image reference: [registry[:port]/]path[:tag][@digest], as Docker parses it."""
+    if not isinstance(image, str) or not image:
+        raise BadRequest("image must be a Docker image name such as pfs-python-base:local")
+    if len(image) > 1024:  # name, tag and a long digest fit easily; spare the regex a 64 KB string
+        raise BadRequest("image reference longer than 1024 characters")
+    m = IMAGE_RE.fullmatch(image)
+    if m is None:
+        hint = ""
+        if image.lower() != image and IMAGE_RE.fullmatch(image.lower()):
+            hint = " (repository names are lowercase)"
+        raise BadRequest(
+            f"image {image[:300]!r} is not a valid Docker image reference{hint}: "
+            "[registry[:port]/]name[:tag][@sha256:digest], where a name is lowercase letters and digits "
+            "separated by '.', '_', '__', '-' or '/', and a tag is up to 128 letters, digits, '_', '.' or '-'"
+        )
+    if len(m.group(1)) > MAX_IMAGE_NAME:
+        raise BadRequest(f"image name longer than {MAX_IMAGE_NAME} characters")
+    return image
 
 
 def check_job_name(name: str) -> str:
@@ -73,6 +105,7 @@ class JobSpec:
     cpus: float = DEFAULTS["cpus"]
     pids: int = DEFAULTS["pids"]
     env: dict[str, str] = field(default_factory=dict)
+    skip_failed: bool = False  # a map job whose files fail still succeeds, without those files
 
     @property
     def upstream(self) -> str | None:
@@ -108,9 +141,12 @@ def _num(spec: Mapping[str, Any], key: str, kind: type, lo: float, hi: float) ->
     return kind(value)
 
 
-def parse_spec(name: str, body: bytes) -> JobSpec:
-    """Validate a spec as posted. Structural checks only; the DAG and the input's existence
-    are checked against the other jobs by `check_dag` and the caller."""
+def parse_spec(name: str, body: bytes, stored: bool = False) -> JobSpec:
+    """Validate a spec as posted. Structural checks only; the DAG, the input's existence and
+    what the server allows (runtime, S3 buckets) are checked by `check_dag` and the scheduler.
+
+    `stored`: a spec read back from the metadata store. Checks added since it was stored
+    (the image grammar) are left to run time, so one old spec cannot break every listing."""
     check_job_name(name)
     if len(body) > MAX_SPEC_BYTES:
         raise BadRequest(f"job spec larger than {MAX_SPEC_BYTES} bytes")
@@ -135,6 +171,8 @@ def parse_spec(name: str, body: bytes) -> JobSpec:
     image = spec.get("image")
     if image is not None and (not isinstance(image, str) or not image.strip() or any(c.isspace() for c in image)):
         raise BadRequest("image must be a Docker image name such as pfs-python-base:local")
+    if image is not None and not stored:
+        check_image(image)
     runtime = spec.get("runtime")
     if runtime not in (None, "docker", "process", "swarm"):
         raise BadRequest(f"runtime must be 'docker', 'process' or 'swarm', not {runtime!r}")
@@ -148,6 +186,11 @@ def parse_spec(name: str, body: bytes) -> JobSpec:
     reserved = RESERVED_ENV & set(env)
     if reserved:
         raise BadRequest(f"env may not set {', '.join(sorted(reserved))}: pfs sets it")
+    skip_failed = spec.get("skip_failed", False)
+    if not isinstance(skip_failed, bool):
+        raise BadRequest("skip_failed must be true or false")
+    if skip_failed and kind != "map":
+        raise BadRequest("skip_failed applies to map jobs only: a reduce has one input, all or nothing")
     return JobSpec(
         name=name,
         type=kind,
@@ -164,6 +207,7 @@ def parse_spec(name: str, body: bytes) -> JobSpec:
         cpus=_num(spec, "cpus", float, 0.01, 256),
         pids=_num(spec, "pids", int, 16, 65536),
         env=dict(env),
+        skip_failed=skip_failed,
     )
 
 
@@ -186,7 +230,7 @@ def parse_input(value: Any) -> str:
 
 def load_spec(name: str, text: str) -> JobSpec:
     """A stored spec (validated when it was stored)."""
-    return parse_spec(name, text.encode())
+    return parse_spec(name, text.encode(), stored=True)
 
 
 def check_dag(specs: Iterable[JobSpec]) -> list[JobSpec]:

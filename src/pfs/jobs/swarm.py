@@ -42,10 +42,12 @@ from .runtime import (
     Worker,
     WorkerSpec,
     _docker_errors,
+    _inspect_image,
     _signal_name,
     _start_failed,
     _wait_until_serving,
 )
+from .spec import check_image
 
 log = logging.getLogger("pfs.jobs.swarm")
 
@@ -193,20 +195,11 @@ class SwarmRuntime(Runtime):
     def _image(self, image: str | None) -> tuple[str, str]:
         """(image id, what the service runs): the repository digest if the image has one,
         else its id, so that no node ever pulls a tag."""
-        import docker.errors
-
         if not image:
             raise BadRequest("the swarm runtime needs an image")
+        check_image(image)  # a malformed name is a 400 before any engine is asked
         self.node_id()
-        try:
-            with _docker_errors(f"inspecting image {image!r}"):
-                info = self.api.inspect_image(image)
-        except JobError as exc:
-            if isinstance(exc.__cause__, docker.errors.NotFound):
-                raise BadRequest(
-                    f"image {image!r} not found locally (pfs never pulls: build or load it on this machine)"
-                ) from None
-            raise
+        info = _inspect_image(self, image)
         image_id = str(info["Id"])
         name = image.split("@")[0]
         last = name.rsplit("/", 1)[-1]
@@ -345,7 +338,7 @@ class SwarmRuntime(Runtime):
             for c in mine:
                 try:
                     with _docker_errors("removing a service's container"):
-                        self.api.remove_container(c["Id"], force=True)
+                        self.api.remove_container(c["Id"], force=True, v=True)
                 except JobError as exc:
                     cause = exc.__cause__
                     gone = isinstance(cause, docker.errors.NotFound)

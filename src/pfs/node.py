@@ -1,0 +1,182 @@
+"""`pfs serve`: one node, from an address and a configuration to a listening server.
+
+Order matters to the people and tools around a node:
+1. bind the address first: a busy port fails at once, before anything is created or
+   announced (a client once trusted the announcement and wrote to another server);
+2. announce only once the server accepts connections;
+3. shared stores (PostgreSQL, S3) are opened in the background, with backoff, saying so
+   in the log: the node answers its liveness route (`/ping`) at once and its readiness
+   route (`/ready`) with 503 until the stores answer, which is what compose, Swarm and
+   load balancers check. Embedded storage opens before serving: it is local, quick, and
+   an error there (a bad data directory) is a mistake to report, not to wait out.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import socket
+import sys
+import threading
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import uvicorn
+
+from .errors import PfsError, Unavailable
+from .httpguard import Limits, guarded_protocol
+from .logs import setup_logging
+from .server import Node, OpenNode, create_app
+
+if TYPE_CHECKING:
+    from .config import Config
+    from .jobs.scheduler import Scheduler
+    from .repo import Repository
+
+log = logging.getLogger("pfs.node")
+FIRST_RETRY = 0.5  # seconds; doubles up to MAX_RETRY
+MAX_RETRY = 30.0
+
+
+class StartingNode(Node):
+    """A node whose stores are opened by a background thread, retried with backoff until
+    they answer. Until then every route that needs them answers 503 with Retry-After."""
+
+    def __init__(self, cfg: Config, on_fatal: Callable[[str], None]) -> None:
+        self.cfg = cfg
+        self.on_fatal = on_fatal
+        self._repo: Repository | None = None
+        self._scheduler: Scheduler | None = None
+        self._why = "opening the stores"
+        self._delay = FIRST_RETRY
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @property
+    def repo(self) -> Repository:
+        if self._repo is None:
+            exc = Unavailable(f"pfs is starting: {self._why}")
+            exc.retry_after = max(1, math.ceil(self._delay))
+            raise exc
+        return self._repo
+
+    @property
+    def scheduler(self) -> Scheduler | None:
+        self.repo  # noqa: B018 - 503 while starting
+        return self._scheduler
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._open, name="pfs-open-stores", daemon=True)
+        self._thread.start()
+
+    def _open(self) -> None:
+        while not self._stop.is_set():
+            try:
+                repo = self.cfg.open()
+                scheduler = self.cfg.scheduler(repo)
+                scheduler.start()
+            except Unavailable as exc:
+                self._why = exc.message
+                log.warning("%s; retrying in %.1f s", exc.message, self._delay)
+            except PfsError as exc:  # a configuration mistake: waiting will not fix it
+                log.error("cannot start: %s", exc.message)
+                self.on_fatal(exc.message)
+                return
+            except Exception as exc:
+                self._why = f"{type(exc).__name__}: {exc}"
+                log.exception("opening the stores failed; retrying in %.1f s", self._delay)
+            else:
+                self._repo, self._scheduler = repo, scheduler
+                if self._delay > FIRST_RETRY:
+                    log.warning("the stores answer: ready")
+                return
+            self._stop.wait(self._delay)
+            self._delay = min(self._delay * 2, MAX_RETRY)
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=15)
+        if self._scheduler is not None:
+            self._scheduler.close()
+
+    def readiness(self) -> tuple[bool, str]:
+        if self._repo is None:
+            return False, self._why
+        return self._repo.check_stores()
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A listening socket, or OSError (address in use, not an address of this machine)."""
+    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    family, _, _, _, addr = infos[0]
+    sock = socket.create_server(addr[:2], family=family, backlog=2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+class _Uvicorn(uvicorn.Server):
+    """uvicorn, telling us once it accepts connections."""
+
+    def __init__(self, config: uvicorn.Config, on_listening: Callable[[], None]) -> None:
+        super().__init__(config)
+        self.on_listening = on_listening
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if self.started and not self.should_exit:
+            self.on_listening()
+
+
+def serve(
+    cfg: Config,
+    host: str,
+    port: int,
+    limits: Limits,
+    max_connections: int,
+    log_level: str = "warning",
+    announce: Callable[[str], None] = lambda line: print(line, file=sys.stderr, flush=True),
+) -> int:
+    """Run a node until SIGINT/SIGTERM; returns the process's exit code."""
+    setup_logging(log_level)
+    try:
+        sock = bind(host, port)
+    except OSError as exc:
+        announce(f"error: cannot listen on {host}:{port}: {exc.strerror or exc}")
+        return 1
+    fatal: list[str] = []
+    server: _Uvicorn | None = None
+
+    def on_fatal(message: str) -> None:
+        fatal.append(message)
+        if server is not None:
+            server.should_exit = True
+
+    node: Node
+    if cfg.shared or (cfg.objects_url or "").startswith("s3://"):
+        node = StartingNode(cfg, on_fatal)
+    else:
+        try:
+            repo = cfg.open()
+            node = OpenNode(repo, cfg.scheduler(repo))
+        except (PfsError, OSError) as exc:
+            sock.close()
+            announce(f"error: {exc.message if isinstance(exc, PfsError) else exc}")
+            return 1
+    bound_host, bound_port = sock.getsockname()[:2]
+    shown = f"[{bound_host}]" if ":" in bound_host else bound_host
+    config = uvicorn.Config(
+        create_app(node),
+        http=guarded_protocol(limits),
+        log_level=log_level,
+        timeout_keep_alive=30,
+        timeout_graceful_shutdown=5,  # long-polls (`/run/<id>?wait=`) must not hold up a shutdown
+        limit_concurrency=max_connections,
+        lifespan="on",
+    )
+    server = _Uvicorn(config, lambda: announce(f"pfs serving {cfg.describe()} on http://{shown}:{bound_port}"))
+    server.run(sockets=[sock])
+    if fatal:
+        announce(f"error: {fatal[0]}")
+        return 1
+    return 0 if server.started else 1
