@@ -273,7 +273,7 @@ def bench_scaling(work: Path, rows: list[tuple[str, str, str, str]]) -> None:
         pfs = start_pfs(work / f"pfs-scale-{n}-{dirs}")
         with Client(pfs.url) as c:
             c.put_dir(str(tree), "data")
-            head = c.commit(message="load")["id"]
+            head = c.commit(message="load").id
             lat = []
             for i in range(30):
                 c.put_file(f"data/d0000/f{i * 3:05}.txt", f"edit {i}".encode())
@@ -462,16 +462,16 @@ def bench_jobs(work: Path, rows: list[tuple[str, str, str, str]]) -> None:
                 c.put_dir(str(inputs), "in")
                 c.put_job("upper", spec)
                 t = time.perf_counter()
-                cid = c.commit(run=True)["id"]
+                cid = c.commit(run=True).id
                 status = c.wait_run(cid, timeout=600)
                 full = time.perf_counter() - t
-                assert status["state"] == "succeeded", status
+                assert status.state == "succeeded", status
                 c.put_file("in/f00007.txt", b"one changed file")
                 t = time.perf_counter()
-                cid = c.commit(run=True)["id"]
+                cid = c.commit(run=True).id
                 status = c.wait_run(cid, timeout=600)
                 incr = time.perf_counter() - t
-                assert status["state"] == "succeeded" and status["jobs"][0]["done"] == 1, status
+                assert status.state == "succeeded" and status.jobs[0].done == 1, status
         finally:
             pfs.stop()
         rate = MAP_FILES / full

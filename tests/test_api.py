@@ -1,4 +1,8 @@
-"""Every HTTP route over real HTTP: plain text for curl, JSON with `Accept: application/json`."""
+"""Every HTTP route as a client sees it: plain text for curl, JSON with `Accept: application/json`.
+
+The requests go to the server's app in this process (conftest's `http`: the app `pfs serve`
+runs, on each backend, with streamed bodies both ways); `storage` is the backdoor to the
+stored bytes and rows."""
 
 from __future__ import annotations
 
@@ -11,8 +15,7 @@ from urllib.parse import quote
 
 import blake3
 import httpx
-import pytest
-from conftest import ServerProc, Storage
+from conftest import Storage
 
 J = {"accept": "application/json"}
 ID = re.compile(r"^[0-9a-f]{64}$")
@@ -75,10 +78,10 @@ def files_tree(h: httpx.Client, directory: str = "", **params: str) -> dict[str,
     return out
 
 
-def staged_count(server: ServerProc, branch: str = "master") -> int:
+def staged_count(storage: Storage, branch: str = "master") -> int:
     import sqlalchemy as sa
 
-    engine = sa.create_engine(server.storage.sql_url())
+    engine = sa.create_engine(storage.sql_url())
     try:
         with engine.connect() as db:
             q = sa.text("SELECT count(*) FROM staging WHERE branch = :b")
@@ -87,25 +90,16 @@ def staged_count(server: ServerProc, branch: str = "master") -> int:
         engine.dispose()
 
 
-def n_objects(server: ServerProc) -> int:
-    return len(server.storage.object_sizes())
+def n_objects(storage: Storage) -> int:
+    return len(storage.object_sizes())
 
 
-def stored_bytes(server: ServerProc) -> int:
-    return sum(server.storage.object_sizes().values())
+def stored_bytes(storage: Storage) -> int:
+    return sum(storage.object_sizes().values())
 
 
 def one_line(text: str) -> bool:
     return text.endswith("\n") and text.count("\n") == 1
-
-
-@pytest.fixture
-def server(storage: Storage) -> Iterator[ServerProc]:
-    """conftest's server (on each backend), killed rather than shut down gracefully: many
-    tests, each fresh."""
-    s = ServerProc(storage.data_dir, storage=storage).start()
-    yield s
-    s.kill9()
 
 
 # ---- ping, files -----------------------------------------------------------------------
@@ -342,7 +336,7 @@ def test_commit_with_nothing_staged_keeps_the_tree(http: httpx.Client) -> None:
     assert c2["parents"] == [c1["id"]] and c2["tree"] == c1["tree"]
 
 
-def test_commit_compare_and_swap(http: httpx.Client, server: ServerProc) -> None:
+def test_commit_compare_and_swap(http: httpx.Client, storage: Storage) -> None:
     put(http, "a", b"1")
     c1 = commit(http)
     put(http, "b", b"2")
@@ -351,10 +345,10 @@ def test_commit_compare_and_swap(http: httpx.Client, server: ServerProc) -> None
     r = http.post("/commit", params={"expect": c1}, headers=J)  # stale: the branch moved
     assert r.status_code == 409 and r.json()["error"] == "branch_moved"
     assert head(http) == c2
-    assert get(http, "c") == b"3" and staged_count(server) == 1  # the staged write survives
+    assert get(http, "c") == b"3" and staged_count(storage) == 1  # the staged write survives
     assert [c["id"] for c in http.get("/commit", headers=J).json()] == [c1, c2]
     c3 = commit(http, expect=c2)
-    assert get(http, "c", commit=c3) == b"3" and staged_count(server) == 0
+    assert get(http, "c", commit=c3) == b"3" and staged_count(storage) == 0
 
 
 # ---- branches -----------------------------------------------------------------------------
@@ -395,13 +389,13 @@ def test_branch_create_list_get_delete(http: httpx.Client) -> None:
     assert status(http, "dirty", branch="exp") == 404
 
 
-def test_branch_is_copy_on_write_and_copies_nothing(http: httpx.Client, server: ServerProc) -> None:
+def test_branch_is_copy_on_write_and_copies_nothing(http: httpx.Client, storage: Storage) -> None:
     for i in range(30):
         put(http, f"data/f{i:02d}", os.urandom(3000 + i))  # each stored as an object
     c1 = commit(http)
-    before_objects = n_objects(server)
+    before_objects = n_objects(storage)
     branch(http, "exp", c1)
-    assert n_objects(server) == before_objects  # no data copied, not even a tree
+    assert n_objects(storage) == before_objects  # no data copied, not even a tree
 
     # the branch sees everything master had
     assert files_tree(http, branch="exp") == files_tree(http, commit=c1)
@@ -573,7 +567,7 @@ def _conflict(http: httpx.Client) -> tuple[str, str]:
     return m, e
 
 
-def test_merge_conflict_applies_nothing(http: httpx.Client, server: ServerProc) -> None:
+def test_merge_conflict_applies_nothing(http: httpx.Client, storage: Storage) -> None:
     m, e = _conflict(http)
     commits_before = http.get("/commit", headers=J).json()
     tree_before = files_tree(http)
@@ -593,7 +587,7 @@ def test_merge_conflict_applies_nothing(http: httpx.Client, server: ServerProc) 
     assert http.get("/commit", headers=J).json() == commits_before
     assert files_tree(http) == tree_before
     assert get(http, "other") == b"base"  # the non-conflicting change was not half-applied
-    assert staged_count(server) == 0
+    assert staged_count(storage) == 0
 
 
 def test_merge_strategy_ours_and_theirs(http: httpx.Client) -> None:
@@ -614,12 +608,12 @@ def test_merge_strategy_ours_and_theirs(http: httpx.Client) -> None:
     assert theirs["other"] == b"exp changed this"
 
 
-def test_merge_into_dirty_branch_is_refused(http: httpx.Client, server: ServerProc) -> None:
+def test_merge_into_dirty_branch_is_refused(http: httpx.Client, storage: Storage) -> None:
     _, m, _ = _diverge(http)
     put(http, "wip", b"uncommitted")
     r = http.post("/merge", params={"from": "exp", "into": "master"}, headers=J)
     assert r.status_code == 409 and r.json()["error"] == "dirty_branch"
-    assert head(http) == m and get(http, "wip") == b"uncommitted" and staged_count(server) == 1
+    assert head(http) == m and get(http, "wip") == b"uncommitted" and staged_count(storage) == 1
 
 
 # ---- revert, discard ----------------------------------------------------------------------
@@ -650,7 +644,7 @@ def test_revert_makes_a_new_commit_with_the_old_content(http: httpx.Client) -> N
     assert files_tree(http) == files_tree(http, commit=c3)
 
 
-def test_revert_of_dirty_branch_is_refused(http: httpx.Client, server: ServerProc) -> None:
+def test_revert_of_dirty_branch_is_refused(http: httpx.Client, storage: Storage) -> None:
     put(http, "a", b"1")
     c1 = commit(http)
     put(http, "a", b"2")
@@ -658,10 +652,10 @@ def test_revert_of_dirty_branch_is_refused(http: httpx.Client, server: ServerPro
     put(http, "wip", b"w")
     r = http.post("/revert", params={"commit": c1}, headers=J)
     assert r.status_code == 409 and r.json()["error"] == "dirty_branch"
-    assert head(http) == c2 and staged_count(server) == 1
+    assert head(http) == c2 and staged_count(storage) == 1
 
 
-def test_discard_drops_only_that_branchs_dirty_writes(http: httpx.Client, server: ServerProc) -> None:
+def test_discard_drops_only_that_branchs_dirty_writes(http: httpx.Client, storage: Storage) -> None:
     put(http, "a", b"1")
     put(http, "b", b"b")
     c1 = commit(http)
@@ -678,7 +672,7 @@ def test_discard_drops_only_that_branchs_dirty_writes(http: httpx.Client, server
     r = http.post("/discard", params={"branch": "exp"}, headers=J)
     assert r.json() == {"discarded": 1}
     assert http.post("/discard", headers=J).json() == {"discarded": 0}
-    assert staged_count(server, "master") == staged_count(server, "exp") == 0
+    assert staged_count(storage, "master") == staged_count(storage, "exp") == 0
 
 
 # ---- fsck -----------------------------------------------------------------------------------
@@ -695,12 +689,12 @@ def test_fsck_reports_ok(http: httpx.Client) -> None:
     assert http.get("/fsck", params={"quick": "1"}, headers=J).json()["ok"] is True
 
 
-def test_fsck_finds_a_damaged_object(http: httpx.Client, server: ServerProc) -> None:
+def test_fsck_finds_a_damaged_object(http: httpx.Client, storage: Storage) -> None:
     data = os.urandom(400_000)
     put(http, "a", data)
     commit(http)
-    sizes = server.storage.object_sizes()
-    server.storage.corrupt(max(sizes, key=lambda name: sizes[name]))
+    sizes = storage.object_sizes()
+    storage.corrupt(max(sizes, key=lambda name: sizes[name]))
     j = http.get("/fsck", headers=J)
     assert j.status_code == 500 and j.json()["ok"] is False and j.json()["problems"]
     assert http.get("/fsck").text.splitlines()[-1].startswith("FAILED")
@@ -734,12 +728,12 @@ def test_large_file_round_trips_byte_exact(http: httpx.Client) -> None:
     assert get(http, "big/*", commit=c) == data
 
 
-def test_edited_versions_of_a_file_are_deduplicated(http: httpx.Client, server: ServerProc) -> None:
+def test_edited_versions_of_a_file_are_deduplicated(http: httpx.Client, storage: Storage) -> None:
     rnd = random.Random(11)
     data = bytearray(rnd.randbytes(12 << 20))
     put(http, "v.bin", bytes(data))
     commit(http)
-    before = stored_bytes(server)
+    before = stored_bytes(storage)
     versions = [bytes(data)]
     for i in range(9):
         at = rnd.randrange(len(data) - 100)
@@ -747,7 +741,7 @@ def test_edited_versions_of_a_file_are_deduplicated(http: httpx.Client, server: 
         versions.append(bytes(data))
         put(http, "v.bin", versions[-1])
         commit(http, message=f"v{i + 2}")
-    growth = stored_bytes(server) - before
+    growth = stored_bytes(storage) - before
     # 9 more versions stored whole would be 108 MiB; each small edit costs a chunk or two
     assert growth < 9 * (8 << 20) // 2, growth
     assert growth < 3 * len(data)

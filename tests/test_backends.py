@@ -17,11 +17,11 @@ from seaweed import SeaweedServer, seaweed_fixture  # noqa: F401
 
 from pfs.config import normalize_meta_url
 from pfs.errors import AlreadyExists, BranchMoved, BranchNotFound, CorruptObject, MissingObject
-from pfs.meta import MetaStore, SqlMetaStore, sqlite_url
-from pfs.objects import LocalObjectStore, ObjectStore, hash_bytes
-from pfs.s3 import S3Config
-from pfs.s3objects import S3ObjectStore
-from pfs.trees import Commit, Entry
+from pfs.storage.meta import MetaStore, SqlMetaStore, sqlite_url
+from pfs.storage.objects import LocalObjectStore, ObjectStore, hash_bytes
+from pfs.storage.s3 import S3Config
+from pfs.storage.s3objects import S3ObjectStore
+from pfs.storage.trees import Commit, Entry
 
 
 @pytest.fixture(params=["local", "s3"])

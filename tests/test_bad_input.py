@@ -3,7 +3,9 @@
 listings and stored objects are identical before and after.
 
 Requests go out over a raw socket so the request target reaches the server byte for byte
-(HTTP clients normalise `..` and `.` segments away).
+(HTTP clients normalise `..` and `.` segments away). So these tests talk to a real `pfs serve`
+(one per group of tests, not per test): what its HTTP parser makes of a literal target, a
+chunked body or one over the limit is part of what they check.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import ServerProc
+from conftest import AppServer, ServerProc
 
 from pfs import Client
 
@@ -154,17 +156,17 @@ def seeded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Seeded]:
             c.put_file("dir/b.txt", b"bravo\n")
             c.put_file("dir/sub/c.txt", b"charlie\n")
             c.put_file("big.bin", os.urandom(300_000))  # chunked, not inline
-            c1 = c.commit(message="one")["id"]
+            c1 = c.commit(message="one").id
             c.put_file("dir/d.txt", b"delta\n")
-            c2 = c.commit(message="two")["id"]
+            c2 = c.commit(message="two").id
             c.create_branch("exp", c1)
             c.put_file("exp-only.txt", b"on exp\n", branch="exp")
             c.create_branch("left", c1)
             c.put_file("dir/b.txt", b"left\n", branch="left")
-            left = c.commit("left")["id"]
+            left = c.commit("left").id
             c.create_branch("right", c1)
             c.put_file("dir/b.txt", b"right\n", branch="right")
-            right = c.commit("right")["id"]
+            right = c.commit("right").id
             c.put_file("staged.txt", b"dirty\n")
             c.delete_file("a.txt")
         yield Seeded(srv, c1, c2, left, right)
@@ -494,11 +496,11 @@ def test_ambiguous_commit_prefix(tmp_path: Path) -> None:
     """Two commits sharing a prefix: the prefix is refused as ambiguous (400), a longer
     unique one still works. Real ids never collide on 8+ hex digits in a test, so the
     second entry is planted in the commit index."""
-    srv = ServerProc(tmp_path / "data").start()
+    srv = AppServer(tmp_path / "data").start()
     try:
-        with Client(srv.url) as c:
+        with srv.client() as c:
             c.put_file("a", b"a")
-            real = c.commit()["id"]
+            real = c.commit().id
         twin = real[:10] + ("0" if real[10] != "0" else "1") * 54
         db = sqlite3.connect(os.path.join(srv.data_dir, "meta.sqlite"))
         with db:
@@ -507,7 +509,7 @@ def test_ambiguous_commit_prefix(tmp_path: Path) -> None:
                 (twin, "0" * 64),
             )
         db.close()
-        with httpx.Client(base_url=srv.url) as h:
+        with srv.http() as h:
             for prefix in (real[:8], real[:10]):
                 r = h.get(f"/commit/{prefix}")
                 assert r.status_code == 400, r.text

@@ -95,9 +95,9 @@ def test_2gib_upload_and_download_stream_with_bounded_server_memory(tmp_path: Pa
                 res = c.put_file("big/blob.bin", src)
             upload_s = time.monotonic() - t0
             want = src.hash.hexdigest()
-            assert src.sent == SIZE and res["size"] == SIZE
-            assert res["hash"] == want, "the server hashed other bytes than were sent"
-            commit = c.commit(message="2 GiB")["id"]
+            assert src.sent == SIZE and res.size == SIZE
+            assert res.hash == want, "the server hashed other bytes than were sent"
+            commit = c.commit(message="2 GiB").id
             # Really stored, not deduped or compressed away: the test moved 2 GiB.
             assert stored_bytes(data_dir) >= SIZE * 0.98
 

@@ -114,13 +114,13 @@ def test_put_directory(srv: ServerProc, c: Client, b: str, tmp_path: Path) -> No
     assert c.get_file("project/src/pkg/data.bin", branch=b) == (root / "src" / "pkg" / "data.bin").read_bytes()
     # to an explicit remote directory
     ok(pfs(srv.url, "put", str(root / "src"), "code/v1", "-b", b))
-    assert [e["path"] for e in c.ls("code/v1", branch=b)] == ["code/v1/main.py", "code/v1/pkg"]
+    assert [e.path for e in c.ls("code/v1", branch=b)] == ["code/v1/main.py", "code/v1/pkg"]
 
 
 def test_get_to_a_file(srv: ServerProc, c: Client, b: str, tmp_path: Path) -> None:
     data = os.urandom(2_500_000)
     c.put_file("g/blob", data, branch=b)
-    commit = c.commit(b)["id"]
+    commit = c.commit(b).id
     c.put_file("g/blob", b"dirty", branch=b)
     out = tmp_path / "out.bin"
     assert ok(pfs(srv.url, "get", "g/blob", str(out), "-c", commit)) == ""
@@ -154,7 +154,7 @@ def test_ls(srv: ServerProc, c: Client, b: str) -> None:
     ]
     root = ok(pfs(srv.url, "ls", "-b", b)).splitlines()
     assert f"{'dir':>12}  l/" in root and f"{5:>12}  seed.txt" in root
-    commit = c.commit(b)["id"]
+    commit = c.commit(b).id
     c.put_file("l/c.txt", b"new", branch=b)
     assert len(ok(pfs(srv.url, "ls", "l", "-c", commit)).splitlines()) == 3
     assert len(ok(pfs(srv.url, "ls", "l", "-b", b)).splitlines()) == 4
@@ -164,7 +164,7 @@ def test_rm(srv: ServerProc, c: Client, b: str) -> None:
     for p in ["r/x", "r/d/y", "r/d/z"]:
         c.put_file(p, b"1", branch=b)
     assert ok(pfs(srv.url, "rm", "r/x", "-b", b)) == "deleted 1 file(s)\n"
-    assert "x" not in [e["name"] for e in c.ls("r", branch=b)]
+    assert "x" not in [e.name for e in c.ls("r", branch=b)]
     err = fails(pfs(srv.url, "rm", "r/d", "-b", b))
     assert "recursively" in err
     assert ok(pfs(srv.url, "rm", "-r", "r/d", "-b", b)) == "deleted 2 file(s)\n"
@@ -177,27 +177,27 @@ def test_commit(srv: ServerProc, c: Client, b: str) -> None:
     cid = ok(pfs(srv.url, "commit", "-b", b, "-m", "from the cli")).strip()
     assert ID.match(cid)
     info = c.inspect_commit(cid)
-    assert info["message"] == "from the cli" and info["branch"] == b
+    assert info.message == "from the cli" and info.branch == b
     assert c.get_file("cm", commit=cid) == b"1"
     fails(pfs(srv.url, "commit", "-b", "no-such-branch"))
 
 
 def test_branch_list_create_delete(srv: ServerProc, c: Client, b: str) -> None:
     c.put_file("br", b"1", branch=b)
-    head = c.commit(b)["id"]
+    head = c.commit(b).id
     name = f"cli{next(_names)}"
     assert ok(pfs(srv.url, "branch", name, "-c", head)) == f"{name} -> {head}\n"
-    assert c.log(name, limit=1)[0]["id"] == head
+    assert c.log(name, limit=1)[0].id == head
     listing = ok(pfs(srv.url, "branch")).splitlines()
     assert f"{name:<24} {head}" in listing
     assert any(line.startswith("master ") for line in listing)
     assert ok(pfs(srv.url, "branch", name, "-d")) == f"deleted branch {name}\n"
-    assert name not in [x["name"] for x in c.branches()]
+    assert name not in [x.name for x in c.branches()]
     fails(pfs(srv.url, "branch", name, "-d"))
     fails(pfs(srv.url, "branch", b))  # exists
     # from master by default
     other = f"cli{next(_names)}"
-    master = c.log("master", limit=1)[0]["id"]
+    master = c.log("master", limit=1)[0].id
     assert ok(pfs(srv.url, "branch", other)) == f"{other} -> {master}\n"
 
 
@@ -205,7 +205,7 @@ def test_log(srv: ServerProc, c: Client, b: str) -> None:
     ids = []
     for i in range(3):
         c.put_file("lg", str(i).encode(), branch=b)
-        ids.append(c.commit(b, f"msg {i}")["id"])
+        ids.append(c.commit(b, f"msg {i}").id)
     lines = ok(pfs(srv.url, "log", b)).splitlines()
     assert [ln.split()[0] for ln in lines[:3]] == [i[:12] for i in ids[::-1]]
     assert lines[0].endswith("msg 2") and lines[0].split()[2] == b
@@ -233,28 +233,28 @@ def test_log_is_one_line_per_commit_whatever_the_message_holds(srv: ServerProc, 
     lines = out.split("\n")
     assert lines[-1] == "" and len(lines) == len(messages) + 1
     for line, commit, shown in zip(lines, c.log(b, len(messages)), list(messages.values())[::-1], strict=False):
-        assert line == f"{commit['id'][:12]}  {commit['time'][:19]}  {b:<12} {shown}"
+        assert line == f"{commit.id[:12]}  {commit.time[:19]}  {b:<12} {shown}"
 
 
 def test_listings_escape_control_characters_in_paths(srv: ServerProc, c: Client, b: str) -> None:
     """Paths may hold C1 controls and line separators; ls and diff print them escaped."""
-    base = c.log(b, 1)[0]["id"]
+    base = c.log(b, 1)[0].id
     odd = "esc/a\u2028b\x9b31m\u202ec"
     c.put_file(odd, b"12345", branch=b)
     shown = "esc/a\\u2028b\\x9b31m\\u202ec"
     assert ok(pfs(srv.url, "ls", "esc", "-b", b)) == f"{5:>12}  {shown}\n"
-    head = c.commit(b)["id"]
+    head = c.commit(b).id
     assert ok(pfs(srv.url, "diff", base, head)) == f"A\t{shown}\n"
 
 
 def test_diff(srv: ServerProc, c: Client, b: str) -> None:
     c.put_file("df/a", b"a", branch=b)
     c.put_file("df/b", b"b", branch=b)
-    one = c.commit(b)["id"]
+    one = c.commit(b).id
     c.put_file("df/a", b"A", branch=b)
     c.delete_file("df/b", branch=b)
     c.put_file("df/c", b"c", branch=b)
-    two = c.commit(b)["id"]
+    two = c.commit(b).id
     assert ok(pfs(srv.url, "diff", one, two)) == "M\tdf/a\nD\tdf/b\nA\tdf/c\n"
     assert ok(pfs(srv.url, "diff", two, b)) == ""
     fails(pfs(srv.url, "diff", one, "deadbeefdeadbeef"))
@@ -263,23 +263,23 @@ def test_diff(srv: ServerProc, c: Client, b: str) -> None:
 # ---- merge, revert, discard ---------------------------------------------------------------------
 def test_merge(srv: ServerProc, c: Client, b: str) -> None:
     c.put_file("mg/shared", b"base", branch=b)
-    base = c.commit(b)["id"]
+    base = c.commit(b).id
     other = f"cli{next(_names)}"
     c.create_branch(other, base)
     c.put_file("mg/theirs", b"t", branch=other)
-    ff = c.commit(other)["id"]
+    ff = c.commit(other).id
     assert ok(pfs(srv.url, "merge", other, b)) == f"fast-forward: {ff}\n"
     assert ok(pfs(srv.url, "merge", other, b)) == f"up-to-date: {ff}\n"
     c.put_file("mg/shared", b"ours", branch=b)
-    ours = c.commit(b)["id"]
+    ours = c.commit(b).id
     c.put_file("mg/shared", b"theirs", branch=other)
     c.commit(other)
     err = fails(pfs(srv.url, "merge", other, b), lines=2)
     assert err.splitlines()[1] == "  conflict: mg/shared"
-    assert c.log(b, limit=1)[0]["id"] == ours
+    assert c.log(b, limit=1)[0].id == ours
     out = ok(pfs(srv.url, "merge", other, b, "-s", "theirs", "-m", "take theirs"))
     kind, _, mid = out.strip().partition(": ")
-    assert kind == "merge" and c.inspect_commit(mid)["message"] == "take theirs"
+    assert kind == "merge" and c.inspect_commit(mid).message == "take theirs"
     assert c.get_file("mg/shared", commit=mid) == b"theirs"
     err = fails(pfs(srv.url, "merge", other, b, "-s", "bogus"))  # click refuses the choice: one line too
     assert "'bogus' is not one of 'ours', 'theirs'" in err and err.endswith("See 'pfs merge --help'.\n")
@@ -287,13 +287,13 @@ def test_merge(srv: ServerProc, c: Client, b: str) -> None:
 
 def test_revert(srv: ServerProc, c: Client, b: str) -> None:
     c.put_file("rv", b"1", branch=b)
-    one = c.commit(b)["id"]
+    one = c.commit(b).id
     c.put_file("rv", b"2", branch=b)
-    two = c.commit(b)["id"]
+    two = c.commit(b).id
     new = ok(pfs(srv.url, "revert", b, one, "-m", "undo")).strip()
     assert ID.match(new) and new not in (one, two)
     info = c.inspect_commit(new)
-    assert info["parents"] == [two] and info["message"] == "undo"
+    assert info.parents == (two,) and info.message == "undo"
     assert c.get_file("rv", commit=new) == b"1"
     fails(pfs(srv.url, "revert", b, "deadbeefdeadbeef"))
 

@@ -1,7 +1,7 @@
 """The Python client: every method, and server errors re-raised as the same typed classes.
 
-One server serves the whole module; each test works on its own branch (`b`) so tests do
-not see each other's writes.
+One server (the server's app in this process, conftest's `AppServer`) serves the whole
+module; each test works on its own branch (`b`) so tests do not see each other's writes.
 """
 
 from __future__ import annotations
@@ -15,23 +15,24 @@ from pathlib import Path
 
 import blake3
 import pytest
-from conftest import ServerProc, free_port
+from conftest import AppServer, ServerProc, free_port
 
 from pfs import Client, errors
+from pfs.records import BranchInfo, Written
 
 _names = itertools.count()
 
 
 @pytest.fixture(scope="module")
-def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProc]:
-    s = ServerProc(tmp_path_factory.mktemp("client") / "data").start()
+def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AppServer]:
+    s = AppServer(tmp_path_factory.mktemp("client") / "data").start()
     yield s
     s.stop()
 
 
 @pytest.fixture(scope="module")
-def c(srv: ServerProc) -> Iterator[Client]:
-    with Client(srv.url) as client:
+def c(srv: AppServer) -> Iterator[Client]:
+    with srv.client() as client:
         client.put_file("seed.txt", b"seed\n")
         client.commit(message="seed")
         yield client
@@ -48,17 +49,17 @@ def b(c: Client) -> str:
 def tree(c: Client, branch: str | None = None, commit: str | None = None, path: str = "") -> dict[str, bytes]:
     out: dict[str, bytes] = {}
     for e in c.ls(path, commit=commit, branch=branch):
-        if e["type"] == "dir":
-            out.update(tree(c, branch, commit, e["path"]))
+        if e.type == "dir":
+            out.update(tree(c, branch, commit, e.path))
         else:
-            out[e["path"]] = c.get_file(e["path"], commit=commit, branch=branch)
+            out[e.path] = c.get_file(e.path, commit=commit, branch=branch)
     return out
 
 
 # ---- files -------------------------------------------------------------------------------
 def test_put_and_get_bytes(c: Client, b: str) -> None:
     res = c.put_file("a/b.txt", b"hello", branch=b)
-    assert res == {"branch": b, "path": "a/b.txt", "size": 5, "hash": blake3.blake3(b"hello").hexdigest()}
+    assert res == Written(b, "a/b.txt", 5, blake3.blake3(b"hello").hexdigest())
     assert c.get_file("a/b.txt", branch=b) == b"hello"
     with pytest.raises(errors.FileNotFound):
         c.get_file("a/b.txt")  # master does not have it
@@ -66,13 +67,13 @@ def test_put_and_get_bytes(c: Client, b: str) -> None:
 
 def test_put_streams_from_a_file_object(c: Client, b: str, tmp_path: Path) -> None:
     data = os.urandom(3 << 20)  # several client pieces
-    assert c.put_file("fromio.bin", io.BytesIO(data), branch=b)["size"] == len(data)
+    assert c.put_file("fromio.bin", io.BytesIO(data), branch=b).size == len(data)
     assert c.get_file("fromio.bin", branch=b) == data
     local = tmp_path / "local.bin"
     local.write_bytes(data[::-1])
     with open(local, "rb") as f:
         res = c.put_file("fromfile.bin", f, branch=b)
-    assert res["hash"] == blake3.blake3(data[::-1]).hexdigest()
+    assert res.hash == blake3.blake3(data[::-1]).hexdigest()
     assert c.get_file("fromfile.bin", branch=b) == data[::-1]
 
 
@@ -87,10 +88,10 @@ def test_put_streams_from_an_iterator(c: Client, b: str) -> None:
 
     res = c.put_file("gen.bin", gen(), branch=b)
     assert pulled == list(range(20))
-    assert res["size"] == sum(map(len, pieces))
+    assert res.size == sum(map(len, pieces))
     assert c.get_file("gen.bin", branch=b) == b"".join(pieces)
     # an empty iterator makes an empty file
-    assert c.put_file("empty", iter([]), branch=b)["size"] == 0
+    assert c.put_file("empty", iter([]), branch=b).size == 0
     assert c.get_file("empty", branch=b) == b""
 
 
@@ -106,11 +107,11 @@ def test_ls_and_directory_reads(c: Client, b: str) -> None:
     for p in ["d/z", "d/a", "d/m/x"]:
         c.put_file(p, p.encode(), branch=b)
     listing = c.ls("d", branch=b)
-    assert [(e["name"], e["type"]) for e in listing] == [("a", "file"), ("m", "dir"), ("z", "file")]
+    assert [(e.name, e.type) for e in listing] == [("a", "file"), ("m", "dir"), ("z", "file")]
     assert c.ls("d/", branch=b) == listing
     with pytest.raises(errors.InvalidPath):
         c.ls("/d", branch=b)  # absolute, like everywhere else
-    assert "seed.txt" in [e["name"] for e in c.ls(branch=b)]
+    assert "seed.txt" in [e.name for e in c.ls(branch=b)]
     assert c.get_file("d/*", branch=b) == b"d/ad/z"
     with pytest.raises(errors.FileNotFound):
         c.ls("nope", branch=b)
@@ -123,12 +124,12 @@ def test_ls_and_directory_reads(c: Client, b: str) -> None:
 def test_delete_file_and_recursive(c: Client, b: str) -> None:
     for p in ["r/x", "r/y/z", "keep"]:
         c.put_file(p, b"1", branch=b)
-    assert c.delete_file("keep", branch=b) == {"branch": b, "path": "keep", "deleted": 1}
+    assert c.delete_file("keep", branch=b) == 1
     with pytest.raises(errors.FileNotFound):
         c.get_file("keep", branch=b)
     with pytest.raises(errors.PathConflict):
         c.delete_file("r", branch=b)
-    assert c.delete_file("r", branch=b, recursive=True)["deleted"] == 2
+    assert c.delete_file("r", branch=b, recursive=True) == 2
     with pytest.raises(errors.FileNotFound):
         c.delete_file("r", branch=b)
 
@@ -141,7 +142,7 @@ def test_put_tar_and_put_dir(c: Client, b: str, tmp_path: Path) -> None:
             info.size = len(data)
             tar.addfile(info, io.BytesIO(data))
     res = c.put_tar("unpacked", io.BytesIO(buf.getvalue()), branch=b)
-    assert res["files"] == 2 and res["size"] == 3
+    assert res.files == 2 and res.size == 3
     assert c.get_file("unpacked/sub/two.txt", branch=b) == b"22"
 
     local = tmp_path / "tree"
@@ -152,7 +153,7 @@ def test_put_tar_and_put_dir(c: Client, b: str, tmp_path: Path) -> None:
     os.symlink("/etc/passwd", local / "link")  # symlinks are not followed or uploaded
     seen: list[int] = []
     res = c.put_dir(str(local), "up", branch=b, on_bytes=seen.append)
-    assert res["files"] == 2 and sum(seen) == res["size"] == 300_003
+    assert res.files == 2 and sum(seen) == res.size == 300_003
     assert tree(c, b, path="up") == {
         "up/deep/er/leaf.bin": (local / "deep" / "er" / "leaf.bin").read_bytes(),
         "up/top.txt": b"top",
@@ -165,12 +166,12 @@ def test_put_tar_and_put_dir(c: Client, b: str, tmp_path: Path) -> None:
 def test_commit_commits_inspect(c: Client, b: str) -> None:
     c.put_file("x", b"1", branch=b)
     c1 = c.commit(b, "first")
-    assert c1["branch"] == b and c1["message"] == "first" and len(c1["parents"]) == 1
-    assert c.inspect_commit(c1["id"]) == c1
-    assert c.inspect_commit(c1["id"][:12]) == c1
+    assert c1.branch == b and c1.message == "first" and len(c1.parents) == 1
+    assert c.inspect_commit(c1.id) == c1
+    assert c.inspect_commit(c1.id[:12]) == c1
     assert c.inspect_commit(b) == c1
-    assert c1["id"] in [x["id"] for x in c.commits()]
-    assert c.get_file("x", commit=c1["id"]) == b"1"
+    assert c1.id in [x.id for x in c.commits()]
+    assert c.get_file("x", commit=c1.id) == b"1"
     with pytest.raises(errors.CommitNotFound):
         c.inspect_commit("deadbeefdeadbeef")
     with pytest.raises(errors.CommitNotFound):
@@ -179,23 +180,23 @@ def test_commit_commits_inspect(c: Client, b: str) -> None:
 
 def test_commit_expect_raises_branch_moved_and_keeps_the_write(c: Client, b: str) -> None:
     c.put_file("x", b"1", branch=b)
-    c1 = c.commit(b)["id"]
+    c1 = c.commit(b).id
     c.put_file("x", b"2", branch=b)
-    c2 = c.commit(b, expect=c1)["id"]
+    c2 = c.commit(b, expect=c1).id
     c.put_file("y", b"3", branch=b)
     with pytest.raises(errors.BranchMoved) as ei:
         c.commit(b, expect=c1)
     assert isinstance(ei.value, errors.Conflict) and ei.value.status == 409
-    assert c.log(b, limit=1)[0]["id"] == c2
+    assert c.log(b, limit=1)[0].id == c2
     assert c.get_file("y", branch=b) == b"3"
-    assert c.get_file("y", commit=c.commit(b, expect=c2)["id"]) == b"3"
+    assert c.get_file("y", commit=c.commit(b, expect=c2).id) == b"3"
 
 
 def test_branches_create_delete(c: Client) -> None:
     name = f"t{next(_names)}"
-    head = c.log("master", limit=1)[0]["id"]
-    assert c.create_branch(name) == {"name": name, "head": head}
-    assert {"name": name, "head": head} in c.branches()
+    head = c.log("master", limit=1)[0].id
+    assert c.create_branch(name) == BranchInfo(name, head)
+    assert BranchInfo(name, head) in c.branches()
     with pytest.raises(errors.AlreadyExists):
         c.create_branch(name)
     with pytest.raises(errors.InvalidName):
@@ -206,8 +207,8 @@ def test_branches_create_delete(c: Client) -> None:
         c.create_branch(name + "x", "deadbeefdeadbeef")
     with pytest.raises(errors.BranchNotFound):
         c.create_branch(name + "y", "no-such-branch")
-    assert c.delete_branch(name) == {"name": name, "deleted": True}
-    assert name not in [x["name"] for x in c.branches()]
+    assert c.delete_branch(name) is None
+    assert name not in [x.name for x in c.branches()]
     with pytest.raises(errors.BranchNotFound):
         c.delete_branch(name)
     with pytest.raises(errors.InvalidName):
@@ -218,17 +219,17 @@ def test_log_and_diff(c: Client, b: str) -> None:
     ids = []
     for i in range(3):
         c.put_file(f"f{i}", b"x", branch=b)
-        ids.append(c.commit(b, f"m{i}")["id"])
+        ids.append(c.commit(b, f"m{i}").id)
     log = c.log(b)
-    assert [x["id"] for x in log[:3]] == ids[::-1]
-    assert log[-1]["message"] == "seed"
-    assert [x["id"] for x in c.log(b, limit=2)] == ids[:0:-1]
+    assert [x.id for x in log[:3]] == ids[::-1]
+    assert log[-1].message == "seed"
+    assert [x.id for x in c.log(b, limit=2)] == ids[:0:-1]
     assert c.log(b, limit=0) == []
-    assert [x["id"] for x in c.log(ids[0], limit=1)] == [ids[0]]
+    assert [x.id for x in c.log(ids[0], limit=1)] == [ids[0]]
     c.put_file("f0", b"changed", branch=b)
     c.delete_file("f1", branch=b)
-    last = c.commit(b)["id"]
-    assert [(d["status"], d["path"]) for d in c.diff(ids[1], last)] == [("M", "f0"), ("D", "f1"), ("A", "f2")]
+    last = c.commit(b).id
+    assert [(d.status, d.path) for d in c.diff(ids[1], last)] == [("M", "f0"), ("D", "f1"), ("A", "f2")]
     assert c.diff(last, b) == []
     with pytest.raises(errors.BadRequest):
         c.log(b, limit=-1)
@@ -239,25 +240,25 @@ def test_log_and_diff(c: Client, b: str) -> None:
 def test_merge_kinds_and_conflict(c: Client, b: str) -> None:
     other = f"t{next(_names)}"
     c.put_file("m/shared", b"base", branch=b)
-    base = c.commit(b)["id"]
+    base = c.commit(b).id
     c.create_branch(other, base)
     # fast-forward, then up-to-date
     c.put_file("m/ff", b"ff", branch=other)
-    ff = c.commit(other)["id"]
-    assert c.merge(other, b)["kind"] == "fast-forward"
+    ff = c.commit(other).id
+    assert c.merge(other, b).kind == "fast-forward"
     res = c.merge(other, b)
-    assert res["kind"] == "up-to-date" and res["id"] == ff
+    assert res.kind == "up-to-date" and res.id == ff
     # true merge
     c.put_file("m/mine", b"mine", branch=b)
     c.commit(b)
     c.put_file("m/theirs", b"theirs", branch=other)
     c.commit(other)
     res = c.merge(other, b, message="merged")
-    assert res["kind"] == "merge" and res["message"] == "merged" and len(res["parents"]) == 2
-    assert c.get_file("m/theirs", commit=res["id"]) == b"theirs"
+    assert res.kind == "merge" and res.message == "merged" and len(res.parents) == 2
+    assert c.get_file("m/theirs", commit=res.id) == b"theirs"
     # conflict: typed, with the paths, and nothing applied
     c.put_file("m/shared", b"ours", branch=b)
-    ours = c.commit(b)["id"]
+    ours = c.commit(b).id
     c.put_file("m/shared", b"theirs", branch=other)
     c.put_file("m/clean", b"would be merged", branch=other)
     c.commit(other)
@@ -265,11 +266,11 @@ def test_merge_kinds_and_conflict(c: Client, b: str) -> None:
         c.merge(other, b)
     assert [x["path"] for x in ei.value.details["conflicts"]] == ["m/shared"]
     assert ei.value.status == 409 and "conflict" in ei.value.message
-    assert c.log(b, limit=1)[0]["id"] == ours
+    assert c.log(b, limit=1)[0].id == ours
     with pytest.raises(errors.FileNotFound):
         c.get_file("m/clean", branch=b)
     # resolved by strategy
-    assert c.get_file("m/shared", commit=c.merge(other, b, strategy="theirs")["id"]) == b"theirs"
+    assert c.get_file("m/shared", commit=c.merge(other, b, strategy="theirs").id) == b"theirs"
     with pytest.raises(errors.BadRequest):
         c.merge(other, b, strategy="bogus")
     # into a dirty branch
@@ -280,18 +281,18 @@ def test_merge_kinds_and_conflict(c: Client, b: str) -> None:
 
 def test_revert_and_discard(c: Client, b: str) -> None:
     c.put_file("r", b"1", branch=b)
-    c1 = c.commit(b)["id"]
+    c1 = c.commit(b).id
     c.put_file("r", b"2", branch=b)
     c.put_file("s", b"s", branch=b)
-    c2 = c.commit(b)["id"]
+    c2 = c.commit(b).id
     res = c.revert(b, c1, message="back")
-    assert res["parents"] == [c2] and res["message"] == "back"
+    assert res.parents == (c2,) and res.message == "back"
     assert tree(c, b) == tree(c, commit=c1)
     c.put_file("dirty", b"d", branch=b)
     with pytest.raises(errors.DirtyBranch):
         c.revert(b, c2)
-    assert c.discard(b) == {"discarded": 1}
-    assert c.discard(b) == {"discarded": 0}
+    assert c.discard(b) == 1
+    assert c.discard(b) == 0
     with pytest.raises(errors.FileNotFound):
         c.get_file("dirty", branch=b)
     with pytest.raises(errors.BranchNotFound):
@@ -300,8 +301,8 @@ def test_revert_and_discard(c: Client, b: str) -> None:
 
 def test_fsck(c: Client) -> None:
     rep = c.fsck()
-    assert rep["ok"] is True and rep["problems"] == [] and rep["commits"] >= 1
-    assert c.fsck(quick=True)["ok"] is True
+    assert rep.ok is True and rep.problems == () and rep.commits >= 1
+    assert c.fsck(quick=True).ok is True
 
 
 # ---- typed errors --------------------------------------------------------------------------
@@ -343,9 +344,9 @@ def test_error_classes_match_the_server(c: Client, b: str) -> None:
 
 
 def test_payload_too_large(tmp_path: Path) -> None:
-    srv = ServerProc(tmp_path / "data", env={"PFS_MAX_FILE_SIZE": "1000"}).start()
+    srv = AppServer(tmp_path / "data", env={"PFS_MAX_FILE_SIZE": "1000"}).start()
     try:
-        with Client(srv.url) as c:
+        with srv.client() as c:
             c.put_file("ok", b"x" * 1000)
             with pytest.raises(errors.PayloadTooLarge) as ei:
                 c.put_file("big", b"x" * 1001)
@@ -376,8 +377,17 @@ def test_unreachable_server_raises_unavailable() -> None:
             assert ei.value.status == 503 and "127.0.0.1" in ei.value.message
 
 
-def test_url_from_environment(srv: ServerProc, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("PFS_URL", srv.url + "/")
-    with Client() as c:
-        assert c.url == srv.url
-        assert c.get_file("seed.txt", commit="master") == b"seed\n"
+def test_url_from_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A real `pfs serve`: the point is that a Client made without arguments reaches the
+    # server at $PFS_URL over the network.
+    srv = ServerProc(tmp_path / "data").start()
+    try:
+        with Client(srv.url) as seeder:
+            seeder.put_file("seed.txt", b"seed\n")
+            seeder.commit(message="seed")
+        monkeypatch.setenv("PFS_URL", srv.url + "/")
+        with Client() as c:
+            assert c.url == srv.url
+            assert c.get_file("seed.txt", commit="master") == b"seed\n"
+    finally:
+        srv.stop()

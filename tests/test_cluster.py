@@ -63,15 +63,15 @@ def test_every_node_serves_the_same_repository(nodes: list[ServerProc]) -> None:
 def test_a_stale_expect_through_another_node_is_a_409(nodes: list[ServerProc]) -> None:
     a, b = Client(nodes[0].url), Client(nodes[1].url)
     a.put_file("x", b"1")
-    head = a.commit()["id"]
+    head = a.commit().id
     a.put_file("y", b"2")
     a.commit(expect=head)  # node a moves master
     b.put_file("z", b"3")
     with pytest.raises(errors.BranchMoved):
         b.commit(expect=head)  # node b's expectation is stale: 409, nothing committed
     assert b.get_file("z") == b"3"  # its staged write is kept for the retry
-    b.commit(expect=a.log()[0]["id"])
-    assert {e["path"] for e in a.ls(commit="master")} == {"x", "y", "z"}
+    b.commit(expect=a.log()[0].id)
+    assert {e.path for e in a.ls(commit="master")} == {"x", "y", "z"}
     a.close()
     b.close()
 
@@ -132,7 +132,7 @@ def test_plain_commits_from_three_nodes_to_one_branch_keep_every_write(nodes: li
     assert not errors_seen, errors_seen
     with Client(nodes[1].url) as c:
         c.commit()  # whatever a last commit did not take yet
-        names = {e["path"] for e in c.ls("p", commit="master")}
+        names = {e.path for e in c.ls("p", commit="master")}
     assert names == {f"p/{i}-{r}" for i in range(6) for r in range(5)}
 
 
@@ -237,12 +237,12 @@ def test_kill9_one_of_three_nodes_under_load_loses_no_acknowledged_write(
                 assert c.get_file(path, commit="master") == body, path
             for cid in acked_commits:
                 c.inspect_commit(cid)  # every acknowledged commit exists
-            assert c.fsck()["ok"] is True
+            assert c.fsck().ok is True
         # every run finishes on a surviving node, even one the killed node was driving
         with Client(survivors[1].url) as c:
             for cid in runs:
                 status = c.wait_run(cid, timeout=120)
-                assert status["state"] == "succeeded", status
+                assert status.state == "succeeded", status
             last = runs[-1]
             assert c.get_job_file("up", "seed", commit=last) == b"SEED\n"
     finally:
@@ -278,15 +278,15 @@ def test_job_run_resumes_on_another_node_when_its_driver_dies(
                 "inflight": 1,
             }
             c.put_job("slow", spec)
-            cid = c.commit(run=True)["id"]
+            cid = c.commit(run=True).id
             deadline = time.monotonic() + 30
-            while c.run_status(cid)["jobs"][0]["done"] < 2 and time.monotonic() < deadline:
+            while c.run_status(cid).jobs[0].done < 2 and time.monotonic() < deadline:
                 time.sleep(0.1)
         a.kill9()  # the driver dies mid-job; only then does a second node exist
         b = ServerProc(tmp_path / "b", storage=storage, env=env).start()
         with Client(b.url) as c:
             status = c.wait_run(cid, timeout=120)
-            assert status["state"] == "succeeded", status
+            assert status.state == "succeeded", status
             assert c.get_job_file("slow", "7", commit=cid) == b"V7"
     finally:
         reap(a)
@@ -305,14 +305,14 @@ def test_replicated_seaweedfs_survives_the_loss_of_a_volume_server(tmp_path: Pat
             with Client(node.url) as c:
                 for path, data in files.items():
                     c.put_file(path, data)
-                cid = c.commit()["id"]
+                cid = c.commit().id
                 held = [sum(p.stat().st_size for p in d.glob("*.dat")) for d in weed.volume_dirs()]
                 victim = max(range(len(held)), key=lambda i: held[i])
                 assert held[victim] > 0  # the server we kill holds data
                 weed.kill_volume(victim)
                 for path, data in files.items():
                     assert c.get_file(path, commit=cid) == data, path
-                assert c.fsck()["ok"] is True
+                assert c.fsck().ok is True
                 c.put_file("after", b"still writable")  # new volumes go to the live servers
                 assert c.get_file("after") == b"still writable"
         finally:

@@ -16,7 +16,7 @@ from conftest import ServerProc
 
 from pfs import Client, errors
 from pfs.config import Config
-from pfs.fsck import fsck
+from pfs.repository.fsck import fsck
 
 
 def run_threads(n: int, target: Callable[[int], None]) -> list[str]:
@@ -43,11 +43,11 @@ def run_threads(n: int, target: Callable[[int], None]) -> list[str]:
 def check_chain(c: Client, acked: set[str]) -> list[dict[str, Any]]:
     """master's history: a single parent chain from one root, holding each of `acked`
     exactly once and nothing else."""
-    log: list[dict[str, Any]] = c.log("master")
+    log = c.log("master")
     for newer, older in zip(log, log[1:], strict=False):
-        assert newer["parents"] == [older["id"]], "master's history is not a single parent chain"
-    assert log[-1]["parents"] == []
-    ids = [e["id"] for e in log]
+        assert newer.parents == (older.id,), "master's history is not a single parent chain"
+    assert log[-1].parents == ()
+    ids = [e.id for e in log]
     assert len(ids) == len(set(ids))
     assert set(ids) == acked, f"{len(acked - set(ids))} acknowledged commits missing, {len(set(ids) - acked)} unknown"
     return log
@@ -87,7 +87,7 @@ def test_16_writers_commit_to_one_branch_nothing_lost(server: ServerProc) -> Non
                 try:
                     c.put_file(path, p.data)
                     puts[i].append(p)
-                    p.commit = c.commit(message=f"w{i} n{n}")["id"]
+                    p.commit = c.commit(message=f"w{i} n{n}").id
                 except errors.PfsError as exc:
                     errors_seen.append(f"w{i} n{n}: {type(exc).__name__} {exc.message}")
 
@@ -100,18 +100,18 @@ def test_16_writers_commit_to_one_branch_nothing_lost(server: ServerProc) -> Non
     assert len(acked) == writers * rounds, "two writers were handed the same commit id"
     with Client(server.url) as c:
         log = check_chain(c, acked)
-        head = log[0]["id"]
-        tree = {e["path"]: e for e in c.ls("", commit=head)}
+        head = log[0].id
+        tree = {e.path: e for e in c.ls("", commit=head)}
         assert len(tree) == writers  # w00 .. w15
         for i in range(writers):
-            files = {e["name"]: e for e in c.ls(f"w{i:02d}", commit=head)}
+            files = {e.name: e for e in c.ls(f"w{i:02d}", commit=head)}
             assert sorted(files) == [f"f{n:03d}" for n in range(rounds)], f"writer {i} lost files"
         for p in everything:  # the bytes, read back from each writer's own commit (causality)
             assert p.commit is not None
             assert c.get_file(p.path, commit=p.commit) == p.data, f"{p.path} wrong in {p.commit}"
             assert c.get_file(p.path, commit=head) == p.data
         # Every write was followed by its writer's commit: nothing is left staged.
-        assert c.diff(head, c.commit(message="nothing left")["id"]) == []
+        assert c.diff(head, c.commit(message="nothing left").id) == []
     offline_fsck(server)
 
 
@@ -132,9 +132,9 @@ def test_writers_with_expected_head_get_409_and_lose_nothing(server: ServerProc)
                 c.put_file(path, p.data)
                 puts.append(p)
                 for _ in range(200):
-                    head = next(b["head"] for b in c.branches() if b["name"] == "master")
+                    head = next(b.head for b in c.branches() if b.name == "master")
                     try:
-                        p.commit = c.commit(message=f"e{i} {n}", expect=head)["id"]
+                        p.commit = c.commit(message=f"e{i} {n}", expect=head).id
                         acked.append(p.commit)
                         break
                     except errors.BranchMoved:
@@ -151,7 +151,7 @@ def test_writers_with_expected_head_get_409_and_lose_nothing(server: ServerProc)
     print(f"409s: {sum(conflicts.values())} for {len(acked)} commits")
     with Client(server.url) as c:
         log = check_chain(c, set(acked))
-        head = log[0]["id"]
+        head = log[0].id
         for p in puts:
             assert p.commit is not None and c.get_file(p.path, commit=p.commit) == p.data
             assert c.get_file(p.path, commit=head) == p.data
@@ -185,7 +185,7 @@ def test_concurrent_writes_to_one_path_last_acknowledged_wins(server: ServerProc
                     shared.append(Timed(value, t0, t1))
                     own[mine] = mine.encode()
                 if n % 3 == 2:
-                    cid = c.commit(message=f"{i}/{n}")["id"]
+                    cid = c.commit(message=f"{i}/{n}").id
                     with lock:
                         commits.append(cid)
 
@@ -203,7 +203,7 @@ def test_concurrent_writes_to_one_path_last_acknowledged_wins(server: ServerProc
         assert not later, f"{len(later)} writes started after the winning one was acknowledged, yet lost"
         for cid in commits:  # every commit holds one of the written values, whole
             assert c.get_file("shared.txt", commit=cid) in values
-        last = c.commit(message="final")["id"]
+        last = c.commit(message="final").id
         assert c.get_file("shared.txt", commit=last) == final
         for path, data in own.items():  # nothing lost elsewhere
             assert c.get_file(path, commit=last) == data
@@ -217,9 +217,9 @@ def test_concurrent_branch_creation_has_exactly_one_winner(server: ServerProc) -
     racers, rounds = 32, 10
     with Client(server.url) as c:
         c.put_file("a", b"a")
-        first = c.commit()["id"]
+        first = c.commit().id
         c.put_file("b", b"b")
-        second = c.commit()["id"]
+        second = c.commit().id
     starts = [first, second]
     for r in range(rounds):
         name = f"race-{r}"
@@ -236,10 +236,10 @@ def test_concurrent_branch_creation_has_exactly_one_winner(server: ServerProc) -
         assert statuses == {201: 1, 409: racers - 1}, f"round {r}: {statuses}"
         winner = next(i for i, s, _ in results if s == 201)
         with Client(server.url) as c:
-            heads = [b["head"] for b in c.branches() if b["name"] == name]
+            heads = [b.head for b in c.branches() if b.name == name]
             assert heads == [starts[winner % 2]], "the branch does not point where its creator put it"
     with Client(server.url) as c:
-        assert sorted(b["name"] for b in c.branches()) == ["master"] + sorted(f"race-{r}" for r in range(rounds))
+        assert sorted(b.name for b in c.branches()) == ["master"] + sorted(f"race-{r}" for r in range(rounds))
     offline_fsck(server)
 
 
@@ -276,7 +276,7 @@ def test_branch_reads_racing_commits_see_every_acknowledged_write(server: Server
                         anomalies.append(f"GET {newest}: wrong bytes")
                 except errors.FileNotFound:
                     anomalies.append(f"GET {newest}: 404 for an acknowledged write")
-                listed = {e["path"] for e in c.ls("r", branch="master")}
+                listed = {e.path for e in c.ls("r", branch="master")}
                 if must - listed:
                     anomalies.append(f"listing misses {sorted(must - listed)[:3]}")
 

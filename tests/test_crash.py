@@ -31,7 +31,7 @@ from conftest import ServerProc
 
 from pfs import Client, errors
 from pfs.config import Config
-from pfs.fsck import fsck
+from pfs.repository.fsck import fsck
 
 
 @dataclass
@@ -66,7 +66,7 @@ class History:
     def commit(self, c: Client) -> CommitOp:
         op = CommitOp(len(self.writes))
         self.commits.append(op)
-        op.id = c.commit(message=f"commit {len(self.commits)}")["id"]
+        op.id = c.commit(message=f"commit {len(self.commits)}").id
         return op
 
     def acked_commits(self) -> list[CommitOp]:
@@ -82,10 +82,10 @@ def walk(c: Client, commit: str | None = None, branch: str | None = None, path: 
     """Every file below `path`: path -> (content hash, size)."""
     out: dict[str, tuple[str, int]] = {}
     for e in c.ls(path, commit=commit, branch=branch):
-        if e["type"] == "dir":
-            out.update(walk(c, commit, branch, e["path"]))
+        if e.type == "dir":
+            out.update(walk(c, commit, branch, e.path))
         else:
-            out[e["path"]] = (e["hash"], e["size"])
+            out[e.path] = (e.hash, e.size)
     return out
 
 
@@ -110,12 +110,12 @@ def check_repo(server: ServerProc, hist: History, full: bool = False, download: 
     assert not os.listdir(tmp), f"temporary files survived the restart: {os.listdir(tmp)}"
     with Client(server.url, timeout=120) as c:
         rep = c.fsck()
-        assert rep["ok"], rep["problems"]
+        assert rep.ok, rep.problems
         log = c.log("master")
         for newer, older in zip(log, log[1:], strict=False):
-            assert newer["parents"] == [older["id"]], "master's history is not a single parent chain"
-        assert log[-1]["parents"] == [] if log else True
-        pos = {e["id"]: i for i, e in enumerate(log)}
+            assert newer.parents == (older.id,), "master's history is not a single parent chain"
+        assert log[-1].parents == () if log else True
+        pos = {e.id: i for i, e in enumerate(log)}
         acked = hist.acked_commits()
         missing = [op.id for op in acked if op.id not in pos]
         assert not missing, f"acknowledged commits missing from master: {missing}"
@@ -204,9 +204,9 @@ def test_crash_at_failpoint_recovers_without_losing_acknowledged_work(tmp_path: 
             head = c.log("master", limit=1)[0]
             last_acked = hist.acked_commits()[-1].id
             if point == "commit.ref_swapped":  # done, only the reply was lost
-                assert head["parents"] == [last_acked]
+                assert head.parents == (last_acked,)
             else:  # every other point comes before the ref swap
-                assert head["id"] == last_acked
+                assert head.id == last_acked
             if interrupted[0] == "put":  # every point an upload can hit comes before staging
                 assert interrupted[1] not in walk(c, branch="master")
         # Re-issuing the interrupted operation works, and the repository stays consistent.

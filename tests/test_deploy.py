@@ -112,9 +112,9 @@ def test_image_serves_as_non_root(pfs_image: str) -> None:
         wait_ping(url, 60)
         with Client(url) as c:
             c.put_file("data/a.txt", b"hello from a container\n")
-            cid = c.commit(message="first")["id"]
+            cid = c.commit(message="first").id
             assert c.get_file("data/a.txt", commit=cid) == b"hello from a container\n"
-            assert [e["path"] for e in c.ls("data", commit=cid)] == ["data/a.txt"]
+            assert [e.path for e in c.ls("data", commit=cid)] == ["data/a.txt"]
         info = json.loads(sh("docker", "inspect", name))[0]
         assert info["Config"]["User"] == "pfs"
         assert info["Config"]["Entrypoint"] == ["pfs"] and info["Config"]["Cmd"] == ["serve", "--addr", "0.0.0.0:8080"]
@@ -155,7 +155,7 @@ def test_compose_two_nodes_share_postgres_and_s3(
         with Client(a) as c1, Client(b) as c2:
             c1.put_file("shared/big.bin", os.urandom(3 << 20))  # chunks, so objects really go to S3
             c1.put_file("shared/a.txt", b"written through node 1\n")
-            cid = c1.commit(message="via node 1")["id"]
+            cid = c1.commit(message="via node 1").id
             assert c2.get_file("shared/a.txt", commit=cid) == b"written through node 1\n"
             assert c2.get_file("shared/big.bin") == c1.get_file("shared/big.bin", commit=cid)
             c2.put_file("shared/b.txt", b"and node 2\n")
@@ -283,10 +283,10 @@ for i in range(6):
     a.put_file(f"in/f{i}.txt", f"hello {i}\\n".encode())
 cmd = ["python3", "/jobserver.py", "upper"]
 a.put_job("up", {"type": "map", "input": "in", "image": sys.argv[1], "command": cmd, "parallelism": 2})
-cid = a.commit(run=True)["id"]
+cid = a.commit(run=True).id
 st = b.wait_run(cid, timeout=180)
-out = {"state": st["state"], "error": st.get("error"), "log": b.job_log("up", cid)}
-if st["state"] == "succeeded":
+out = {"state": st.state, "error": st.error, "log": b.job_log("up", cid)}
+if st.state == "succeeded":
     out["files"] = {f"f{i}.txt": b.get_job_file("up", f"f{i}.txt", commit=cid).decode() for i in range(6)}
     out["read_b"] = b.get_file("in/f3.txt", commit=cid).decode()
 print(json.dumps(out))

@@ -14,7 +14,8 @@ from conftest import ServerProc
 
 from pfs import Client, errors
 from pfs.config import Config
-from pfs.fsck import fsck
+from pfs.records import BranchInfo
+from pfs.repository.fsck import fsck
 
 
 @pytest.fixture
@@ -35,20 +36,20 @@ def test_disk_full_gives_507_and_recovers_without_restart(small_disk: Path) -> N
     try:
         with Client(server.url) as c:
             c.put_file("keep.txt", b"acknowledged")
-            first = c.commit(message="before the disk filled")["id"]
+            first = c.commit(message="before the disk filled").id
             filler = small_disk / "filler"
             with open(filler, "wb") as f:  # leave ~12 MB
                 f.write(b"\0" * (34 << 20))
             with pytest.raises(errors.InsufficientStorage):
                 c.put_file("big.bin", os.urandom(20 << 20))
             # nothing half-visible, refs unmoved, the server still answers
-            assert [e["path"] for e in c.ls()] == ["keep.txt"]
-            assert c.branches() == [{"name": "master", "head": first}]
+            assert [e.path for e in c.ls()] == ["keep.txt"]
+            assert c.branches() == [BranchInfo("master", first)]
             resp = httpx.post(server.url + "/file/big2.bin", content=os.urandom(20 << 20), timeout=60)
             assert resp.status_code == 507 and "space" in resp.text
             filler.unlink()  # free space: writes work again, no restart
             c.put_file("big.bin", os.urandom(20 << 20))
-            second = c.commit(message="after")["id"]
+            second = c.commit(message="after").id
             assert c.get_file("keep.txt", commit=second) == b"acknowledged"
             assert server.proc is not None and server.proc.poll() is None
     finally:

@@ -679,7 +679,7 @@ def got_report(r: dict[str, Any]) -> dict[str, Any]:
 def job_files(c: Client, job: str, commit: str, path: str = "") -> list[str]:
     out: list[str] = []
     for e in c.ls_job(job, path, commit=commit):
-        out += job_files(c, job, commit, e["path"]) if e["type"] == "dir" else [e["path"]]
+        out += job_files(c, job, commit, e.path) if e.is_dir else [e.path]
     return out
 
 
@@ -772,7 +772,7 @@ def test_run_sh_end_to_end(tmp_path: Path) -> None:
     server = ServerProc(work / "pfs-data", env={"PFS_JOB_RUNTIME": "docker"}).start()
     try:
         with Client(server.url) as c:
-            c2, c1 = (x["id"] for x in c.log("master", 2))
+            c2, c1 = (x.id for x in c.log("master", 2))
             for commit, expect in ((c1, old), (c2, files)):
                 report = json.loads(c.get_job_file("chess-report", commit=commit))
                 assert got_report(report) == expected_report([f for k in expect for f in facts[k]])
@@ -792,9 +792,9 @@ def test_run_sh_end_to_end(tmp_path: Path) -> None:
                 )
 
             # Incremental: the second run analysed exactly the new games.
-            jobs = {j["job"]: j for j in c.run_status(c2)["jobs"]}
+            jobs = {j.job: j for j in c.run_status(c2).jobs}
             analyse = jobs["chess-analyse"]
-            assert (analyse["state"], analyse["done"], analyse["reused"], analyse["total"]) == (
+            assert (analyse.state, analyse.done, analyse.reused, analyse.total) == (
                 "succeeded",
                 N_NEW,
                 len(old),
@@ -814,11 +814,11 @@ def test_run_sh_end_to_end(tmp_path: Path) -> None:
             }
             for rel, data in messy.items():
                 c.put_file(f"games/{rel}", data)
-            c3 = c.commit(message="messy data", run=True)["id"]
+            c3 = c.commit(message="messy data", run=True).id
             status = c.wait_run(c3, timeout=180)
-            jobs = {j["job"]: j for j in status["jobs"]}
-            assert status["state"] == "succeeded", status
-            assert (jobs["chess-analyse"]["done"], jobs["chess-analyse"]["reused"]) == (len(messy), len(files))
+            jobs = {j.job: j for j in status.jobs}
+            assert status.state == "succeeded", status
+            assert (jobs["chess-analyse"].done, jobs["chess-analyse"].reused) == (len(messy), len(files))
             report = json.loads(c.get_job_file("chess-report", commit=c3))
             all_facts = [f for k in files for f in facts[k]] + facts_in(messy["tool/database.pgn"].decode())
             all_facts += facts_in(messy["tricky/ep-suffix.pgn"].decode())  # python-chess skips the "e.p."

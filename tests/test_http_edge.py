@@ -1,5 +1,8 @@
 """The HTTP edge: HEAD never writes, one handler per method (405 + Allow), strict query
-strings, bounded commit messages, one line per commit in plain text, request ids."""
+strings, bounded commit messages, one line per commit in plain text, request ids.
+
+Against the server's app in this process (conftest's `AppServer`), except where the log of a
+real `pfs serve` is the point."""
 
 from __future__ import annotations
 
@@ -9,21 +12,21 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import ServerProc
+from conftest import AppServer, ServerProc
 
 ZERO = "0" * 64
 
 
 @pytest.fixture(scope="module")
-def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProc]:
-    s = ServerProc(tmp_path_factory.mktemp("edge") / "data", env={"PFS_JOB_RUNTIME": "process"}).start()
+def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AppServer]:
+    s = AppServer(tmp_path_factory.mktemp("edge") / "data", env={"PFS_JOB_RUNTIME": "process"}).start()
     yield s
     s.stop()
 
 
 @pytest.fixture
-def h(srv: ServerProc) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=srv.url, timeout=30) as c:
+def h(srv: AppServer) -> Iterator[httpx.Client]:
+    with srv.http(timeout=30) as c:
         yield c
 
 
@@ -210,6 +213,8 @@ def test_every_answer_carries_a_request_id(h: httpx.Client) -> None:
 
 
 def test_a_5xx_names_its_request_in_the_answer_and_the_log(tmp_path: Path) -> None:
+    # A real `pfs serve`: the point is its log (and uvicorn's, which must not log the error
+    # a second time without the id); the failpoint is read from the server's environment.
     s = ServerProc(tmp_path / "data", env={"PFS_FAILPOINT": "stage.before:raise"}).start()
     try:
         r = httpx.post(s.url + "/file/a", content=b"x", headers={"x-request-id": "boom-42"})

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import socket
+import subprocess
 import sys
 import threading
 from collections.abc import Iterator
@@ -51,7 +52,7 @@ def test_a_spec_cannot_switch_on_the_process_runtime(srv: ServerProc, tmp_path: 
                 assert r.status_code == 400, (method, r.text)
                 assert "only the operator enables it" in r.text
         assert c.jobs() == []
-        assert c.commit(run=True)["jobs"] == []
+        assert c.commit(run=True).jobs == ()
     assert not marker.exists()
 
 
@@ -65,12 +66,12 @@ def test_a_stored_process_spec_fails_once_the_operator_withdraws_the_runtime(tmp
         srv.stop()
         srv.start(env={"PFS_JOB_RUNTIME": ""})  # restarted without the operator's choice
         with Client(srv.url) as c:
-            assert [j["name"] for j in c.jobs()] == ["x"]  # still listed, just not run
+            assert [j.name for j in c.jobs()] == ["x"]  # still listed, just not run
             c.put_file("d/y", b"more\n")
             cid, status = run_and_wait(c)
             x = jobs_of(status)["x"]
-            assert status["state"] == "failed" and x["state"] == "failed"
-            assert "only the operator enables it" in x["error"] and x["done"] == 0
+            assert status.state == "failed" and x.state == "failed"
+            assert "only the operator enables it" in x.error and x.done == 0
             with pytest.raises(errors.JobNotReady):
                 c.get_job_file("x", "x", commit=cid)
         assert not marker.exists()
@@ -79,7 +80,7 @@ def test_a_stored_process_spec_fails_once_the_operator_withdraws_the_runtime(tmp
         with Client(srv.url) as c:
             c.put_file("d/z", b"z\n")
             _, status = run_and_wait(c)
-            assert status["state"] == "succeeded", status
+            assert status.state == "succeeded", status
         assert marker.exists()
     finally:
         srv.stop()
@@ -115,7 +116,7 @@ def test_a_stored_docker_spec_without_an_engine_fails_clearly(tmp_path: Path, jo
             c.put_file("d/y", b"2")
             _, status = run_and_wait(c)
             m = jobs_of(status)["m"]
-            assert m["state"] == "failed" and "Docker Engine did not answer" in m["error"], m
+            assert m.state == "failed" and "Docker Engine did not answer" in m.error, m
     finally:
         srv.stop()
 
@@ -190,7 +191,7 @@ def test_s3_inputs_only_where_the_operator_allows(tmp_path: Path, seaweed: Seawe
             assert relay.sent > 0  # the allowed one is listed when stored
             c.put_file("trigger", b"1")
             cid, status = run_and_wait(c)
-            assert status["state"] == "succeeded" and c.get_job_file("up", "a.txt", commit=cid) == b"RAW/A.TXT"
+            assert status.state == "succeeded" and c.get_job_file("up", "a.txt", commit=cid) == b"RAW/A.TXT"
         srv.stop()
         srv.start(env={"PFS_JOB_S3_INPUTS": ""})  # the operator withdraws it: the stored spec must not read
         before = relay.sent
@@ -198,8 +199,8 @@ def test_s3_inputs_only_where_the_operator_allows(tmp_path: Path, seaweed: Seawe
             c.put_file("trigger", b"2")
             cid, status = run_and_wait(c)
             up = jobs_of(status)["up"]
-            assert up["state"] == "failed" and "not allowed on this server" in up["error"], up
-            assert (up["total"], up["done"]) == (0, 0)
+            assert up.state == "failed" and "not allowed on this server" in up.error, up
+            assert (up.total, up.done) == (0, 0)
             with pytest.raises(errors.JobNotReady):
                 c.get_job_file("up", "a.txt", commit=cid)
         assert relay.sent == before
@@ -228,3 +229,119 @@ def test_pfs_own_bucket_is_never_a_job_input(tmp_path: Path, seaweed: SeaweedSer
         assert "PFS_JOB_S3_INPUTS lists bucket" in srv.log()  # the operator is told it is ignored
     finally:
         srv.stop()
+
+
+# ---- resources: what one job may book on this machine ---------------------------------------
+
+
+def test_specs_beyond_the_operators_limits_are_refused(tmp_path: Path) -> None:
+    """On a 2-core host, `memory: 256g`, `cpus: 256` and `parallelism: 64` were accepted.
+    Now each is a 400 naming what is over and the limit; the operator sets the limits."""
+    env = {"PFS_JOB_RUNTIME": "process", "PFS_JOB_MAX_MEMORY": "1g", "PFS_JOB_MAX_CPUS": "2"}
+    srv = ServerProc(tmp_path / "data", env=env, args=["--job-max-parallelism", "4"]).start()
+    try:
+        with Client(srv.url) as c:
+            c.put_file("d/x", b"1")
+            for extra, names in (
+                ({"memory": "256g"}, ["memory 256g (at most 1g)"]),
+                ({"cpus": 256}, ["cpus 256 (at most 2)"]),
+                ({"parallelism": 64}, ["parallelism 64 (at most 4)"]),
+                ({"memory": "2g", "parallelism": 5}, ["memory 2g", "parallelism 5"]),
+            ):
+                with pytest.raises(errors.BadRequest) as exc:
+                    c.put_job("big", pspec("map", "d", "upper", **extra))
+                assert all(n in exc.value.message for n in names), exc.value.message
+            assert c.jobs() == []
+            c.put_job("ok", pspec("map", "d", "upper", memory="1g", cpus=2, parallelism=4))  # at the limits
+        srv.stop()
+        srv.args = []  # the operator lowers a limit: restarted with 2 instead of 4
+        srv.start(env={"PFS_JOB_MAX_PARALLELISM": "2"})
+        with Client(srv.url) as c:
+            c.put_file("d/y", b"2")
+            _, status = run_and_wait(c)
+            ok = jobs_of(status)["ok"]
+            assert ok.state == "failed" and "parallelism 4 (at most 2)" in (ok.error or "")
+    finally:
+        srv.stop()
+
+
+def test_the_default_limits_follow_the_host() -> None:
+    import os
+
+    import psutil
+
+    from pfs.jobs.runtime import JobLimits
+
+    limits = JobLimits.of_host()
+    assert limits.memory == psutil.virtual_memory().total // 2
+    assert limits.cpus == (os.cpu_count() or 1)
+    assert limits.parallelism == max(4, 4 * (os.cpu_count() or 1))
+    with pytest.raises(errors.BadRequest):
+        limits.check(256 << 30, 1, 1)
+
+
+# ---- where a docker worker runs: cut off from the host, other jobs and the world -----------
+
+
+def _listen_all() -> tuple[socket.socket, int]:
+    """A host service on every address (as a pfs API on 0.0.0.0 would be)."""
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind(("0.0.0.0", 0))
+    s.listen(64)
+    threading.Thread(target=lambda: [s.accept()[0].close() for _ in iter(int, 1)], daemon=True).start()
+    return s, s.getsockname()[1]
+
+
+def _docker(*args: str) -> str:
+    return subprocess.run(["docker", *args], capture_output=True, text=True, check=True).stdout.strip()
+
+
+def _probe(targets: list[str], network: str, image: str) -> dict[str, str]:
+    """Run the probe as a plain container on `network` (not through pfs): the control."""
+    out = _docker(
+        "run", "--rm", "--network", network, "-e", "PROBE_TARGETS=" + ",".join(targets), "--entrypoint", "python3",
+        image, "-c", "import sys; sys.path.insert(0, '/'); import jobserver; print(jobserver.probe("
+        "__import__('os').environ['PROBE_TARGETS']), end='')",
+    )  # fmt: skip
+    return dict(line.rsplit(" ", 1) for line in out.splitlines() if not line.startswith("uid "))
+
+
+def test_a_docker_job_reaches_no_host_service_no_other_job_and_runs_as_non_root(tmp_path: Path, job_image: str) -> None:
+    listener, port = _listen_all()
+    others: list[str] = []
+    srv = ServerProc(tmp_path / "data").start()  # docker, the default runtime
+    try:
+        with Client(srv.url) as c:
+            c.put_file("p/x", b"probe")
+            spec = {"type": "map", "input": "p", "image": job_image, "command": docker_command("probe"), "retries": 0}
+            c.put_job("probe", spec)  # storing a docker spec makes the jobs network
+            gateway = _docker("network", "inspect", "pfs-jobs", "--format", "{{(index .IPAM.Config 0).Gateway}}")
+            addr = subprocess.run(["ip", "-4", "-o", "addr", "show", "docker0"], capture_output=True, text=True)
+            docker0 = addr.stdout.split()[3].split("/")[0]  # the host's address on Docker's default bridge
+            for network in ("pfs-jobs", "bridge"):  # another job's worker, and any other container
+                cid = _docker("run", "-d", "--rm", "--network", network, "--label", "pfs.test=probe-victim",
+                              job_image, *docker_command("upper"))  # fmt: skip
+                others.append(cid)
+            ips = [
+                _docker("inspect", cid, "--format", "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}")
+                for cid in others
+            ]
+            targets = [f"{gateway}:{port}", f"{docker0}:{port}", f"{gateway}:2377", f"{gateway}:7946"]
+            targets += [f"{ip}:80" for ip in ips] + ["1.1.1.1:53"]
+            c.put_job("probe", {**spec, "env": {"PROBE_TARGETS": ",".join(targets)}})
+            cid, status = run_and_wait(c)
+            assert status.state == "succeeded", status
+            lines = c.get_job_file("probe", "x", commit=cid).decode().splitlines()
+        results = dict(line.rsplit(" ", 1) for line in lines[:-1])
+        assert set(results) == set(targets)
+        assert all(r != "connected" for r in results.values()), results
+        assert lines[-1].startswith("uid ") and lines[-1] != "uid 0"
+        # the control: the same probe on Docker's default bridge reaches the host and a container
+        control = _probe([f"{docker0}:{port}", f"{ips[1]}:80"], "bridge", job_image)
+        assert set(control.values()) == {"connected"}, control
+    finally:
+        srv.stop()
+        listener.close()
+        for cid in others:
+            subprocess.run(["docker", "rm", "-f", cid], capture_output=True)

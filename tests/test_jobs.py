@@ -17,6 +17,7 @@ import pytest
 from conftest import ServerProc
 
 from pfs import Client, errors
+from pfs.client import JobRun, Run
 
 JOBSERVER = str(Path(__file__).parent / "jobimage" / "jobserver.py")
 
@@ -46,15 +47,15 @@ def c(srv: ServerProc) -> Iterator[Client]:
         yield client
 
 
-def run_and_wait(c: Client, timeout: float = 120) -> tuple[str, dict[str, Any]]:
-    cid = c.commit(run=True)["id"]
+def run_and_wait(c: Client, timeout: float = 120) -> tuple[str, Run]:
+    cid = c.commit(run=True).id
     status = c.wait_run(cid, timeout=timeout)
-    assert status["state"] in ("succeeded", "failed"), status
+    assert status.state in ("succeeded", "failed"), status
     return cid, status
 
 
-def jobs_of(status: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    return {j["job"]: j for j in status["jobs"]}
+def jobs_of(status: Run) -> dict[str, JobRun]:
+    return {j.job: j for j in status.jobs}
 
 
 def workers_alive() -> list[psutil.Process]:
@@ -73,18 +74,18 @@ def test_map_then_reduce_versioned_by_input_commit(c: Client) -> None:
     c.put_job("up", pspec("map", "data", "upper"))
     c.put_job("total", pspec("reduce", "job/up", "cat"))
     cid, status = run_and_wait(c)
-    assert status["state"] == "succeeded", status
-    assert [j["job"] for j in status["jobs"]] == ["up", "total"]  # DAG order
-    assert jobs_of(status)["up"]["done"] == 2
+    assert status.state == "succeeded", status
+    assert [j.job for j in status.jobs] == ["up", "total"]  # DAG order
+    assert jobs_of(status)["up"].done == 2
     assert c.get_job_file("up", "a.txt", commit=cid) == b"ALPHA\n"
     assert c.get_job_file("up", "sub/b.txt", commit=cid[:12]) == b"BETA GAMMA\n"
-    assert [e["path"] for e in c.ls_job("up", commit=cid)] == ["a.txt", "sub"]
+    assert [e.path for e in c.ls_job("up", commit=cid)] == ["a.txt", "sub"]
     # reduce: the concatenation of its input files in path order, as one output file
     assert c.get_job_file("total", commit=cid) == b"ALPHA\nBETA GAMMA\n"
     # a later commit changes the output of that commit, never the old one's
     c.put_file("data/a.txt", b"changed\n")
     cid2, status2 = run_and_wait(c)
-    assert status2["state"] == "succeeded"
+    assert status2.state == "succeeded"
     assert c.get_job_file("up", "a.txt", commit=cid2) == b"CHANGED\n"
     assert c.get_job_file("up", "a.txt", commit=cid) == b"ALPHA\n"
     assert c.get_job_file("up", "a.txt") == b"CHANGED\n"  # default: master's head
@@ -100,14 +101,14 @@ def test_commit_run_returns_at_once_and_reports_progress(c: Client) -> None:
         c.put_file(f"in/{i}", b"x")
     c.put_job("slow", pspec("map", "in", "slow", "0.5", parallelism=1, inflight=1))
     t = time.monotonic()
-    cid = c.commit(run=True)["id"]
+    cid = c.commit(run=True).id
     assert time.monotonic() - t < 2.0
     with pytest.raises(errors.JobNotReady):
         c.get_job_file("slow", "0", commit=cid)
     seen = []
-    status = c.wait_run(cid, timeout=60, on_status=lambda s: seen.append(jobs_of(s)["slow"]["done"]))
-    assert status["state"] == "succeeded"
-    assert jobs_of(status)["slow"]["done"] == 6
+    status = c.wait_run(cid, timeout=60, on_status=lambda s: seen.append(jobs_of(s)["slow"].done))
+    assert status.state == "succeeded"
+    assert jobs_of(status)["slow"].done == 6
     assert seen[-1] == 6
 
 
@@ -117,27 +118,27 @@ def test_incremental_maps_only_what_changed(c: Client) -> None:
     c.put_job("up", pspec("map", "d", "upper"))
     _, s1 = run_and_wait(c)
     j1 = jobs_of(s1)["up"]
-    assert (j1["total"], j1["done"], j1["reused"]) == (40, 40, 0)
+    assert (j1.total, j1.done, j1.reused) == (40, 40, 0)
 
     c.put_file("d/f07", b"edited\n")
     c.put_file("d/new", b"new\n")
     c.delete_file("d/f08")
     cid2, s2 = run_and_wait(c)
     j2 = jobs_of(s2)["up"]
-    assert (j2["total"], j2["done"], j2["reused"]) == (40, 2, 38)
-    names = [e["path"] for e in c.ls_job("up", commit=cid2)]
+    assert (j2.total, j2.done, j2.reused) == (40, 2, 38)
+    names = [e.path for e in c.ls_job("up", commit=cid2)]
     assert "f08" not in names and "new" in names and len(names) == 40
     assert c.get_job_file("up", "f07", commit=cid2) == b"EDITED\n"
     assert c.get_job_file("up", "f09", commit=cid2) == b"FILE 9\n"
 
     c.put_file("elsewhere", b"input of no job")
     _, s3 = run_and_wait(c)
-    assert jobs_of(s3)["up"]["state"] == "reused" and jobs_of(s3)["up"]["done"] == 0
+    assert jobs_of(s3)["up"].state == "reused" and jobs_of(s3)["up"].done == 0
 
     # a new spec (another command) maps everything again
     c.put_job("up", pspec("map", "d", "cat"))
     cid4, s4 = run_and_wait(c)
-    assert jobs_of(s4)["up"]["done"] == 40
+    assert jobs_of(s4)["up"].done == 40
     assert c.get_job_file("up", "f07", commit=cid4) == b"edited\n"
 
 
@@ -147,11 +148,11 @@ def test_failed_job_has_no_output_and_stops_downstream(c: Client) -> None:
     c.put_job("m", pspec("map", "d", "failon", "bad", retries=1))
     c.put_job("r", pspec("reduce", "job/m", "cat"))
     cid, status = run_and_wait(c)
-    assert status["state"] == "failed"
+    assert status.state == "failed"
     jobs = jobs_of(status)
-    assert jobs["m"]["state"] == "failed"
-    assert "HTTP 500" in jobs["m"]["error"] and "bad" in jobs["m"]["error"]
-    assert jobs["r"]["state"] == "skipped" and "'m' failed" in jobs["r"]["error"]
+    assert jobs["m"].state == "failed"
+    assert "HTTP 500" in jobs["m"].error and "bad" in jobs["m"].error
+    assert jobs["r"].state == "skipped" and "'m' failed" in jobs["r"].error
     with pytest.raises(errors.JobNotReady, match="failed"):
         c.get_job_file("m", "good", commit=cid)  # even the files that did map
     with pytest.raises(errors.JobNotReady):
@@ -166,15 +167,15 @@ def test_crashing_worker_is_replaced_then_the_job_fails(c: Client) -> None:
     c.put_job("crash", pspec("map", "d", "crash", retries=2))
     _, status = run_and_wait(c)
     job = jobs_of(status)["crash"]
-    assert job["state"] == "failed" and "failed after 3 attempt(s)" in job["error"]
-    assert "exited with code 3" in job["error"] or "exited with code 3" in c.job_log("crash")
+    assert job.state == "failed" and "failed after 3 attempt(s)" in job.error
+    assert "exited with code 3" in job.error or "exited with code 3" in c.job_log("crash")
 
 
 def test_flaky_worker_succeeds_within_retries(c: Client) -> None:
     c.put_file("d/x", b"hi")
     c.put_job("flaky", pspec("map", "d", "flaky", "2", retries=3, parallelism=1, inflight=1))
     cid, status = run_and_wait(c)
-    assert status["state"] == "succeeded"
+    assert status.state == "succeeded"
     assert c.get_job_file("flaky", "x", commit=cid) == b"HI"
 
 
@@ -183,7 +184,7 @@ def test_hanging_worker_times_out(c: Client) -> None:
     c.put_job("hang", pspec("map", "d", "hang", timeout=1, retries=1))
     _, status = run_and_wait(c)
     job = jobs_of(status)["hang"]
-    assert job["state"] == "failed" and "no answer within 1 s" in job["error"]
+    assert job.state == "failed" and "no answer within 1 s" in job.error
     assert not workers_alive()
 
 
@@ -193,8 +194,8 @@ def test_worker_that_never_starts_fails_the_job(c: Client, mode: str, words: str
     c.put_job("bad", pspec("map", "d", mode, start_timeout=1.5, retries=1))
     _, status = run_and_wait(c)
     job = jobs_of(status)["bad"]
-    assert job["state"] == "failed"
-    assert words in (job["error"] + c.job_log("bad")).lower() or words in c.job_log("bad")
+    assert job.state == "failed"
+    assert words in (job.error + c.job_log("bad")).lower() or words in c.job_log("bad")
     assert not workers_alive()
 
 
@@ -203,7 +204,7 @@ def test_map_streams_a_large_file_and_output(c: Client) -> None:
     c.put_file("big/blob", big)
     c.put_job("copy", pspec("map", "big", "cat"))
     cid, status = run_and_wait(c)
-    assert status["state"] == "succeeded"
+    assert status.state == "succeeded"
     assert c.get_job_file("copy", "blob", commit=cid) == big
 
 
@@ -213,7 +214,7 @@ def test_missing_input_directory_at_run_time_gives_empty_output(c: Client) -> No
     c.delete_file("d", recursive=True)
     c.put_file("keep", b"so the commit is not empty")
     cid, status = run_and_wait(c)
-    assert status["state"] == "succeeded"
+    assert status.state == "succeeded"
     assert c.ls_job("m", commit=cid) == []
 
 
@@ -240,8 +241,8 @@ def test_job_routes_and_errors(c: Client, srv: ServerProc) -> None:
     assert httpx.post(f"{u}/job/b", json=pspec("map", "job/a", "cat")).status_code == 201
     r = httpx.post(f"{u}/job/a", json=pspec("map", "job/b", "cat"))  # would close a cycle
     assert r.status_code == 400 and "cycle" in r.text
-    assert c.get_job("a")["command"][-1] == "cat"
-    assert [j["name"] for j in c.jobs()] == ["a", "b"]
+    assert c.get_job("a").command[-1] == "cat"
+    assert [j.name for j in c.jobs()] == ["a", "b"]
     assert "a    map    d" in httpx.get(f"{u}/job").text
     with pytest.raises(errors.Conflict, match="input of b"):
         c.delete_job("a")
@@ -249,7 +250,7 @@ def test_job_routes_and_errors(c: Client, srv: ServerProc) -> None:
         c.get_job("ghost")
     with pytest.raises(errors.JobNotFound):
         c.delete_job("ghost")
-    cid = c.commit()["id"]  # no ?run
+    cid = c.commit().id  # no ?run
     with pytest.raises(errors.RunNotFound):
         c.get_job_file("a", "x", commit=cid)
     with pytest.raises(errors.RunNotFound):
@@ -260,7 +261,7 @@ def test_job_routes_and_errors(c: Client, srv: ServerProc) -> None:
         c.get_job_file("ghost", "x", commit=cid)
     assert httpx.get(f"{u}/run/{cid}?wait=soon").status_code in (400, 404)
     c.put_file("d/y", b"2")
-    ran = c.commit(run=True)["id"]
+    ran = c.commit(run=True).id
     for bad in ("soon", "-1", "nan", "inf"):
         r = httpx.get(f"{u}/run/{ran}?wait={bad}")
         assert r.status_code == 400 and "wait must be" in r.text, bad
@@ -276,10 +277,33 @@ def test_runs_are_listed_per_job(c: Client, srv: ServerProc) -> None:
     cid1, _ = run_and_wait(c)
     c.put_file("d/y", b"2")
     cid2, _ = run_and_wait(c)
-    assert [r["commit"] for r in c.job_runs("m")] == [cid2, cid1]
-    assert [r["commit"] for r in c.runs()][:2] == [cid2, cid1]
+    assert [r.commit for r in c.job_runs("m")] == [cid2, cid1]
+    assert [r.commit for r in c.runs()][:2] == [cid2, cid1]
     text = httpx.get(f"{srv.url}/run/{cid2}").text
     assert text.startswith(f"run {cid2} on master: succeeded") and "m    map    succeeded" in text
+    # The JSON answers, field by field, in order: what clients (pfs.client's records) read.
+    js = {"accept": "application/json"}
+    run = httpx.get(f"{srv.url}/run/{cid2}", headers=js).json()
+    run_fields = ["commit", "branch", "state", "error", "created", "started", "finished"]
+    job_fields = ["commit", "job", "state", "total", "done", "reused", "failed", "error", "output_tree", "type"]
+    job_fields += ["input", "image", "skip_failed", "failures", "started", "finished", "seconds", "progress"]
+    assert list(run) == [*run_fields, "jobs"] and list(run["jobs"][0]) == job_fields
+    assert (run["state"], run["jobs"][0]["state"], run["jobs"][0]["progress"]) == (
+        "succeeded",
+        "succeeded",
+        "1/1 files mapped, 1 reused",
+    )
+    assert list(httpx.get(f"{srv.url}/run", headers=js).json()[0]) == run_fields
+    assert list(httpx.get(f"{srv.url}/job/m/runs", headers=js).json()[0]) == job_fields
+    status = c.run_status(cid2)
+    assert (status.state, status.job("m").progress, status.job("m").failures) == (
+        "succeeded",
+        run["jobs"][0]["progress"],
+        (),
+    )
+    spec = httpx.get(f"{srv.url}/job/m", headers=js).json()
+    assert list(spec) == ["name", *sorted(k for k in spec if k != "name")]  # as stored: keys sorted
+    assert c.get_job("m").spec() == {k: v for k, v in spec.items() if k != "name"}
 
 
 def test_kill9_during_a_run_resumes_and_leaves_no_workers(tmp_path: Path) -> None:
@@ -289,7 +313,7 @@ def test_kill9_during_a_run_resumes_and_leaves_no_workers(tmp_path: Path) -> Non
             for i in range(8):
                 c.put_file(f"d/{i}", f"{i}".encode())
             c.put_job("slow", pspec("map", "d", "slow", "0.5", parallelism=2, inflight=1))
-            cid = c.commit(run=True)["id"]
+            cid = c.commit(run=True).id
             deadline = time.monotonic() + 30
             while not workers_alive() and time.monotonic() < deadline:
                 time.sleep(0.1)
@@ -298,7 +322,7 @@ def test_kill9_during_a_run_resumes_and_leaves_no_workers(tmp_path: Path) -> Non
         srv.start()
         with Client(srv.url) as c:
             status = c.wait_run(cid, timeout=60)
-            assert status["state"] == "succeeded", status
+            assert status.state == "succeeded", status
             assert c.get_job_file("slow", "3", commit=cid) == b"3"
         # the restarted node reaped the killed one's workers; the new ones were stopped
         deadline = time.monotonic() + 10
@@ -352,12 +376,12 @@ def test_changing_1_of_10000_files_maps_1(c: Client, tmp_path: Path) -> None:
     c.put_tar("big", buf)
     c.put_job("cp", pspec("map", "big", "cat", parallelism=4, inflight=8))
     _, s1 = run_and_wait(c, timeout=300)
-    assert s1["state"] == "succeeded", s1
-    assert (jobs_of(s1)["cp"]["done"], jobs_of(s1)["cp"]["total"]) == (10_000, 10_000)
+    assert s1.state == "succeeded", s1
+    assert (jobs_of(s1)["cp"].done, jobs_of(s1)["cp"].total) == (10_000, 10_000)
     c.put_file("big/d7/f00017", b"changed\n")
     cid2, s2 = run_and_wait(c, timeout=120)
     j2 = jobs_of(s2)["cp"]
-    assert (j2["state"], j2["done"], j2["reused"], j2["total"]) == ("succeeded", 1, 9_999, 10_000)
+    assert (j2.state, j2.done, j2.reused, j2.total) == ("succeeded", 1, 9_999, 10_000)
     assert c.get_job_file("cp", "d7/f00017", commit=cid2) == b"changed\n"
     assert c.get_job_file("cp", "d3/f09993", commit=cid2) == b"9993\n"
 
@@ -380,15 +404,15 @@ def test_s3_input_through_a_job(tmp_path: Path) -> None:
                 c.put_job("up", pspec("map", f"s3://{bucket}/raw", "upper"))
                 c.put_file("trigger", b"1")
                 cid, status = run_and_wait(c)
-                assert status["state"] == "succeeded", status
-                assert [e["path"] for e in c.ls_job("up", commit=cid)] == ["a.txt", "sub"]
+                assert status.state == "succeeded", status
+                assert [e.path for e in c.ls_job("up", commit=cid)] == ["a.txt", "sub"]
                 assert c.get_job_file("up", "sub/b.txt", commit=cid) == b"BETA\n"
                 # a replaced object is mapped again, the rest reused
                 s3.put_object(Bucket=bucket, Key="raw/a.txt", Body=b"alpha two\n")
                 c.put_file("trigger", b"2")
                 cid2, status2 = run_and_wait(c)
                 up = jobs_of(status2)["up"]
-                assert (up["done"], up["reused"]) == (1, 1), up
+                assert (up.done, up.reused) == (1, 1), up
                 assert c.get_job_file("up", "a.txt", commit=cid2) == b"ALPHA TWO\n"
                 assert c.get_job_file("up", "a.txt", commit=cid) == b"ALPHA\n"  # the old run's output stays
                 for text in (c.job_log("up", cid2), str(c.run_status(cid2)), str(c.get_job("up"))):
@@ -406,12 +430,12 @@ def test_incremental_run_when_a_directory_becomes_a_file_and_back(c: Client) -> 
     c.delete_file("d/sub", recursive=True)
     c.put_file("d/sub", b"now a file\n")
     cid, status = run_and_wait(c)
-    assert status["state"] == "succeeded", status
+    assert status.state == "succeeded", status
     assert c.get_job_file("up", "sub", commit=cid) == b"NOW A FILE\n"
     c.delete_file("d/sub")
     c.put_file("d/sub/f", b"a dir again\n")
     cid, status = run_and_wait(c)
-    assert status["state"] == "succeeded", status
-    assert [e["path"] for e in c.ls_job("up", "sub", commit=cid)] == ["sub/f"]
+    assert status.state == "succeeded", status
+    assert [e.path for e in c.ls_job("up", "sub", commit=cid)] == ["sub/f"]
     assert c.get_job_file("up", "sub/f", commit=cid) == b"A DIR AGAIN\n"
-    assert jobs_of(status)["up"]["done"] == 1
+    assert jobs_of(status)["up"].done == 1

@@ -17,6 +17,7 @@ from conftest import ServerProc
 from jobenv import docker_command, job_image_fixture  # noqa: F401
 
 from pfs import Client, errors
+from pfs.client import JobRun, Run
 
 
 def dspec(image: str, kind: str, input: str, mode: str, *args: str, **kw: Any) -> dict[str, Any]:
@@ -69,8 +70,8 @@ def c(srv: ServerProc) -> Iterator[Client]:
         yield client
 
 
-def jobs_of(status: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    return {j["job"]: j for j in status["jobs"]}
+def jobs_of(status: Run) -> dict[str, JobRun]:
+    return {j.job: j for j in status.jobs}
 
 
 def test_map_reduce_in_containers_leaves_nothing_behind(c: Client, srv: ServerProc, job_image: str) -> None:
@@ -83,25 +84,25 @@ def test_map_reduce_in_containers_leaves_nothing_behind(c: Client, srv: ServerPr
     def watch() -> None:
         seen.extend(containers(f"pfs.instance={instance_of(srv)}", all=False))
 
-    cid = c.commit(run=True)["id"]
+    cid = c.commit(run=True).id
     deadline = time.monotonic() + 120
     status = c.run_status(cid)
-    while status["state"] not in ("succeeded", "failed") and time.monotonic() < deadline:
+    while status.state not in ("succeeded", "failed") and time.monotonic() < deadline:
         watch()
         status = c.run_status(cid, wait=0.3)
-    assert status["state"] == "succeeded", status
-    assert [j["job"] for j in status["jobs"]] == ["wc", "sum"]
+    assert status.state == "succeeded", status
+    assert [j.job for j in status.jobs] == ["wc", "sum"]
     assert c.get_job_file("wc", "day03.txt", commit=cid) == b"day03.txt 2 5 20\n"
     assert c.get_job_file("sum", commit=cid) == f"{12 * 2} {12 * 5} {12 * 20 + 2}\n".encode()
-    # the containers that ran were pfs's, bounded and on loopback; none is left
+    # the containers that ran were pfs's, bounded and on the isolated jobs network; none is left
     assert seen, "no job container was ever seen running"
     for info in seen:
         labels = info["Config"]["Labels"]
         assert labels["pfs"] == "1" and labels["pfs.run"] == cid and labels["pfs.job"] in ("wc", "sum")
         hc = info["HostConfig"]
         assert hc["Memory"] > 0 and hc["PidsLimit"] > 0 and hc["NanoCpus"] > 0
-        assert all(b["HostIp"] == "127.0.0.1" for b in hc["PortBindings"]["80/tcp"])
-        assert not info["Mounts"]
+        assert not hc.get("PortBindings") and hc["NetworkMode"] == "pfs-jobs"  # reached only by pfs
+        assert info["Config"]["User"] == "65534:65534" and not info["Mounts"]
     assert eventually(lambda: containers(f"pfs.instance={instance_of(srv)}") == [], 10)
 
 
@@ -110,12 +111,12 @@ def test_crashing_container_fails_the_job_with_its_log(c: Client, srv: ServerPro
     c.put_file("d/boom", b"fatal\n")
     c.put_job("m", dspec(job_image, "map", "d", "crashon", "boom", retries=1, parallelism=1))
     c.put_job("r", dspec(job_image, "reduce", "job/m", "cat"))
-    cid = c.commit(run=True)["id"]
+    cid = c.commit(run=True).id
     status = c.wait_run(cid, timeout=120)
-    assert status["state"] == "failed"
+    assert status.state == "failed"
     jobs = jobs_of(status)
-    assert jobs["m"]["state"] == "failed" and "exited with code 3" in jobs["m"]["error"]
-    assert jobs["r"]["state"] == "skipped"
+    assert jobs["m"].state == "failed" and "exited with code 3" in jobs["m"].error
+    assert jobs["r"].state == "skipped"
     log = c.job_log("m", cid)
     assert "crashing on POST /map/boom" in log  # the container's own stderr
     with pytest.raises(errors.JobNotReady):
@@ -134,7 +135,7 @@ def _slow_run(c: Client, srv: ServerProc, image: str) -> str:
     for i in range(6):
         c.put_file(f"d/{i}", f"v{i}".encode())
     c.put_job("slow", dspec(image, "map", "d", "slow", "1", parallelism=2, inflight=1))
-    cid = c.commit(run=True)["id"]
+    cid = c.commit(run=True).id
     assert eventually(lambda: len(containers(f"pfs.instance={instance_of(srv)}", all=False)) == 2, 60)
     return str(cid)
 
@@ -149,7 +150,7 @@ def test_kill9_leaves_containers_that_the_next_start_removes(c: Client, srv: Ser
     assert eventually(lambda: not before & {x["Id"] for x in containers(f"pfs.instance={inst}")}, 30)
     with Client(srv.url) as c2:
         status = c2.wait_run(cid, timeout=120)
-        assert status["state"] == "succeeded", status
+        assert status.state == "succeeded", status
         assert c2.get_job_file("slow", "4", commit=cid) == b"V4"
     assert eventually(lambda: containers(f"pfs.instance={inst}") == [], 10)
 
@@ -167,5 +168,5 @@ def test_sigterm_stops_containers_at_once_and_the_run_resumes(c: Client, srv: Se
     srv.start()
     with Client(srv.url) as c2:
         status = c2.wait_run(cid, timeout=120)
-        assert status["state"] == "succeeded", status
+        assert status.state == "succeeded", status
         assert c2.get_job_file("slow", "0", commit=cid) == b"V0"

@@ -10,10 +10,10 @@ import pytest
 
 from pfs.config import Config
 from pfs.errors import BranchMoved, CorruptObject
-from pfs.fsck import fsck
-from pfs.objects import LocalObjectStore
-from pfs.repo import Repository
-from pfs.trees import INLINE_DATA, Entry
+from pfs.repository.fsck import fsck
+from pfs.repository.repo import Repository
+from pfs.storage.objects import Batch, LocalObjectStore
+from pfs.storage.trees import INLINE_DATA, Entry
 
 
 @pytest.fixture
@@ -229,3 +229,68 @@ def test_expect_empty_means_no_commits_yet_and_ids_are_case_insensitive(repo: Re
         repo.commit_branch("master", expect="")
     assert repo.resolve(first.id.upper()).id == first.id
     assert repo.resolve(first.id[:10].upper()).id == first.id
+
+
+def _recursive_apply(repo: Repository, root: str | None, changes: dict[str, Entry | None], b: Batch) -> str:
+    """The recursive `apply` that the iterative one replaced (it ran out of stack on deep
+    trees): the reference the iterative one must agree with."""
+
+    def rec(root: str | None, changes: dict[str, Entry | None]) -> tuple[str, int]:
+        direct: dict[str, Entry | None] = {}
+        nested: dict[str, dict[str, Entry | None]] = {}
+        for path, entry in changes.items():
+            head, sep, rest = path.partition("/")
+            if sep:
+                nested.setdefault(head, {})[rest] = entry
+            else:
+                direct[head] = entry
+        here: dict[str, Entry | None] = {}
+        for name in set(direct) | set(nested):
+            new = direct.get(name)
+            if new is not None:
+                here[name] = new
+                continue
+            sub = nested.get(name)
+            if not sub:
+                here[name] = None
+                continue
+            cur = None if name in direct else repo.trees.dir_get(root, name)
+            sub_key, sub_size = rec(cur.hash if cur is not None and cur.is_dir else None, sub)
+            here[name] = None if sub_key == repo.trees.empty_tree else Entry("dir", sub_key, sub_size)
+        return repo.trees.dir_update(root, here, b)
+
+    return rec(root, changes)[0]
+
+
+def test_tree_apply_agrees_with_the_recursive_reference(repo: Repository) -> None:
+    """Random puts and deletes, files replacing directories and back, in batches that mix
+    both: the iterative apply builds exactly the trees the recursive one did."""
+    rnd = random.Random(7)
+    names = ["a", "b", "c"]
+    root: str | None = None
+    with repo.objects.batch() as b:
+        for step in range(80):
+            changes: dict[str, Entry | None] = {}
+            for _ in range(rnd.randint(1, 6)):
+                path = "/".join(rnd.choice(names) for _ in range(rnd.randint(1, 4)))
+                data = f"{step}:{path}".encode()
+                changes[path] = None if rnd.random() < 0.3 else Entry("file", "0" * 64, len(data), data=data)
+            expected = _recursive_apply(repo, root, changes, b)
+            root = repo.trees.apply(root, changes, b)
+            assert root == expected, (step, changes)
+            b.flush()  # the next step reads what this one wrote
+
+
+def test_deep_paths_are_refused_at_the_edge_and_deep_trees_commit(repo: Repository) -> None:
+    from pfs.errors import InvalidPath
+    from pfs.paths import MAX_DEPTH, clean_path
+
+    with pytest.raises(InvalidPath, match="deeper than"):
+        clean_path("/".join(["d"] * 2000))
+    deepest = "/".join(["d"] * (MAX_DEPTH - 1) + ["f.txt"])
+    put(repo, deepest, b"deep")
+    c = repo.commit_branch("master")
+    assert read(repo, deepest, commit=c.id) == b"deep"
+    put(repo, "other.txt", b"x")
+    repo.commit_branch("master")  # later commits on the branch keep working
+    assert [p for p, _ in repo.trees.walk(repo.resolve("master").tree)] == [deepest, "other.txt"]

@@ -26,7 +26,7 @@ from test_runtime import Env, MiB, docker_ids, docker_inspect, eventually
 from pfs import Client
 from pfs.errors import BadRequest, JobError, Unavailable
 from pfs.jobs.runtime import make_runtime
-from pfs.jobs.swarm import SwarmRuntime, SwarmWorker
+from pfs.jobs.runtime.swarm import SwarmRuntime, SwarmWorker
 
 SETUP_SCRIPT = ROOT / "scripts" / "swarm-setup.sh"
 
@@ -323,13 +323,13 @@ def test_map_reduce_on_the_swarm_leaves_nothing_behind(swarm_srv: ServerProc, sw
         c.put_job("wc", {**wc, "parallelism": 3, "inflight": 2})
         c.put_job("sum", {**wc, "type": "reduce", "input": "job/wc"})
         seen: set[str] = set()
-        cid = c.commit(run=True)["id"]
+        cid = c.commit(run=True).id
         deadline = time.monotonic() + 180
         status = c.run_status(cid)
-        while status["state"] not in ("succeeded", "failed") and time.monotonic() < deadline:
+        while status.state not in ("succeeded", "failed") and time.monotonic() < deadline:
             seen.update(service_ids(f"pfs.instance={instance}"))
             status = c.run_status(cid, wait=0.3)
-        assert status["state"] == "succeeded", (status, srv.log())
+        assert status.state == "succeeded", (status, srv.log())
         assert c.get_job_file("wc", "day3.txt", commit=cid) == b"day3.txt 2 5 20\n"
         assert c.get_job_file("sum", commit=cid) == f"{9 * 2} {9 * 5} {9 * 20}\n".encode()
         assert seen, "no swarm service was ever seen"
@@ -347,7 +347,7 @@ def test_kill9_leaves_services_that_the_next_start_removes(swarm_srv: ServerProc
             c.put_file(f"d/{i}", f"v{i}".encode())
         spec = {"type": "map", "input": "d", "image": swarm_image, "command": docker_command("slow", "1")}
         c.put_job("slow", {**spec, "parallelism": 2, "inflight": 1})
-        cid = c.commit(run=True)["id"]
+        cid = c.commit(run=True).id
         assert eventually(lambda: len(service_ids(f"pfs.instance={instance}")) == 2, 60)
     before = set(service_ids(f"pfs.instance={instance}"))
     srv.kill9()
@@ -356,6 +356,6 @@ def test_kill9_leaves_services_that_the_next_start_removes(swarm_srv: ServerProc
     assert eventually(lambda: not before & set(service_ids(f"pfs.instance={instance}")), 30)
     with Client(srv.url) as c:
         status = c.wait_run(cid, timeout=180)
-        assert status["state"] == "succeeded", status
+        assert status.state == "succeeded", status
         assert c.get_job_file("slow", "4", commit=cid) == b"V4"
     assert eventually(lambda: service_ids(f"pfs.instance={instance}") == [], 20)

@@ -17,6 +17,7 @@ import signal
 import subprocess
 import sys
 import tarfile
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,9 +29,18 @@ import orjson
 import pytest
 import zstandard
 from conftest import ServerProc, Storage
+from seaweed import SeaweedServer
 
 from pfs import Client, errors, sync
-from pfs.objects import encode
+from pfs.config import Config
+from pfs.errors import CorruptObject, MissingObject
+from pfs.repository.repo import Repository
+from pfs.storage import trees
+from pfs.storage.objects import LocalObjectStore, ObjectStore, decode, encode, hash_bytes
+from pfs.storage.s3 import S3Config
+from pfs.storage.s3objects import S3ObjectStore
+from pfs.sync import wire
+from pfs.sync.driver import check_url
 
 BIG = 12 << 20  # more than 8 chunks: stored with a manifest object
 
@@ -57,7 +67,7 @@ def tar_of(files: dict[str, bytes]) -> bytes:
 
 
 def heads(c: Client) -> dict[str, str | None]:
-    return {b["name"]: b["head"] for b in c.branches()}
+    return {b.name: b.head for b in c.branches()}
 
 
 def objects_size(server: ServerProc) -> int:
@@ -85,18 +95,18 @@ def make_history(c: Client, rnd: random.Random) -> None:
     c.commit(branch="exp", message="exp work")
     c.put_file("docs/guide/intro.txt", b"changed intro\n")
     c.commit(message="edit on master")
-    assert c.merge("exp", "master")["kind"] == "merge"
-    c.create_branch("old", c.log("master")[-1]["id"])
+    assert c.merge("exp", "master").kind == "merge"
+    c.create_branch("old", c.log("master")[-1].id)
 
 
 def assert_same_repo(a: Client, b: Client) -> None:
     assert heads(b) == heads(a)
-    assert sorted(x["id"] for x in b.commits()) == sorted(x["id"] for x in a.commits())
+    assert sorted(x.id for x in b.commits()) == sorted(x.id for x in a.commits())
     for name, head in heads(a).items():
         if head:
-            assert [x["id"] for x in b.log(name)] == [x["id"] for x in a.log(name)]
+            assert [x.id for x in b.log(name)] == [x.id for x in a.log(name)]
     rep = b.fsck()
-    assert rep["ok"], rep["problems"]
+    assert rep.ok, rep.problems
 
 
 # ---- clone, pull ------------------------------------------------------------------------
@@ -114,8 +124,8 @@ def test_clone_copies_all_branches_and_history_then_pull_sends_only_the_change(t
         assert b.get_file("data/big.bin") == a.get_file("data/big.bin")
         assert b.get_file("flat/f01234.txt") == b"tiny file 1234\n"
         assert b.get_file("exp.txt", commit="master") == b"on exp\n"
-        head = a.log("master")[0]["id"]
-        assert b.inspect_commit(head)["parents"] == a.inspect_commit(head)["parents"]  # the merge
+        head = a.log("master")[0].id
+        assert b.inspect_commit(head).parents == a.inspect_commit(head).parents  # the merge
 
         # Nothing new: nothing sent.
         rep = sync.pull(src.url, dst.url)
@@ -150,12 +160,12 @@ def test_push_is_a_compare_and_swap_fast_forward_unless_forced(tmp_path: Path) -
     remote, local = start(tmp_path, "remote"), start(tmp_path, "local")
     with Client(remote.url) as r, Client(local.url) as loc:
         r.put_file("a.txt", b"a\n")
-        base = r.commit(message="base")["id"]
+        base = r.commit(message="base").id
         assert sync.clone(remote.url, local.url).ok
 
         # A new local commit goes out as a fast-forward.
         loc.put_file("b.txt", b"b\n")
-        mine = loc.commit(message="local work")["id"]
+        mine = loc.commit(message="local work").id
         p = pfs(local.url, "push", remote.url, "-b", "master")
         assert p.returncode == 0, p.stderr
         assert f"master: fast-forward {base[:12]} -> {mine[:12]}" in p.stdout.decode()
@@ -163,9 +173,9 @@ def test_push_is_a_compare_and_swap_fast_forward_unless_forced(tmp_path: Path) -
 
         # Both sides move on: the push is refused, the remote keeps its commit.
         r.put_file("theirs.txt", b"theirs\n")
-        theirs = r.commit(message="remote work")["id"]
+        theirs = r.commit(message="remote work").id
         loc.put_file("mine.txt", b"mine\n")
-        mine2 = loc.commit(message="more local work")["id"]
+        mine2 = loc.commit(message="more local work").id
         p = pfs(local.url, "push", remote.url)
         assert p.returncode == 1
         assert "master: rejected" in p.stdout.decode() and "diverged" in p.stdout.decode()
@@ -187,7 +197,7 @@ def test_push_is_a_compare_and_swap_fast_forward_unless_forced(tmp_path: Path) -
 
         # A remote that is ahead is left alone.
         r.put_file("later.txt", b"later\n")
-        later = r.commit()["id"]
+        later = r.commit().id
         rep = sync.push(local.url, remote.url, [("master", "master")])
         assert rep.ok and rep.branches[0].result == "ahead" and heads(r)["master"] == later
 
@@ -267,7 +277,7 @@ def test_interrupted_transfer_moves_no_ref_and_resumes_with_fewer_bytes(tmp_path
     assert proc.wait() == -signal.SIGKILL
     with Client(dst.url) as b:
         assert heads(b) == {"master": None}  # no ref moved
-        assert b.fsck()["ok"]
+        assert b.fsck().ok
     first = objects_size(dst) - empty
     assert 0 < first < total
 
@@ -286,7 +296,7 @@ def test_interrupted_transfer_moves_no_ref_and_resumes_with_fewer_bytes(tmp_path
             wait_for(lambda: objects_size(dst) > before, timeout=10)
         with Client(dst.url) as b:
             assert heads(b) == {"master": None}
-            assert b.fsck()["ok"]
+            assert b.fsck().ok
 
     attempt(dst, 40 << 20)
     attempt(src, 16 << 20)
@@ -324,14 +334,14 @@ def test_corrupt_object_on_the_source_fails_the_transfer_and_changes_nothing(tmp
         err = r.stderr.decode()
         assert err.count("\n") == 1 and "does not match its hash" in err and src.url in err
         assert chunk.parent.name + chunk.name in err
-        assert heads(b) == {"master": None} and b.fsck()["ok"]
+        assert heads(b) == {"master": None} and b.fsck().ok
 
         flip_byte(chunk)  # repaired; now damage the root tree, met while listing what to send
-        tree_key = a.inspect_commit("master")["tree"]
+        tree_key = a.inspect_commit("master").tree
         flip_byte(src.data_dir / "objects" / tree_key[:2] / tree_key[2:])
         with pytest.raises(errors.CorruptObject, match=tree_key):
             sync.clone(src.url, dst.url)
-        assert heads(b) == {"master": None} and b.fsck()["ok"]
+        assert heads(b) == {"master": None} and b.fsck().ok
     src.stop()
     dst.stop()
 
@@ -372,7 +382,7 @@ def test_receiver_refuses_bad_streams_and_keeps_refs(one: ServerProc) -> None:
         tree_key, tree_blob = obj(tree)
         head = before["master"]
         assert head is not None
-        root = c.inspect_commit(head)["tree"]
+        root = c.inspect_commit(head).tree
 
         def commit_obj(tree: str, parents: list[str]) -> tuple[str, bytes]:
             body = {"tree": tree, "parents": parents, "branch": "master", "time": 1.0, "message": "x"}
@@ -382,35 +392,35 @@ def test_receiver_refuses_bad_streams_and_keeps_refs(one: ServerProc) -> None:
         holey_key, holey_blob = commit_obj(tree_key, [head])
         cases: list[tuple[bytes, int, str]] = [
             (b"GARBAGE!" + END, 400, "bad_request"),
-            (sync.MAGIC + frame("b", bad_key, encode(b"something else")) + END, 400, "bad_object"),
-            (sync.MAGIC + frame("x", good_key, good_blob) + END, 400, "bad_request"),
-            (sync.MAGIC + frame("b", good_key, good_blob)[:-3], 400, "bad_request"),  # cut inside an object
-            (sync.MAGIC + frame("b", good_key, good_blob), 400, "bad_request"),  # no end frame
-            (sync.MAGIC + END + b"trailing", 400, "bad_request"),
-            (sync.MAGIC + b"b" + bytes(32) + (1 << 30).to_bytes(4, "big"), 413, "payload_too_large"),
-            (sync.MAGIC + frame("c", good_key, good_blob) + END, 400, "bad_object"),  # not a commit
-            (sync.MAGIC + frame("c", orphan_key, orphan_blob) + END, 400, "bad_object"),  # unknown parent
-            (sync.MAGIC + frame("t", tree_key, tree_blob) + frame("c", holey_key, holey_blob) + END, 400, "bad_object"),
-            (sync.MAGIC + frame("!", "00" * 32, b'{"message": "disk on fire"}') + END, 400, "bad_request"),
+            (wire.MAGIC + frame("b", bad_key, encode(b"something else")) + END, 400, "bad_object"),
+            (wire.MAGIC + frame("x", good_key, good_blob) + END, 400, "bad_request"),
+            (wire.MAGIC + frame("b", good_key, good_blob)[:-3], 400, "bad_request"),  # cut inside an object
+            (wire.MAGIC + frame("b", good_key, good_blob), 400, "bad_request"),  # no end frame
+            (wire.MAGIC + END + b"trailing", 400, "bad_request"),
+            (wire.MAGIC + b"b" + bytes(32) + (1 << 30).to_bytes(4, "big"), 413, "payload_too_large"),
+            (wire.MAGIC + frame("c", good_key, good_blob) + END, 400, "bad_object"),  # not a commit
+            (wire.MAGIC + frame("c", orphan_key, orphan_blob) + END, 400, "bad_object"),  # unknown parent
+            (wire.MAGIC + frame("t", tree_key, tree_blob) + frame("c", holey_key, holey_blob) + END, 400, "bad_object"),
+            (wire.MAGIC + frame("!", "00" * 32, b'{"message": "disk on fire"}') + END, 400, "bad_request"),
         ]
         # A zstd frame announcing 1 GiB (an empty last block follows) is refused before it is decompressed.
         bomb = b"Z\x28\xb5\x2f\xfd\xe0" + (1 << 30).to_bytes(8, "little") + b"\x01\x00\x00"
         assert zstandard.frame_content_size(bomb[1:]) == 1 << 30
-        cases.append((sync.MAGIC + frame("b", good_key, bomb) + END, 400, "bad_object"))
+        cases.append((wire.MAGIC + frame("b", good_key, bomb) + END, 400, "bad_object"))
         for body, status, code in cases:
             r = post_stream(one.url, body)
             assert (r.status_code, r.json()["error"]) == (status, code), (body[:60], r.text)
             assert "\n" not in r.json()["message"]
-        msg = post_stream(one.url, sync.MAGIC + frame("c", holey_key, holey_blob) + END).json()["message"]
+        msg = post_stream(one.url, wire.MAGIC + frame("c", holey_key, holey_blob) + END).json()["message"]
         assert "incomplete" in msg and "cd" * 32 in msg
         assert heads(c) == before and len(c.commits()) == ncommits
-        assert c.fsck()["ok"]
+        assert c.fsck().ok
         # What arrived whole before a cut is kept (unreferenced), so a rerun need not resend it.
         assert c.sync_missing([("b", good_key), ("c", holey_key)]) == [("c", holey_key)]
         # And a well-formed stream is taken.
         k2, b2 = obj(b"another object")
-        r = post_stream(one.url, sync.MAGIC + frame("b", k2, b2) + END)
-        assert r.status_code == 200 and r.json() == {"objects": 1, "bytes": sync.HEADER_SIZE + len(b2), "commits": 0}
+        r = post_stream(one.url, wire.MAGIC + frame("b", k2, b2) + END)
+        assert r.status_code == 200 and r.json() == {"objects": 1, "bytes": wire.HEADER_SIZE + len(b2), "commits": 0}
 
 
 @pytest.mark.parametrize(
@@ -457,7 +467,7 @@ def test_ref_route_refuses_bad_input(one: ServerProc) -> None:
 
 def test_fetch_of_an_unknown_object_ends_the_stream_with_an_error_frame(one: ServerProc) -> None:
     r = httpx.post(one.url + "/sync/fetch", content=orjson.dumps({"objects": [["b", "ab" * 32]]}), timeout=30)
-    assert r.status_code == 200 and r.content.startswith(sync.MAGIC + b"!")
+    assert r.status_code == 200 and r.content.startswith(wire.MAGIC + b"!")
     assert b"is missing" in r.content
 
 
@@ -474,7 +484,7 @@ def test_remote_urls_are_checked(one: ServerProc) -> None:
         with pytest.raises(errors.BadRequest, match=re.escape(msg)) as exc:
             sync.pull(url, one.url)
         assert "secret" not in exc.value.message
-    assert sync.check_url("https://example.com:8443/") == "https://example.com:8443"
+    assert check_url("https://example.com:8443/") == "https://example.com:8443"
     # The command: one line, exit 1, no password echoed.
     r = pfs(one.url, "pull", "http://user:secret@example.com")
     err = r.stderr.decode()
@@ -483,3 +493,83 @@ def test_remote_urls_are_checked(one: ServerProc) -> None:
         sync.pull(one.url, one.url, [("nope", "nope")])
     r = pfs(one.url, "pull", one.url, "-b", "bad:na me")
     assert r.returncode == 1 and "invalid branch name" in r.stderr.decode()
+
+
+# ---- what sync asks of the repository and the object store (in-process) -------------------
+@pytest.fixture(params=["local", "s3"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ObjectStore]:
+    if request.param == "local":
+        yield LocalObjectStore(tmp_path / "objects-root")
+        return
+    weed: SeaweedServer = request.getfixturevalue("seaweed")
+    s3 = S3ObjectStore(f"s3://{weed.new_bucket('objects')}/repo", S3Config(**weed.config()))
+    yield s3
+    s3.close()
+
+
+def test_store_hands_out_the_stored_form_verified_and_answers_many_lookups(store: ObjectStore) -> None:
+    text = b"compressible " * 1000
+    packed = store.put_bytes(text)
+    raw = hash_bytes(text + b"!")
+    store.put(raw, text + b"!", compress=False)  # stored raw although it would compress
+    assert store.get_stored(packed)[:1] == b"Z" and decode(packed, store.get_stored(packed)) == text
+    assert store.get_stored(raw) == b"R" + text + b"!"  # as stored: not recompressed on the way out
+    with pytest.raises(MissingObject):
+        store.get_stored("ab" * 32)
+    absent = [hash_bytes(bytes([i])) for i in range(20)]
+    keys = [packed, *absent[:10], raw, *absent[10:]]  # enough for the S3 store to ask in parallel
+    assert store.has_many(keys) == [k in (packed, raw) for k in keys]
+    assert store.has_many([]) == []
+    if isinstance(store, LocalObjectStore):  # damage is caught before anything is sent
+        path = Path(store.path(raw))
+        path.write_bytes(path.read_bytes()[:-1] + b"?")
+        with pytest.raises(CorruptObject):
+            store.get_stored(raw)
+
+
+def test_move_branch_checks_history_and_waits_for_the_branch_lock(tmp_path: Path) -> None:
+    repo: Repository = Config(str(tmp_path / "data")).open()
+
+    def commit(branch: str, path: str) -> str:
+        w = repo.writer()
+        w.write(path.encode())
+        repo.stage_file(branch, path, w.finish())
+        return repo.commit_branch(branch, path).id
+
+    first = commit("master", "a")
+    repo.create_branch("exp", first)
+    second = commit("exp", "b")
+    assert repo.is_ancestor(first, second) and repo.is_ancestor(second, second)
+    assert not repo.is_ancestor(second, first)
+    assert repo.move_branch("master", first, first) == "up-to-date"
+
+    # A move waits for whatever holds the branch (a commit, a merge) and then still checks `old`.
+    results: list[str] = []
+    with repo._lock("master"):
+        mover = threading.Thread(target=lambda: results.append(repo.move_branch("master", second, first)))
+        mover.start()
+        mover.join(0.3)
+        assert mover.is_alive() and repo.branch_head("master") == first
+    mover.join(10)
+    assert results == ["fast-forward"] and repo.branch_head("master") == second
+    assert repo.move_branch("master", first) == "ahead"
+    commit("exp", "c")
+    diverged = commit("master", "d")
+    with pytest.raises(errors.NotFastForward):
+        repo.move_branch("exp", diverged)
+    assert repo.move_branch("copy", second, "") == "created"
+    assert [c for c, _ in sorted(repo.branches())] == ["copy", "exp", "master"]
+
+
+def test_wire_kinds_are_the_stored_object_kinds() -> None:
+    """The wire format repeats the storage letters (to stay light for the client): they must agree."""
+    assert {trees.COMMIT, trees.TREE, trees.MANIFEST, trees.BLOB} == wire.KINDS
+    assert (wire.COMMIT, wire.TREE, wire.MANIFEST, wire.BLOB) == (trees.COMMIT, trees.TREE, trees.MANIFEST, trees.BLOB)
+
+
+def test_the_server_side_loads_neither_the_driver_nor_the_client() -> None:
+    """The driver needs pfs.client; the servers answer `sync` requests without it."""
+    code = "import sys, pfs.http.api; print(sorted(m for m in ('pfs.client', 'pfs.sync.driver') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True).stdout
+    assert out.strip() == "[]"
+    assert callable(sync.clone) and sync.TransferReport().ok  # the public names still load on use

@@ -36,6 +36,7 @@ from rich.text import Text
 
 from . import errors
 from .client import DEFAULT_URL, Client
+from .records import Run
 
 err_console = Console(stderr=True)
 
@@ -292,6 +293,41 @@ class Transfer:
     default=None,
     help="buckets (or bucket/prefix) that s3:// job inputs may read, comma-separated [default: none]",
 )
+@click.option(
+    "--job-max-memory",
+    envvar="PFS_JOB_MAX_MEMORY",
+    default=None,
+    help="most memory a job worker may ask for, e.g. 8g [default: half the host's memory]",
+)
+@click.option(
+    "--job-max-cpus",
+    envvar="PFS_JOB_MAX_CPUS",
+    type=click.FloatRange(0.01),
+    default=None,
+    help="most CPUs a job worker may ask for [default: the host's cores]",
+)
+@click.option(
+    "--job-max-parallelism",
+    envvar="PFS_JOB_MAX_PARALLELISM",
+    type=click.IntRange(1),
+    default=None,
+    help="most workers one map job may ask for [default: 4 per core]",
+)
+@click.option(
+    "--job-user",
+    envvar="PFS_JOB_USER",
+    default="65534:65534",
+    show_default=True,
+    help="user (uid[:gid]) job containers run as",
+)
+@click.option(
+    "--job-firewall",
+    envvar="PFS_JOB_FIREWALL",
+    type=click.Choice(["pfs", "operator"]),
+    default="pfs",
+    show_default=True,
+    help="who adds the host rule cutting job containers off from this host: pfs (needs root) or the operator",
+)
 @click.option("--log-level", envvar="PFS_LOG_LEVEL", default="warning", show_default=True, help="info logs requests")
 def serve(
     addr: str,
@@ -306,13 +342,18 @@ def serve(
     send_timeout: float,
     job_runtime: str | None,
     job_s3_inputs: str | None,
+    job_max_memory: str | None,
+    job_max_cpus: float | None,
+    job_max_parallelism: int | None,
+    job_user: str,
+    job_firewall: str,
     log_level: str,
 ) -> None:
     """Run a pfs node: embedded storage (SQLite + local objects) by default; with PostgreSQL
     and S3, as many nodes as you like serve one repository."""
-    from .config import Config, parse_addr, split_list  # storage imports load only for the verbs using them
-    from .httpguard import Limits
-    from .node import serve as run_node
+    from .config import Config, parse_addr, parse_size, split_list  # storage loads only for the verbs using it
+    from .http.guard import Limits
+    from .http.node import serve as run_node
 
     cfg = Config.from_env(data_dir)
     if max_file_size is not None:
@@ -322,6 +363,11 @@ def serve(
     cfg.job_runtime = job_runtime or cfg.job_runtime
     if job_s3_inputs is not None:
         cfg.job_s3_inputs = split_list(job_s3_inputs)
+    if job_max_memory is not None:
+        cfg.job_max_memory = parse_size(job_max_memory)
+    cfg.job_max_cpus = job_max_cpus or cfg.job_max_cpus
+    cfg.job_max_parallelism = job_max_parallelism or cfg.job_max_parallelism
+    cfg.job_user, cfg.job_firewall = job_user, job_firewall
     try:
         host, port = parse_addr(addr)
     except ValueError as exc:
@@ -366,7 +412,7 @@ def _put_stream(c: Client, f: IO[bytes], size: int | None, remote: str, branch: 
     with Transfer("put", "put", remote, quiet=quiet) as t:
         t.start(size)
         res = c.put_file(remote, _read_pieces(f, t), branch)
-    click.echo(f"{printable(branch)}/{printable(res['path'])}  {printable(res['size'])} bytes")
+    click.echo(f"{printable(branch)}/{printable(res.path)}  {printable(res.size)} bytes")
 
 
 @main.command()
@@ -391,10 +437,8 @@ def put(ctx: click.Context, local: str, remote: str | None, branch: str) -> None
         with Transfer("put", "put", base or "/") as t:
             t.start(total)
             res = c.put_dir(local, base, branch, on_bytes=t.advance)
-            t.detail = f"{printable(res['files'])} files, "
-        click.echo(
-            f"{printable(branch)}/{printable(base)}  {printable(res['files'])} files, {printable(res['size'])} bytes"
-        )
+            t.detail = f"{printable(res.files)} files, "
+        click.echo(f"{printable(branch)}/{printable(base)}  {printable(res.files)} files, {printable(res.size)} bytes")
         return
     with open(local, "rb") as f:
         _put_stream(c, f, os.fstat(f.fileno()).st_size, remote or os.path.basename(local), branch)
@@ -439,10 +483,10 @@ def get(ctx: click.Context, remote: str, local: str | None, commit: str | None, 
 def ls(ctx: click.Context, path: str, commit: str | None, branch: str | None) -> None:
     """List a directory."""
     for e in client(ctx).ls(path, commit, branch):
-        if e["type"] == "dir":
-            click.echo(f"{'dir':>12}  {printable(e['path'])}/")
+        if e.is_dir:
+            click.echo(f"{'dir':>12}  {printable(e.path)}/")
         else:
-            click.echo(f"{printable(e['size']):>12}  {printable(e['path'])}")
+            click.echo(f"{printable(e.size):>12}  {printable(e.path)}")
 
 
 @main.command()
@@ -453,7 +497,7 @@ def ls(ctx: click.Context, path: str, commit: str | None, branch: str | None) ->
 def rm(ctx: click.Context, path: str, branch: str, recursive: bool) -> None:
     """Delete a file (dirty until commit)."""
     res = client(ctx).delete_file(path, branch, recursive)
-    click.echo(f"deleted {printable(res['deleted'])} file(s)")
+    click.echo(f"deleted {printable(res)} file(s)")
 
 
 @main.command()
@@ -463,7 +507,7 @@ def rm(ctx: click.Context, path: str, branch: str, recursive: bool) -> None:
 @click.pass_context
 def commit(ctx: click.Context, branch: str, message: str, run: bool) -> None:
     """Commit a branch's dirty writes; prints the commit id."""
-    click.echo(printable(client(ctx).commit(branch, message, run=run)["id"]))
+    click.echo(printable(client(ctx).commit(branch, message, run=run).id))
 
 
 @main.command()
@@ -476,13 +520,13 @@ def branch(ctx: click.Context, name: str | None, from_: str | None, delete: bool
     c = client(ctx)
     if name is None:
         for b in c.branches():
-            click.echo(f"{printable(b['name']):<24} {printable(b['head'] or '-')}")
+            click.echo(f"{printable(b.name):<24} {printable(b.head or '-')}")
     elif delete:
         c.delete_branch(name)
         click.echo(f"deleted branch {printable(name)}")
     else:
         res = c.create_branch(name, from_)
-        click.echo(f"{printable(name)} -> {printable(res['head'] or '(no commits)')}")
+        click.echo(f"{printable(name)} -> {printable(res.head or '(no commits)')}")
 
 
 @main.command()
@@ -492,8 +536,8 @@ def branch(ctx: click.Context, name: str | None, from_: str | None, delete: bool
 def log(ctx: click.Context, ref: str, limit: int | None) -> None:
     """History of a branch or commit, newest first: one line each, with the message's first line."""
     for c in client(ctx).log(ref, limit):
-        when, branch, message = printable(c["time"][:19]), printable(c["branch"]), printable(first_line(c["message"]))
-        click.echo(f"{printable(c['id'][:12])}  {when}  {branch:<12} {message}")
+        when, branch, message = printable(c.time[:19]), printable(c.branch), printable(first_line(c.message))
+        click.echo(f"{printable(c.id[:12])}  {when}  {branch:<12} {message}")
 
 
 @main.command()
@@ -503,7 +547,7 @@ def log(ctx: click.Context, ref: str, limit: int | None) -> None:
 def diff(ctx: click.Context, a: str, b: str) -> None:
     """Files added (A), modified (M) and deleted (D) from A to B."""
     for d in client(ctx).diff(a, b):
-        click.echo(f"{printable(d['status'])}\t{printable(d['path'])}")
+        click.echo(f"{printable(d.status)}\t{printable(d.path)}")
 
 
 @main.command()
@@ -515,7 +559,7 @@ def diff(ctx: click.Context, a: str, b: str) -> None:
 def merge(ctx: click.Context, source: str, into: str, strategy: str | None, message: str | None) -> None:
     """Three-way merge of SOURCE into branch INTO."""
     res = client(ctx).merge(source, into, strategy, message)
-    click.echo(f"{printable(res['kind'])}: {printable(res['id'])}")
+    click.echo(f"{printable(res.kind)}: {printable(res.id)}")
 
 
 @main.command()
@@ -525,7 +569,7 @@ def merge(ctx: click.Context, source: str, into: str, strategy: str | None, mess
 @click.pass_context
 def revert(ctx: click.Context, branch: str, commit: str, message: str | None) -> None:
     """New commit on BRANCH with the content of COMMIT (history kept)."""
-    click.echo(printable(client(ctx).revert(branch, commit, message)["id"]))
+    click.echo(printable(client(ctx).revert(branch, commit, message).id))
 
 
 @main.command()
@@ -533,7 +577,7 @@ def revert(ctx: click.Context, branch: str, commit: str, message: str | None) ->
 @click.pass_context
 def discard(ctx: click.Context, branch: str) -> None:
     """Drop a branch's uncommitted changes."""
-    click.echo(f"discarded {printable(client(ctx).discard(branch)['discarded'])} change(s)")
+    click.echo(f"discarded {printable(client(ctx).discard(branch))} change(s)")
 
 
 _STORAGE_OPTIONS = {"data_dir": "PFS_DATA_DIR", "meta_url": "PFS_META_URL", "objects_url": "PFS_OBJECTS_URL"}
@@ -591,11 +635,11 @@ def fsck(
     cluster's --meta-url and --objects-url."""
     if _fsck_asks_server(ctx, server):
         rep = client(ctx).fsck(quick)
-        problems, ok = rep.get("problems") or [], rep.get("ok") is True
-        counts = [printable(rep.get(k)) for k in ("commits", "trees", "files", "chunks")]
+        problems, ok = list(rep.problems), rep.ok
+        counts = [printable(n) for n in (rep.commits, rep.trees, rep.files, rep.chunks)]
     else:
         from .config import Config
-        from .fsck import fsck as run_fsck
+        from .repository.fsck import fsck as run_fsck
 
         cfg = Config.from_env(data_dir)
         cfg.meta_url = meta_url or cfg.meta_url
@@ -706,9 +750,7 @@ def job_put(ctx: click.Context, name: str, spec: IO[bytes]) -> None:
 @click.pass_context
 def job_get(ctx: click.Context, name: str) -> None:
     """Print a job's spec."""
-    spec = client(ctx).get_job(name)
-    spec.pop("name", None)
-    click.echo(json.dumps(spec, indent=2))
+    click.echo(json.dumps(client(ctx).get_job(name).spec(), indent=2))
 
 
 @job.command("rm")
@@ -725,21 +767,20 @@ def job_rm(ctx: click.Context, name: str) -> None:
 def job_ls(ctx: click.Context) -> None:
     """List jobs."""
     for j in client(ctx).jobs():
-        image = j.get("image") or "(process)"
-        click.echo(printable(f"{j['name']:<20} {j['type']:<7} {j['input']:<30} {image}"))
+        image = j.image or "(process)"
+        click.echo(printable(f"{j.name:<20} {j.type:<7} {j.input:<30} {image}"))
 
 
-def _print_run(status: dict[str, Any]) -> None:
-    click.echo(printable(f"run {status['commit'][:12]} on {status['branch']}: {status['state']}"))
-    for j in status.get("jobs", []):
-        error = f"  {j['error']}" if j["error"] else ""
-        click.echo(printable(f"  {j['job']:<20} {j['type']:<7} {j['state']:<10} {j['progress']}{error}"))
-        failures = j.get("failures") or []
-        for f in failures:  # the first ones; `pfs job log` lists them all
-            click.echo(printable(f"      failed: {f['path']}: {f['error']}"))
-        more = (j.get("failed") or 0) - len(failures)
-        if failures and more > 0:
-            click.echo(f"      ... and {more} more: pfs job log {j['job']} -c {status['commit'][:12]}")
+def _print_run(status: Run) -> None:
+    click.echo(printable(f"run {status.commit[:12]} on {status.branch}: {status.state}"))
+    for j in status.jobs:
+        error = f"  {j.error}" if j.error else ""
+        click.echo(printable(f"  {j.job:<20} {j.type:<7} {j.state:<10} {j.progress}{error}"))
+        for f in j.failures:  # the first ones; `pfs job log` lists them all
+            click.echo(printable(f"      failed: {f.path}: {f.error}"))
+        more = j.failed - len(j.failures)
+        if j.failures and more > 0:
+            click.echo(f"      ... and {more} more: pfs job log {j.job} -c {status.commit[:12]}")
 
 
 @job.command("status")
@@ -768,19 +809,19 @@ def job_wait(ctx: click.Context, commit: str, timeout: float | None) -> None:
     with bars as p:
         tasks: dict[str, Any] = {}
 
-        def show(status: dict[str, Any]) -> None:
-            for j in status.get("jobs", []):
-                if j["job"] not in tasks:
-                    tasks[j["job"]] = p.add_task(f"{j['job']} ({j['type']})", total=None)
-                todo = j["total"] - j["reused"] if j["type"] == "map" else 1
-                tried = j["done"] + (j.get("failed") or 0)  # a failed file is one done with, too
-                p.update(tasks[j["job"]], completed=tried, total=todo or None)
+        def show(status: Run) -> None:
+            for j in status.jobs:
+                if j.job not in tasks:
+                    tasks[j.job] = p.add_task(f"{j.job} ({j.type})", total=None)
+                todo = j.total - j.reused if j.type == "map" else 1
+                tried = j.done + j.failed  # a failed file is one done with, too
+                p.update(tasks[j.job], completed=tried, total=todo or None)
 
         status = c.wait_run(commit, timeout, show)
     _print_run(status)
-    if status["state"] == "failed":
+    if status.state == "failed":
         sys.exit(1)
-    if status["state"] != "succeeded":
+    if status.state != "succeeded":
         sys.exit(2)
 
 
@@ -802,7 +843,7 @@ def job_log(ctx: click.Context, name: str, commit: str | None) -> None:
 def job_runs(ctx: click.Context, name: str) -> None:
     """Past runs of a job, newest first."""
     for j in client(ctx).job_runs(name):
-        click.echo(printable(f"{j['commit'][:12]}  {j['state']:<10} {j['progress']}  {j['error'] or ''}"))
+        click.echo(printable(f"{j.commit[:12]}  {j.state:<10} {j.progress}  {j.error or ''}"))
 
 
 @job.command("cat")

@@ -15,14 +15,30 @@ import tarfile
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
-from typing import IO, Any
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import IO, Any, cast
 from urllib.parse import quote
 
 import httpx
 import orjson
 
 from . import errors
+from .records import (
+    Ancestor,
+    BranchInfo,
+    Change,
+    CommitInfo,
+    FileInfo,
+    FsckReport,
+    Job,
+    JobRun,
+    Merged,
+    ReceiveCounts,
+    RefUpdate,
+    Run,
+    Unpacked,
+    Written,
+)
 
 DEFAULT_URL = "http://127.0.0.1:8080"
 STREAM_PIECE = 1 << 20
@@ -34,11 +50,21 @@ def _q(path: str) -> str:
     return "/".join("%2E" * len(s) if s in (".", "..") else quote(s, safe="") for s in path.split("/"))
 
 
+# ---- what the job routes answer, typed -------------------------------------------------
+
+
 class Client:
-    def __init__(self, url: str | None = None, timeout: float = 300.0) -> None:
+    def __init__(
+        self, url: str | None = None, timeout: float = 300.0, transport: httpx.BaseTransport | None = None
+    ) -> None:
+        """`transport` replaces the network (httpx's own): tests pass one that hands requests
+        to a server's ASGI app in the same process."""
         self.url = (url or os.environ.get("PFS_URL") or DEFAULT_URL).rstrip("/")
         self.http = httpx.Client(
-            base_url=self.url, timeout=httpx.Timeout(timeout, connect=10.0), headers={"accept": "application/json"}
+            base_url=self.url,
+            timeout=httpx.Timeout(timeout, connect=10.0),
+            headers={"accept": "application/json"},
+            transport=transport,
         )
 
     def close(self) -> None:
@@ -82,22 +108,16 @@ class Client:
             raise errors.PfsError(f"{self.url} answered HTTP {resp.status_code} without JSON: is it pfs?") from None
 
     # ---- files ---------------------------------------------------------------------
-    def put_file(self, path: str, data: bytes | IO[bytes] | Iterable[bytes], branch: str = "master") -> dict[str, Any]:
+    def put_file(self, path: str, data: bytes | IO[bytes] | Iterable[bytes], branch: str = "master") -> Written:
         """Write (create or replace) a file; `data` is streamed, never loaded whole."""
-        content: bytes | Iterable[bytes]
-        if isinstance(data, bytes):
-            content = data
-        elif hasattr(data, "read"):
-            content = _pieces(data)  # type: ignore[arg-type]
-        else:
-            content = data
-        return self._call("POST", f"/file/{_q(path)}", params={"branch": branch}, content=content)  # type: ignore[no-any-return]
+        content = data if isinstance(data, bytes) else _stream(data)
+        return Written.from_json(self._call("POST", f"/file/{_q(path)}", params={"branch": branch}, content=content))
 
-    def put_tar(self, prefix: str, archive: IO[bytes] | Iterable[bytes], branch: str = "master") -> dict[str, Any]:
+    def put_tar(self, prefix: str, archive: IO[bytes] | Iterable[bytes], branch: str = "master") -> Unpacked:
         """Upload a tar stream; its files land under `prefix`, all staged at once or none."""
-        content = _pieces(archive) if hasattr(archive, "read") else archive  # type: ignore[arg-type]
+        content = _stream(archive)
         url = f"/tar/{_q(prefix.strip('/'))}" if prefix.strip("/") else "/tar"
-        return self._call("POST", url, params={"branch": branch}, content=content)  # type: ignore[no-any-return]
+        return Unpacked.from_json(self._call("POST", url, params={"branch": branch}, content=content))
 
     def put_dir(
         self,
@@ -105,7 +125,7 @@ class Client:
         prefix: str = "",
         branch: str = "master",
         on_bytes: Callable[[int], None] | None = None,
-    ) -> dict[str, Any]:
+    ) -> Unpacked:
         """Upload a local directory tree in one request (streamed as a tar)."""
         return self.put_tar(prefix, _tar_stream(local, on_bytes), branch)
 
@@ -132,85 +152,94 @@ class Client:
     def get_file(self, path: str, commit: str | None = None, branch: str | None = None) -> bytes:
         return b"".join(self.open_file(path, commit, branch))
 
-    def ls(self, path: str = "", commit: str | None = None, branch: str | None = None) -> list[dict[str, Any]]:
+    def ls(self, path: str = "", commit: str | None = None, branch: str | None = None) -> list[FileInfo]:
         target = f"/file/{_q(path.rstrip('/'))}/*" if path.strip("/") else "/file/*"
-        return self._call("GET", target, params={"commit": commit, "branch": branch})  # type: ignore[no-any-return]
+        return [FileInfo.from_json(e) for e in self._call("GET", target, params={"commit": commit, "branch": branch})]
 
-    def delete_file(self, path: str, branch: str = "master", recursive: bool = False) -> dict[str, Any]:
+    def delete_file(self, path: str, branch: str = "master", recursive: bool = False) -> int:
+        """Delete a file (or, `recursive`, a directory) on a branch; how many files went."""
         params = {"branch": branch, "recursive": "1" if recursive else None}
-        return self._call("DELETE", f"/file/{_q(path)}", params=params)  # type: ignore[no-any-return]
+        return int(self._call("DELETE", f"/file/{_q(path)}", params=params)["deleted"])
 
     # ---- commits, branches, history ------------------------------------------------
     def commit(
         self, branch: str = "master", message: str = "", expect: str | None = None, run: bool = False
-    ) -> dict[str, Any]:
+    ) -> CommitInfo:
         """Commit the branch's dirty writes; with `run`, also start the job DAG on it."""
         params = {"branch": branch, "message": message or None, "expect": expect, "run": "1" if run else None}
-        return self._call("POST", "/commit", params=params)  # type: ignore[no-any-return]
+        return CommitInfo.from_json(self._call("POST", "/commit", params=params))
 
-    def commits(self) -> list[dict[str, Any]]:
-        return self._call("GET", "/commit")  # type: ignore[no-any-return]
+    def commits(self) -> list[CommitInfo]:
+        """Every commit of every branch, oldest first."""
+        return [CommitInfo.from_json(c) for c in self._call("GET", "/commit")]
 
-    def inspect_commit(self, ref: str) -> dict[str, Any]:
-        return self._call("GET", f"/commit/{_q(ref)}")  # type: ignore[no-any-return]
+    def inspect_commit(self, ref: str) -> CommitInfo:
+        return CommitInfo.from_json(self._call("GET", f"/commit/{_q(ref)}"))
 
-    def branches(self) -> list[dict[str, Any]]:
-        return self._call("GET", "/branch")  # type: ignore[no-any-return]
+    def branches(self) -> list[BranchInfo]:
+        return [BranchInfo.from_json(b) for b in self._call("GET", "/branch")]
 
-    def create_branch(self, name: str, commit: str | None = None) -> dict[str, Any]:
-        return self._call("POST", "/branch", params={"branch": name, "commit": commit})  # type: ignore[no-any-return]
+    def create_branch(self, name: str, commit: str | None = None) -> BranchInfo:
+        return BranchInfo.from_json(self._call("POST", "/branch", params={"branch": name, "commit": commit}))
 
-    def delete_branch(self, name: str) -> dict[str, Any]:
-        return self._call("DELETE", f"/branch/{_q(name)}")  # type: ignore[no-any-return]
+    def delete_branch(self, name: str) -> None:
+        """Delete a branch and its dirty writes; its commits stay readable by id."""
+        self._call("DELETE", f"/branch/{_q(name)}")
 
-    def log(self, branch: str = "master", limit: int | None = None) -> list[dict[str, Any]]:
+    def log(self, branch: str = "master", limit: int | None = None) -> list[CommitInfo]:
+        """History of a branch (or from a commit), newest first."""
         params = {"commit": branch, "limit": str(limit) if limit is not None else None}
-        return self._call("GET", "/log", params=params)  # type: ignore[no-any-return]
+        return [CommitInfo.from_json(c) for c in self._call("GET", "/log", params=params)]
 
-    def diff(self, a: str, b: str) -> list[dict[str, Any]]:
-        return self._call("GET", "/diff", params={"from": a, "to": b})  # type: ignore[no-any-return]
+    def diff(self, a: str, b: str) -> list[Change]:
+        return [Change.from_json(d) for d in self._call("GET", "/diff", params={"from": a, "to": b})]
 
-    def merge(self, source: str, into: str, strategy: str | None = None, message: str | None = None) -> dict[str, Any]:
+    def merge(self, source: str, into: str, strategy: str | None = None, message: str | None = None) -> Merged:
         params = {"from": source, "into": into, "strategy": strategy, "message": message}
-        return self._call("POST", "/merge", params=params)  # type: ignore[no-any-return]
+        return Merged.from_json(self._call("POST", "/merge", params=params))
 
-    def revert(self, branch: str, commit: str, message: str | None = None) -> dict[str, Any]:
+    def revert(self, branch: str, commit: str, message: str | None = None) -> CommitInfo:
         params = {"branch": branch, "commit": commit, "message": message}
-        return self._call("POST", "/revert", params=params)  # type: ignore[no-any-return]
+        return CommitInfo.from_json(self._call("POST", "/revert", params=params))
 
-    def discard(self, branch: str = "master") -> dict[str, Any]:
-        return self._call("POST", "/discard", params={"branch": branch})  # type: ignore[no-any-return]
+    def discard(self, branch: str = "master") -> int:
+        """Drop a branch's dirty writes; how many there were."""
+        return int(self._call("POST", "/discard", params={"branch": branch})["discarded"])
 
     # ---- jobs ----------------------------------------------------------------------
-    def put_job(self, name: str, spec: dict[str, Any] | bytes) -> dict[str, Any]:
+    def put_job(self, name: str, spec: Mapping[str, Any] | bytes) -> Job:
         """Store (or replace) a job spec; it runs at the next commit with `run`."""
-        body = spec if isinstance(spec, bytes) else orjson.dumps(spec)
-        return self._call(  # type: ignore[no-any-return]
-            "POST", f"/job/{_q(name)}", content=body, headers={"content-type": "application/json"}
+        body = spec if isinstance(spec, bytes) else orjson.dumps(dict(spec))
+        return Job.from_json(
+            self._call("POST", f"/job/{_q(name)}", content=body, headers={"content-type": "application/json"})
         )
 
-    def get_job(self, name: str) -> dict[str, Any]:
-        return self._call("GET", f"/job/{_q(name)}")  # type: ignore[no-any-return]
+    def get_job(self, name: str) -> Job:
+        return Job.from_json(self._call("GET", f"/job/{_q(name)}"))
 
-    def delete_job(self, name: str) -> dict[str, Any]:
-        return self._call("DELETE", f"/job/{_q(name)}")  # type: ignore[no-any-return]
+    def delete_job(self, name: str) -> None:
+        """Delete a spec; its past outputs stay readable. 409 while another job reads from it."""
+        self._call("DELETE", f"/job/{_q(name)}")
 
-    def jobs(self) -> list[dict[str, Any]]:
-        return self._call("GET", "/job")  # type: ignore[no-any-return]
+    def jobs(self) -> list[Job]:
+        return [Job.from_json(j) for j in self._call("GET", "/job")]
 
-    def job_runs(self, name: str) -> list[dict[str, Any]]:
-        return self._call("GET", f"/job/{_q(name)}/runs")  # type: ignore[no-any-return]
+    def job_runs(self, name: str) -> list[JobRun]:
+        """The job in the newest runs that include it, newest first."""
+        return [JobRun.from_json(j) for j in self._call("GET", f"/job/{_q(name)}/runs")]
 
-    def runs(self) -> list[dict[str, Any]]:
-        return self._call("GET", "/run")  # type: ignore[no-any-return]
+    def runs(self) -> list[Run]:
+        """The newest runs, newest first, without their jobs."""
+        return [Run.from_json(r) for r in self._call("GET", "/run")]
 
-    def run_status(self, commit: str, wait: float | None = None) -> dict[str, Any]:
+    def run_status(self, commit: str, wait: float | None = None) -> Run:
+        """The run on `commit` with its jobs; `wait`: up to that many seconds for it to end."""
         params = {"wait": str(wait) if wait else None}
-        return self._call("GET", f"/run/{_q(commit)}", params=params)  # type: ignore[no-any-return]
+        return Run.from_json(self._call("GET", f"/run/{_q(commit)}", params=params))
 
     def wait_run(
-        self, commit: str, timeout: float | None = None, on_status: Callable[[dict[str, Any]], None] | None = None
-    ) -> dict[str, Any]:
+        self, commit: str, timeout: float | None = None, on_status: Callable[[Run], None] | None = None
+    ) -> Run:
         """Block until the run on `commit` finishes (or `timeout` seconds pass); returns
         its last status. Long-polls, so a finished run returns at once."""
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -219,7 +248,7 @@ class Client:
             status = self.run_status(commit, wait=left or None)
             if on_status is not None:
                 on_status(status)
-            if status["state"] in ("succeeded", "failed") or (deadline is not None and time.monotonic() >= deadline):
+            if status.over or (deadline is not None and time.monotonic() >= deadline):
                 return status
 
     def job_log(self, name: str, commit: str | None = None) -> str:
@@ -246,15 +275,15 @@ class Client:
     def get_job_file(self, name: str, path: str = "", commit: str | None = None) -> bytes:
         return b"".join(self.open_job_file(name, path, commit))
 
-    def ls_job(self, name: str, path: str = "", commit: str | None = None) -> list[dict[str, Any]]:
+    def ls_job(self, name: str, path: str = "", commit: str | None = None) -> list[FileInfo]:
         target = f"/job/{_q(name)}/file/" + (f"{_q(path.strip('/'))}/*" if path.strip("/") else "*")
-        return self._call("GET", target, params={"commit": commit})  # type: ignore[no-any-return]
+        return [FileInfo.from_json(e) for e in self._call("GET", target, params={"commit": commit})]
 
     # ---- sync: the two ends of a clone, pull or push (driven by pfs.sync.transfer) --------
-    def sync_ancestors(self, commits: list[str], limit: int) -> list[dict[str, Any]]:
-        """A page of the commit graph, breadth first from `commits`: [{"id", "parents"}]."""
+    def sync_ancestors(self, commits: list[str], limit: int) -> list[Ancestor]:
+        """A page of the commit graph, breadth first from `commits`."""
         body = orjson.dumps({"commits": commits, "limit": limit})
-        return self._call("POST", "/sync/ancestors", content=body)["commits"]  # type: ignore[no-any-return]
+        return [Ancestor.from_json(c) for c in self._call("POST", "/sync/ancestors", content=body)["commits"]]
 
     def sync_missing(self, objects: list[tuple[str, str]]) -> list[tuple[str, str]]:
         """The (kind, id) pairs this server lacks, in the order given."""
@@ -288,18 +317,18 @@ class Client:
         except httpx.TransportError as exc:
             raise errors.Unavailable(f"object stream from {self.url} failed: {exc}") from exc
 
-    def sync_receive(self, stream: Iterable[bytes]) -> dict[str, Any]:
+    def sync_receive(self, stream: Iterable[bytes]) -> ReceiveCounts:
         """Send an object stream; the server verifies, stores and indexes it: counts back."""
-        return self._call("POST", "/sync/objects", content=stream)  # type: ignore[no-any-return]
+        return ReceiveCounts.from_json(self._call("POST", "/sync/objects", content=stream))
 
-    def sync_update_ref(self, branch: str, new: str, old: str | None = None, force: bool = False) -> dict[str, Any]:
+    def sync_update_ref(self, branch: str, new: str, old: str | None = None, force: bool = False) -> RefUpdate:
         """Move `branch` to `new` if it is still at `old` ("" = no commit); fast-forward
         only unless `force`. Raises NotFastForward, BranchMoved, DirtyBranch (409)."""
         params = {"branch": branch, "new": new, "old": old, "force": "1" if force else None}
-        return self._call("POST", "/sync/ref", params=params)  # type: ignore[no-any-return]
+        return RefUpdate.from_json(self._call("POST", "/sync/ref", params=params))
 
-    def fsck(self, quick: bool = False) -> dict[str, Any]:
-        """The server's check of its storage: {"ok", "problems", counts}. A check that found
+    def fsck(self, quick: bool = False) -> FsckReport:
+        """The server's check of its storage. A check that found
         problems answers an error status with that report, returned like a clean one; any
         other error (an unreachable store, not pfs) raises, never passing for a report."""
         try:
@@ -309,8 +338,8 @@ class Client:
         with contextlib.suppress(ValueError):
             body = resp.json()
             if isinstance(body, dict) and isinstance(body.get("problems"), list) and "ok" in body:
-                return body
-        return self._json(self._check(resp))  # type: ignore[no-any-return]
+                return FsckReport.from_json(body)
+        return FsckReport.from_json(self._json(self._check(resp)))
 
 
 class _QueueWriter:
@@ -423,6 +452,14 @@ def _body_size(resp: httpx.Response) -> int | None:
     if length.isdigit() and resp.headers.get("content-encoding", "identity").lower() == "identity":
         return int(length)
     return None
+
+
+def _stream(data: IO[bytes] | Iterable[bytes]) -> Iterable[bytes]:
+    """A body to stream: a file object read a piece at a time, or the caller's pieces."""
+    read = getattr(data, "read", None)
+    if callable(read):
+        return _pieces(cast(IO[bytes], data))
+    return data
 
 
 def _pieces(f: IO[bytes]) -> Iterator[bytes]:

@@ -4,18 +4,19 @@ from __future__ import annotations
 
 import os
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from .errors import BadRequest, NotFound
-from .meta import SqlMetaStore, sqlite_url
-from .objects import LocalObjectStore, ObjectStore
-from .repo import Repository
+from .repository.repo import Repository
+from .storage.meta import SqlMetaStore, sqlite_url
+from .storage.objects import LocalObjectStore, ObjectStore
+
+T = TypeVar("T")
 
 if TYPE_CHECKING:
-    from .jobs.scheduler import Scheduler
-
-DEFAULT_ADDR = "127.0.0.1:8080"
+    from .jobs.service import Jobs
 
 
 def default_data_dir() -> str:
@@ -34,6 +35,11 @@ class Config:
     # What `s3://` job inputs may read with pfs's credentials: "bucket" or "bucket/prefix"
     # entries; none by default. pfs's own object bucket is never allowed.
     job_s3_inputs: tuple[str, ...] = ()
+    job_max_memory: int | None = None  # bytes per worker; None: half the host's memory
+    job_max_cpus: float | None = None  # per worker; None: the host's cores
+    job_max_parallelism: int | None = None  # workers per map job; None: 4 per core
+    job_user: str = "65534:65534"  # who a job's container runs as
+    job_firewall: str = "pfs"  # "pfs": pfs adds the host rule that cuts workers off; "operator": it is there
 
     @classmethod
     def from_env(cls, data_dir: str | None = None) -> Config:
@@ -45,6 +51,11 @@ class Config:
             max_file_size=int(limit) if limit else None,
             job_runtime=os.environ.get("PFS_JOB_RUNTIME") or None,
             job_s3_inputs=split_list(os.environ.get("PFS_JOB_S3_INPUTS", "")),
+            job_max_memory=_env(parse_size, "PFS_JOB_MAX_MEMORY"),
+            job_max_cpus=_env(float, "PFS_JOB_MAX_CPUS"),
+            job_max_parallelism=_env(int, "PFS_JOB_MAX_PARALLELISM"),
+            job_user=os.environ.get("PFS_JOB_USER") or "65534:65534",
+            job_firewall=os.environ.get("PFS_JOB_FIREWALL") or "pfs",
         )
 
     @property
@@ -87,8 +98,8 @@ class Config:
         objects: ObjectStore
         url = self.objects_url or ""
         if url.startswith("s3://"):
-            from .s3 import S3Config
-            from .s3objects import S3ObjectStore
+            from .storage.s3 import S3Config
+            from .storage.s3objects import S3ObjectStore
 
             objects = S3ObjectStore(url, S3Config.from_env(), create_bucket=False)
         elif url and not url.startswith(("file://", "/")):
@@ -105,8 +116,8 @@ class Config:
         if url is None or url == "":
             return LocalObjectStore(self.data_dir)
         if url.startswith("s3://"):
-            from .s3 import S3Config
-            from .s3objects import S3ObjectStore
+            from .storage.s3 import S3Config
+            from .storage.s3objects import S3ObjectStore
 
             return S3ObjectStore(url, S3Config.from_env())
         if url.startswith("file://") or url.startswith("/"):
@@ -130,18 +141,21 @@ class Config:
             os.replace(tmp, path)
             return self.instance()
 
-    def scheduler(self, repo: Repository) -> Scheduler:
-        from .jobs.scheduler import Scheduler
+    def jobs(self, repo: Repository) -> Jobs:
+        """The jobs service of this node (its scheduler is started with `Jobs.start`)."""
+        from .jobs.runtime import JobLimits, Sandbox
+        from .jobs.scheduler import STALE
+        from .jobs.service import Jobs
 
         state = os.path.join(self.data_dir, "jobs")
         os.makedirs(state, exist_ok=True)
-        stale = float(os.environ.get("PFS_JOB_STALE_SECONDS") or 30)
+        stale = float(os.environ.get("PFS_JOB_STALE_SECONDS") or STALE)
         own_bucket = None
         if self.objects_url and self.objects_url.startswith("s3://"):
-            from .s3 import parse_s3_url
+            from .storage.s3 import parse_s3_url
 
             own_bucket = parse_s3_url(self.objects_url)[0]
-        return Scheduler(
+        return Jobs(
             repo,
             self.instance(),
             state,
@@ -149,8 +163,28 @@ class Config:
             takeover=not self.shared,
             stale=stale,
             s3_inputs=self.job_s3_inputs,
+            limits=JobLimits.of_host(self.job_max_memory, self.job_max_cpus, self.job_max_parallelism),
+            sandbox=Sandbox(user=self.job_user, firewall=self.job_firewall),
             own_bucket=own_bucket,
         )
+
+
+def _env(parse: Callable[[str], T], name: str) -> T | None:
+    """A setting from the environment, parsed; a bad value is an error naming the variable."""
+    value = os.environ.get(name)
+    if not value:
+        return None
+    try:
+        return parse(value)
+    except (ValueError, BadRequest) as exc:
+        raise BadRequest(f"{name}={value[:40]!r}: {exc}") from None
+
+
+def parse_size(text: str) -> int:
+    """Bytes from "8g", "512m", "1024": what the job spec's `memory` takes."""
+    from .jobs.spec import parse_memory
+
+    return parse_memory(text)
 
 
 def split_list(text: str) -> tuple[str, ...]:

@@ -12,6 +12,8 @@ from .errors import BadRequest, InvalidName, InvalidPath
 
 MAX_PATH = 4096
 MAX_SEGMENT = 255
+MAX_DEPTH = 256  # directories a path may go through: deep enough for any real tree, and
+# bounded so that no walk of a tree (commit, diff, listing, sync) can run out of stack
 MAX_MESSAGE = 8192  # bytes of a commit message: git's are rarely a tenth of this
 _REF_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,99}$")
 _HEX_RE = re.compile(r"^[0-9a-f]{4,64}$")
@@ -32,7 +34,10 @@ def clean_path(raw: str, *, allow_root: bool = False) -> str:
         raise InvalidPath("empty path")
     if len(raw.encode("utf-8", "surrogatepass")) > MAX_PATH:
         raise InvalidPath(f"path longer than {MAX_PATH} bytes")
-    for seg in raw.split("/"):
+    segments = raw.split("/")
+    if len(segments) > MAX_DEPTH:
+        raise InvalidPath(f"path deeper than {MAX_DEPTH} levels")
+    for seg in segments:
         if seg in ("", ".", ".."):
             raise InvalidPath(f"path segment {seg!r} is not allowed in {raw[:100]!r}")
         if len(seg.encode("utf-8", "surrogatepass")) > MAX_SEGMENT:

@@ -56,7 +56,10 @@ MODES = {
     "slowstart": 1,
     "flaky": 1,
     "slow": 1,
+    "evil": 0,
+    "probe": 0,
 }
+EVIL = "\x1b]0;pwned\x07\x1b[2Jforged\r\n2026-01-01 forged record\u2028x"  # escape codes and line breaks
 
 
 class Config:
@@ -69,6 +72,27 @@ class Config:
 def log(line: str) -> None:
     sys.stderr.write(f"jobserver[{Config.mode}] {line}\n")
     sys.stderr.flush()
+
+
+def probe(targets: str) -> str:
+    """One line per target, `host:port result` (connected, refused, timeout, unreachable...),
+    then `uid N`."""
+    import socket
+
+    out = []
+    for target in filter(None, targets.split(",")):
+        host, _, port = target.rpartition(":")
+        try:
+            with socket.create_connection((host, int(port)), timeout=3):
+                result = "connected"
+        except TimeoutError:
+            result = "timeout"
+        except ConnectionRefusedError:
+            result = "refused"
+        except OSError as exc:
+            result = f"error-{exc.errno}"
+        out.append(f"{target} {result}\n")
+    return "".join(out) + f"uid {os.getuid()}\n"
 
 
 class BadBody(Exception):
@@ -185,6 +209,15 @@ class Handler(BaseHTTPRequestHandler):
                 self.drain()
                 self.send_text(500, "flaky: failing on purpose\n")
                 return
+        if mode == "probe":  # what a job can reach from where it runs: PROBE_TARGETS=host:port,...
+            self.drain()
+            self.send_text(200, probe(os.environ.get("PROBE_TARGETS", "")))
+            return
+        if mode == "evil":  # what a hostile job prints and answers, to be shown inert
+            self.drain()
+            log(EVIL)
+            self.send_text(500, EVIL)
+            return
         if mode == "fail500" or (mode == "failon" and arg in path):
             self.drain()
             self.send_text(500, f"{mode}: failing on purpose for {path or kind!r}\n")

@@ -15,7 +15,7 @@ from typing import Any
 
 from ..errors import BadRequest, Conflict, FileNotFound, InvalidPath, PfsError, Unavailable
 from ..paths import clean_path
-from ..s3 import S3Config, make_client, parse_s3_url
+from ..storage.s3 import S3Config, make_client, parse_s3_url, s3_failure
 
 __all__ = ["CHUNK", "S3Config", "S3Source", "check_allowed", "parse_allowed", "parse_s3_url"]
 
@@ -203,7 +203,6 @@ class S3Source:
     def _translate(self, exc: Exception, what: str) -> PfsError:
         """A boto3/botocore exception as the pfs error a user can act on, secret-free."""
         from botocore.exceptions import (
-            ClientError,
             NoCredentialsError,
             NoRegionError,
             ParamValidationError,
@@ -212,28 +211,26 @@ class S3Source:
 
         where = f" at {self.config.display_endpoint}" if self.config.endpoint_url else ""
         scrub = self.config.scrub
-        if isinstance(exc, ClientError):
-            err = exc.response.get("Error") or {}
-            code = str(err.get("Code") or "")
-            message = scrub(str(err.get("Message") or ""))[:300]
-            status = int((exc.response.get("ResponseMetadata") or {}).get("HTTPStatusCode") or 0)
-            if code == "NoSuchBucket" or (code == "404" and exc.operation_name == "HeadBucket"):
+        failure = s3_failure(exc, self.config)
+        if failure is not None:
+            code, status, message = failure.code, failure.status, failure.message
+            if code == "NoSuchBucket" or (code == "404" and getattr(exc, "operation_name", "") == "HeadBucket"):
                 return BadRequest(f"cannot {what}: S3 bucket {self.bucket!r} does not exist{where}")
             if code in ("NoSuchKey", "404"):
                 return FileNotFound(f"cannot {what}: no such object{where}")
             if code in _DENIED or status == 403:
                 return BadRequest(
-                    f"cannot {what}: access denied{where} ({code or status}: {message or 'forbidden'}); "
+                    f"cannot {what}: access denied{where} ({failure.label}: {message or 'forbidden'}); "
                     f"check the access key {self.config.access_key or '(default credentials)'!r} and its secret"
                 )
             if code in _WRONG_REGION or status == 301:
                 return BadRequest(
-                    f"cannot {what}: S3{where} says the bucket is in another region ({code or status}: {message}); "
+                    f"cannot {what}: S3{where} says the bucket is in another region ({failure.label}: {message}); "
                     f"set AWS_REGION (now {self.config.region or 'unset'})"
                 )
             if code in _TRANSIENT or status >= 500:
-                return Unavailable(f"cannot {what}: S3{where} failed ({code or status}: {message})")
-            return BadRequest(f"cannot {what}: S3{where} refused ({code or status}: {message})")
+                return Unavailable(f"cannot {what}: S3{where} failed ({failure.label}: {message})")
+            return BadRequest(f"cannot {what}: S3{where} refused ({failure.label}: {message})")
         if isinstance(exc, NoCredentialsError | PartialCredentialsError):
             return BadRequest(f"cannot {what}: no S3 credentials; set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY")
         if isinstance(exc, NoRegionError):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
+from graphlib import CycleError, TopologicalSorter
 from typing import Any
 
 import blake3
@@ -112,10 +113,6 @@ class JobSpec:
         """The job this one reads from, if any."""
         return self.input[4:] if self.input.startswith("job/") else None
 
-    @property
-    def is_s3(self) -> bool:
-        return self.input.startswith("s3://")
-
     def to_json(self) -> dict[str, Any]:
         out = asdict(self)
         del out["name"]
@@ -143,7 +140,7 @@ def _num(spec: Mapping[str, Any], key: str, kind: type, lo: float, hi: float) ->
 
 def parse_spec(name: str, body: bytes, stored: bool = False) -> JobSpec:
     """Validate a spec as posted. Structural checks only; the DAG, the input's existence and
-    what the server allows (runtime, S3 buckets) are checked by `check_dag` and the scheduler.
+    what the server allows (runtime, S3 buckets) are checked by `check_dag` and `Jobs.put_spec`.
 
     `stored`: a spec read back from the metadata store. Checks added since it was stored
     (the image grammar) are left to run time, so one old spec cannot break every listing."""
@@ -234,25 +231,21 @@ def load_spec(name: str, text: str) -> JobSpec:
 
 
 def check_dag(specs: Iterable[JobSpec]) -> list[JobSpec]:
-    """The jobs in an order where each comes after the job it reads from; a missing
-    upstream or a cycle is a 400 naming the jobs."""
+    """The jobs in an order where each comes after the job it reads from (jobs that could
+    run at the same point in name order); a missing upstream or a cycle is a 400 naming the jobs."""
     by_name = {s.name: s for s in specs}
     for s in by_name.values():
         if s.upstream is not None and s.upstream not in by_name:
             raise BadRequest(f"job {s.name!r} reads from job {s.upstream!r}, which does not exist")
+    graph = TopologicalSorter({n: [s.upstream] if s.upstream else [] for n, s in sorted(by_name.items())})
+    try:
+        graph.prepare()
+    except CycleError as exc:
+        cycle = list(reversed(exc.args[1]))  # graphlib lists each job before the one reading from it
+        raise BadRequest(f"jobs form a cycle (each reads from the next): {' -> '.join(cycle)}") from None
     order: list[JobSpec] = []
-    state: dict[str, int] = {}  # 1: on the current path, 2: placed
-    for start in sorted(by_name):
-        path: list[str] = []
-        name: str | None = start
-        while name is not None and state.get(name) != 2:
-            if state.get(name) == 1:
-                cycle = path[path.index(name) :] + [name]
-                raise BadRequest(f"jobs form a cycle (each reads from the next): {' -> '.join(cycle)}")
-            state[name] = 1
-            path.append(name)
-            name = by_name[name].upstream
-        for n in reversed(path):
-            state[n] = 2
-            order.append(by_name[n])
+    while graph.is_active():
+        ready = sorted(graph.get_ready())
+        order.extend(by_name[n] for n in ready)
+        graph.done(*ready)
     return order

@@ -19,7 +19,7 @@ import uuid
 import weakref
 from abc import ABC, abstractmethod
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from types import TracebackType
@@ -28,8 +28,8 @@ from typing import Any, Generic, TypeVar
 import blake3
 import zstandard
 
-from .errors import CorruptObject, InsufficientStorage, MissingObject
-from .failpoints import failpoint
+from ..errors import CorruptObject, InsufficientStorage, MissingObject, PayloadTooLarge
+from ..failpoints import failpoint
 
 _KEY_RE = re.compile(r"^[0-9a-f]{64}$")
 _RAW, _ZSTD = b"R", b"Z"
@@ -85,6 +85,76 @@ def decode(key: str, blob: bytes) -> bytes:
     return data
 
 
+def decode_bounded(key: str, blob: bytes, limit: int) -> bytes:
+    """`decode` for bytes from elsewhere (a sync peer): at most `limit` plain bytes.
+
+    A zstd header announcing more is refused unread; a body without a size is decompressed
+    a piece at a time and hashed as it goes, stopping one byte past `limit`; a body with
+    one gets exactly that much memory (zstd fails if the frame holds more). So no object,
+    whatever it claims, costs more than `limit` bytes of memory and work.
+    PayloadTooLarge past the limit; CorruptObject if it does not decode to its name."""
+    kind, body = blob[:1], blob[1:]
+    if kind == _RAW:
+        if len(body) > limit:
+            raise PayloadTooLarge(f"object {key} is {len(body)} bytes, more than the limit of {limit}")
+        data = body
+    elif kind == _ZSTD:
+        try:
+            announced = zstandard.frame_content_size(body)
+            if announced > limit:
+                raise PayloadTooLarge(f"object {key} announces {announced} bytes, more than the limit of {limit}")
+            # A known size gets exactly that much memory (zstd fails if the frame holds more).
+            data = _zstd()[1].decompress(body) if announced >= 0 else _decompress_bounded(key, body, limit)
+        except zstandard.ZstdError:
+            raise CorruptObject(f"object {key} does not decompress") from None
+    else:
+        raise CorruptObject(f"object {key} has an unknown encoding")
+    if hash_bytes(data) != key:
+        raise CorruptObject(f"object {key} does not match its hash")
+    return data
+
+
+def _decompress_bounded(key: str, body: bytes, limit: int) -> bytes:
+    """A zstd frame of unknown size, read a piece at a time; PayloadTooLarge one byte past `limit`."""
+    pieces: list[bytes] = []
+    size = 0
+    with _zstd()[1].stream_reader(body, read_across_frames=False) as reader:
+        while piece := reader.read(min(1 << 20, limit + 1 - size)):
+            size += len(piece)
+            if size > limit:
+                raise PayloadTooLarge(f"object {key} decompresses to more than the limit of {limit} bytes")
+            pieces.append(piece)
+    return b"".join(pieces)
+
+
+class MemoryBudget:
+    """A process-wide bound on bytes held at once by work that many requests may do
+    together (decoding and checking objects from sync peers): each holder waits until its
+    share fits. A single share larger than the whole budget is cut to it, so it still runs,
+    alone."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self.used = 0
+        self._cond = threading.Condition()
+
+    @contextlib.contextmanager
+    def hold(self, nbytes: int) -> Iterator[None]:
+        n = max(0, min(nbytes, self.capacity))
+        with self._cond:
+            self._cond.wait_for(lambda: self.used + n <= self.capacity)
+            self.used += n
+        try:
+            yield
+        finally:
+            with self._cond:
+                self.used -= n
+                self._cond.notify_all()
+
+
+VERIFY_BUDGET = MemoryBudget(256 << 20)  # plain bytes of received objects being decoded and checked, per process
+
+
 def check_key(key: str) -> str:
     if not _KEY_RE.match(key):
         raise CorruptObject(f"malformed object key {key[:80]!r}")
@@ -118,8 +188,9 @@ class ObjectStore(ABC):
     def has(self, key: str) -> bool: ...
 
     @abstractmethod
-    def get(self, key: str) -> bytes:
-        """The verified bytes of an object; MissingObject / CorruptObject otherwise."""
+    def _read(self, key: str) -> bytes:
+        """An object's stored form (encoding byte + raw or zstd body), unchecked;
+        MissingObject if absent."""
 
     @abstractmethod
     def batch(self) -> Batch: ...
@@ -129,6 +200,28 @@ class ObjectStore(ABC):
 
     @abstractmethod
     def keys(self) -> Iterator[str]: ...
+
+    def get(self, key: str) -> bytes:
+        """The verified bytes of an object; MissingObject / CorruptObject otherwise."""
+        return decode(key, self._read(key))
+
+    def get_stored(self, key: str) -> bytes:
+        """An object's stored form, verified first: what sync sends, as it is stored, so
+        compressed objects travel compressed."""
+        blob = self._read(key)
+        decode(key, blob)
+        return blob
+
+    def get_bounded(self, key: str, limit: int) -> bytes:
+        """`get` for an object that must be at most `limit` plain bytes (one that came from
+        a sync peer, read in the role it is named for): PayloadTooLarge if it is bigger,
+        found without decompressing more than that."""
+        return decode_bounded(key, self._read(key), limit)
+
+    def has_many(self, keys: list[str]) -> list[bool]:
+        """`has` for each key, in order. A backend whose lookups are round trips overrides
+        it to ask many at once."""
+        return [self.has(k) for k in keys]
 
     def put(self, key: str, data: bytes | memoryview, compress: bool = True) -> None:
         with self.batch() as b:
@@ -329,13 +422,13 @@ class LocalObjectStore(ObjectStore):
             raise
         return tmp
 
-    def get(self, key: str) -> bytes:
+    def _read(self, key: str) -> bytes:
+        """An object's file, unchecked."""
         try:
             with open(self.path(check_key(key)), "rb") as f:
-                blob = f.read()
+                return f.read()
         except FileNotFoundError:
             raise MissingObject(f"object {key} is missing") from None
-        return decode(key, blob)
 
     def batch(self) -> Batch:
         return LocalBatch(self)
@@ -355,31 +448,26 @@ class LocalObjectStore(ObjectStore):
 
     def sync_data(self, paths: list[str]) -> None:
         """One filesystem-wide barrier instead of an fsync per object, where Linux allows."""
-        if _syncfs is not None and len(paths) > 1:
-            fd = os.open(self.tmp_dir, os.O_RDONLY)
-            try:
-                if _syncfs(fd) == 0:
-                    return
-            finally:
-                os.close(fd)
-        for p in paths:
-            fd = os.open(p, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+        _barrier(self.tmp_dir, paths)
 
     def sync_dirs(self, dirs: set[str]) -> None:
-        if _syncfs is not None and len(dirs) > 1:
-            fd = os.open(self.obj_dir, os.O_RDONLY)
-            try:
-                if _syncfs(fd) == 0:
-                    return
-            finally:
-                os.close(fd)
-        for d in dirs:
-            fd = os.open(d, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+        _barrier(self.obj_dir, dirs)
+
+
+def _barrier(anchor: str, paths: Iterable[str]) -> None:
+    """Make `paths` durable: one syncfs of the filesystem holding `anchor` when there are
+    several (Linux), else an fsync of each."""
+    paths = list(paths)
+    if _syncfs is not None and len(paths) > 1:
+        fd = os.open(anchor, os.O_RDONLY)
+        try:
+            if _syncfs(fd) == 0:
+                return
+        finally:
+            os.close(fd)
+    for p in paths:
+        fd = os.open(p, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)

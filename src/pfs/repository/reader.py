@@ -8,15 +8,15 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 
-from .errors import PathConflict
-from .meta import MetaStore
-from .paths import join, parent_dirs
-from .trees import Entry, TreeStore
+from ..errors import PathConflict
+from ..paths import join, parent_dirs
+from ..storage.meta import MetaStore
+from ..storage.trees import Entry, TreeStore
 
 STAGED_DIR = Entry("dir", "", 0)  # a directory that exists only through dirty writes
 
 
-class View:
+class Reader:
     """A read of a commit, or of a branch as of one moment.
 
     A branch read pins the head and then reads staged rows in separate queries; a commit

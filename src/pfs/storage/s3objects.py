@@ -14,11 +14,10 @@ import contextlib
 import logging
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
 
-from .errors import BadRequest, InsufficientStorage, MissingObject, PfsError, Unavailable
-from .objects import _KEY_RE, Batch, ObjectStore, PooledBatch, check_key, decode, encode_parts
-from .s3 import S3Config, make_client, parse_s3_url
+from ..errors import BadRequest, InsufficientStorage, MissingObject, PfsError, Unavailable
+from .objects import _KEY_RE, Batch, ObjectStore, PooledBatch, check_key, encode_parts
+from .s3 import S3Config, make_client, parse_s3_url, s3_failure
 
 log = logging.getLogger("pfs.objects.s3")
 
@@ -26,6 +25,8 @@ UPLOAD_THREADS = 16  # PUTs in flight per process (latency-bound, not CPU-bound)
 HEAD_FIRST = 1 << 20  # objects at least this big are looked up before upload (dedupe)
 _FULL = {"QuotaExceeded", "XMinioStorageFull", "InsufficientStorage", "StorageFull"}
 _pool = ThreadPoolExecutor(max_workers=UPLOAD_THREADS, thread_name_prefix="pfs-s3")
+HEAD_THREADS = 16  # lookups in flight per process for `has_many` (its own pool: never queued behind uploads)
+_head_pool = ThreadPoolExecutor(max_workers=HEAD_THREADS, thread_name_prefix="pfs-s3-head")
 
 
 class S3Batch(PooledBatch[None]):
@@ -77,43 +78,34 @@ class S3ObjectStore(ObjectStore):
         self._check_bucket(create_bucket)
 
     def _check_bucket(self, create: bool) -> None:
-        from botocore.exceptions import ClientError
-
         try:
             self.client.head_bucket(Bucket=self.bucket)
             return
-        except ClientError as exc:
-            code = str((exc.response.get("Error") or {}).get("Code") or "")
-            if code not in ("404", "NoSuchBucket") or not create:
-                raise self._error(exc, f"reach bucket {self.bucket!r}") from None
         except Exception as exc:
-            raise self._error(exc, f"reach bucket {self.bucket!r}") from None
+            failure = s3_failure(exc, self.config)
+            if failure is None or failure.code not in ("404", "NoSuchBucket") or not create:
+                raise self._error(exc, f"reach bucket {self.bucket!r}") from None
         try:
             self.client.create_bucket(Bucket=self.bucket)
             log.warning("created S3 bucket %s", self.bucket)
-        except ClientError as exc:
-            code = str((exc.response.get("Error") or {}).get("Code") or "")
-            if code not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):  # another node made it
-                raise self._error(exc, f"create bucket {self.bucket!r}") from None
         except Exception as exc:
-            raise self._error(exc, f"create bucket {self.bucket!r}") from None
+            failure = s3_failure(exc, self.config)
+            if failure is None or failure.code not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
+                raise self._error(exc, f"create bucket {self.bucket!r}") from None  # else: another node made it
 
     def name(self, key: str) -> str:
         return self.prefix + key[:2] + "/" + key[2:]
 
     # ---- the interface -------------------------------------------------------------
     def has(self, key: str) -> bool:
-        from botocore.exceptions import ClientError
-
         name = self.name(check_key(key))
         try:
             self.client.head_object(Bucket=self.bucket, Key=name)
             return True
-        except ClientError as exc:
-            if str((exc.response.get("Error") or {}).get("Code") or "") in ("404", "NoSuchKey", "NotFound"):
-                return False
-            raise self._error(exc, f"look up object {key}") from None
         except Exception as exc:
+            failure = s3_failure(exc, self.config)
+            if failure is not None and failure.not_found:
+                return False
             raise self._error(exc, f"look up object {key}") from None
 
     def upload(self, key: str, data: bytes | memoryview, compress: bool) -> None:
@@ -125,20 +117,23 @@ class S3ObjectStore(ObjectStore):
         except Exception as exc:
             raise self._error(exc, f"store object {key}") from None
 
-    def get(self, key: str) -> bytes:
-        from botocore.exceptions import ClientError
-
+    def _read(self, key: str) -> bytes:
+        """An object's stored bytes, unchecked."""
         name = self.name(check_key(key))
         try:
             resp = self.client.get_object(Bucket=self.bucket, Key=name)
-            blob = resp["Body"].read()
-        except ClientError as exc:
-            if str((exc.response.get("Error") or {}).get("Code") or "") in ("404", "NoSuchKey"):
+            return resp["Body"].read()  # type: ignore[no-any-return]
+        except Exception as exc:
+            failure = s3_failure(exc, self.config)
+            if failure is not None and failure.not_found:
                 raise MissingObject(f"object {key} is missing") from None
             raise self._error(exc, f"read object {key}") from None
-        except Exception as exc:
-            raise self._error(exc, f"read object {key}") from None
-        return decode(key, blob)
+
+    def has_many(self, keys: list[str]) -> list[bool]:
+        """Each lookup is a round trip: many at once on a bounded pool of HEADs."""
+        if len(keys) < 8:
+            return [self.has(k) for k in keys]
+        return list(_head_pool.map(self.has, keys))
 
     def batch(self) -> Batch:
         return S3Batch(self)
@@ -169,16 +164,11 @@ class S3ObjectStore(ObjectStore):
 
     def _error(self, exc: Exception, what: str) -> PfsError:
         """The store's failure as a server-side error: a user's request is not at fault."""
-        from botocore.exceptions import ClientError
-
         where = f"S3 {self.config.display_endpoint or 'AWS'} bucket {self.bucket!r}"
-        if isinstance(exc, ClientError):
-            err: dict[str, Any] = exc.response.get("Error") or {}
-            code = str(err.get("Code") or "")
-            status = int((exc.response.get("ResponseMetadata") or {}).get("HTTPStatusCode") or 0)
-            message = self.config.scrub(str(err.get("Message") or ""))[:300]
-            if code in _FULL or status == 507:
-                return InsufficientStorage(f"cannot {what}: {where} is full ({code or status}: {message})")
-            return Unavailable(f"cannot {what}: {where} answered {code or status}: {message}")
+        failure = s3_failure(exc, self.config)
+        if failure is not None:
+            if failure.code in _FULL or failure.status == 507:
+                return InsufficientStorage(f"cannot {what}: {where} is full ({failure.label}: {failure.message})")
+            return Unavailable(f"cannot {what}: {where} answered {failure.label}: {failure.message}")
         detail = self.config.scrub(str(exc))[:300]
         return Unavailable(f"cannot {what}: {where} unreachable ({type(exc).__name__}: {detail})")

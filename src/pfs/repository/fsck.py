@@ -1,15 +1,18 @@
 """`pfs fsck`: check that every object reachable from a ref, a staged write, the commit
-index or a job's recorded output exists and matches its hash."""
+index or a job's recorded output exists and matches its hash, and (unless quick) that
+every file's content, read chunk by chunk, matches the file's own hash."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from .errors import PfsError
-from .objects import hash_bytes
+import blake3
+
+from ..errors import PfsError
+from ..storage.objects import hash_bytes
+from ..storage.trees import Entry
 from .repo import Repository
-from .trees import Entry
 
 
 @dataclass
@@ -46,6 +49,8 @@ def fsck(repo: Repository, verify_data: bool = True, progress: Callable[[int], N
             progress(len(seen))
         return True
 
+    verified: set[Entry] = set()  # file entries whose content was hashed already
+
     def check_file(entry: Entry, where: str) -> None:
         if entry.data is not None:
             rep.files += 1
@@ -62,9 +67,42 @@ def fsck(repo: Repository, verify_data: bool = True, progress: Callable[[int], N
         if sum(size for _, size in chunks) != entry.size:
             rep.problems.append(f"file {where}: chunk sizes do not add up to {entry.size}")
         rep.files += 1
-        for key, _ in chunks:
-            if check_object(key, f"chunk of {where}"):
-                rep.chunks += 1
+        if not verify_data:
+            for key, _ in chunks:
+                if check_object(key, f"chunk of {where}"):
+                    rep.chunks += 1
+            return
+        if entry in verified:
+            return
+        verified.add(entry)
+        check_content(entry, chunks, where)
+
+    def check_content(entry: Entry, chunks: tuple[tuple[str, int], ...], where: str) -> None:
+        """One read of each chunk both checks the chunk (against its key) and feeds the
+        file's hash: a file is as trustworthy as its entry's hash, which reads serve as ETag."""
+        hasher = blake3.blake3()
+        data, last = b"", ""
+        for key, size in chunks:
+            if key != last:
+                first_time = key not in seen
+                seen.add(key)
+                try:
+                    data = repo.objects.get(key)
+                except PfsError as exc:
+                    if first_time:
+                        rep.problems.append(f"chunk of {where} {key}: {exc.message}")
+                    return  # reported once, as the chunk's problem
+                last = key
+                if first_time:
+                    rep.chunks += 1
+                    if progress is not None:
+                        progress(len(seen))
+            if len(data) != size:
+                rep.problems.append(f"file {where}: chunk {key} is {len(data)} bytes, not {size}")
+                return
+            hasher.update(data)
+        if hasher.hexdigest() != entry.hash:
+            rep.problems.append(f"file {where}: content does not match its hash {entry.hash}")
 
     def check_tree(key: str, where: str) -> None:
         if key in seen:
@@ -108,11 +146,11 @@ def fsck(repo: Repository, verify_data: bool = True, progress: Callable[[int], N
         check_tree(commit.tree, "")
         todo.extend(commit.parents)
     for run in repo.meta.list_runs(limit=1 << 30):
-        for jr in repo.meta.job_runs(run["commit"]):
-            if jr["output_tree"]:  # a job's recorded output is as reachable as a commit
-                check_tree(jr["output_tree"], f"job {jr['job']} output on {run['commit'][:12]}")
-            if jr.get("partial_tree"):  # what a failed map did: the next run builds on it
-                check_tree(jr["partial_tree"], f"job {jr['job']} partial output on {run['commit'][:12]}")
+        for jr in repo.meta.job_runs(run.commit):
+            if jr.output_tree:  # a job's recorded output is as reachable as a commit
+                check_tree(jr.output_tree, f"job {jr.job} output on {run.commit[:12]}")
+            if jr.partial_tree:  # what a failed map did: the next run builds on it
+                check_tree(jr.partial_tree, f"job {jr.job} partial output on {run.commit[:12]}")
     for name, _ in repo.meta.list_refs():
         for staged in repo.meta.staged(name):
             if staged.entry is not None:

@@ -13,6 +13,7 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
 
 import orjson
@@ -21,7 +22,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError, OperationalError
 
-from .errors import AlreadyExists, BranchMoved, BranchNotFound, InsufficientStorage, Unavailable
+from ..errors import AlreadyExists, BranchMoved, BranchNotFound, InsufficientStorage, Unavailable
 from .trees import Commit, Entry
 
 md = sa.MetaData()
@@ -70,7 +71,7 @@ runs_t = sa.Table(
     md,
     sa.Column("commit", sa.String(64), primary_key=True),
     sa.Column("branch", sa.String(100), nullable=False),
-    sa.Column("state", sa.String(16), nullable=False),  # queued | running | succeeded | failed
+    sa.Column("state", sa.String(16), nullable=False),  # a RunState
     sa.Column("created", sa.Float, nullable=False),
     sa.Column("started", sa.Float, nullable=True),
     sa.Column("finished", sa.Float, nullable=True),
@@ -86,8 +87,7 @@ job_runs_t = sa.Table(
     sa.Column("job", sa.String(100), primary_key=True),
     sa.Column("seq", sa.Integer, nullable=False),  # DAG order within the run
     sa.Column("spec", sa.Text, nullable=False),
-    # pending | running | succeeded | reused | failed | skipped
-    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("state", sa.String(16), nullable=False),  # a JobState
     sa.Column("spec_key", sa.String(64), nullable=True),
     sa.Column("input_tree", sa.String(64), nullable=True),
     sa.Column("output_tree", sa.String(64), nullable=True),  # set only on success
@@ -119,6 +119,85 @@ RUN_FIELDS = {c.name for c in runs_t.c}
 JOB_RUN_FIELDS = {c.name for c in job_runs_t.c}
 
 
+class RunState(StrEnum):
+    """Where a run of the job DAG on a commit is."""
+
+    QUEUED = "queued"
+    RUNNING = "running"  # claimed by a node, which heartbeats while it drives the run
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"  # some job failed or was skipped
+
+    @property
+    def over(self) -> bool:
+        return self in (RunState.SUCCEEDED, RunState.FAILED)
+
+
+class JobState(StrEnum):
+    """Where one job of a run is."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    REUSED = "reused"  # an earlier run's output, for the same input, spec and image
+    FAILED = "failed"
+    SKIPPED = "skipped"  # the job it reads from failed
+
+    @property
+    def has_output(self) -> bool:
+        """Its output tree is recorded and readable."""
+        return self in (JobState.SUCCEEDED, JobState.REUSED)
+
+    @property
+    def over(self) -> bool:
+        return self not in (JobState.PENDING, JobState.RUNNING)
+
+
+@dataclass(frozen=True)
+class Run:
+    """A run of the job DAG on a commit (a row of `runs`)."""
+
+    commit: str
+    branch: str
+    state: RunState
+    created: float
+    started: float | None = None
+    finished: float | None = None
+    owner: str | None = None  # the node driving it
+    heartbeat: float | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class JobRun:
+    """One job of a run (a row of `job_runs`)."""
+
+    commit: str
+    job: str
+    seq: int  # DAG order within the run
+    spec: str  # the spec's JSON as it was when the run was created
+    state: JobState
+    spec_key: str | None = None
+    input_tree: str | None = None
+    output_tree: str | None = None  # set only on success
+    total: int = 0
+    done: int = 0
+    reused: int = 0
+    started: float | None = None
+    finished: float | None = None
+    error: str | None = None
+    log: str | None = None
+    failed: int = 0  # files of a map that failed (listed as Failures)
+    partial_tree: str | None = None  # what a failed map that tried every file did map
+
+
+@dataclass(frozen=True)
+class Failure:
+    """A file a map job's run could not map, and why."""
+
+    path: str
+    error: str
+
+
 @dataclass(frozen=True)
 class Staged:
     path: str
@@ -126,10 +205,8 @@ class Staged:
     entry: Entry | None  # None: deleted
 
 
-class MetaStore(ABC):
-    @abstractmethod
-    def ping(self) -> None:
-        """Raise Unavailable unless the store answers now (readiness)."""
+class RefStore(ABC):
+    """Branch heads, moved only by compare-and-swap."""
 
     @abstractmethod
     def get_ref(self, name: str) -> str | None:
@@ -151,6 +228,15 @@ class MetaStore(ABC):
 
         Raises BranchMoved if the head is no longer `old`; then nothing changes.
         """
+
+    @abstractmethod
+    def head_and_dirty(self, name: str) -> tuple[str | None, bool]:
+        """A branch's head and whether it has staged writes, read in one statement, so the
+        two agree (a commit moves the head and drops the rows it consumed together)."""
+
+
+class StagingStore(ABC):
+    """A branch's dirty writes: rows per path (an entry, or a deletion), numbered in the order they were staged."""
 
     def stage(self, branch: str, path: str, entry: Entry | None) -> None:
         self.stage_many(branch, [(path, entry)])
@@ -176,12 +262,11 @@ class MetaStore(ABC):
     def has_staged(self, branch: str) -> bool: ...
 
     @abstractmethod
-    def head_and_dirty(self, name: str) -> tuple[str | None, bool]:
-        """A branch's head and whether it has staged writes, read in one statement, so the
-        two agree (a commit moves the head and drops the rows it consumed together)."""
-
-    @abstractmethod
     def discard_staged(self, branch: str) -> int: ...
+
+
+class CommitIndex(ABC):
+    """Every complete commit, by id: what names a commit and what history walks read."""
 
     @abstractmethod
     def get_commit(self, cid: str) -> Commit | None: ...
@@ -195,7 +280,10 @@ class MetaStore(ABC):
     @abstractmethod
     def index_commit(self, commit: Commit) -> None: ...
 
-    # ---- jobs and runs ---------------------------------------------------------------
+
+class JobStore(ABC):
+    """Job specs, by name (stored as validated JSON)."""
+
     @abstractmethod
     def put_job(self, name: str, spec: str) -> None: ...
 
@@ -208,21 +296,27 @@ class MetaStore(ABC):
     @abstractmethod
     def delete_job(self, name: str) -> bool: ...
 
+
+class RunStore(ABC):
+    """Runs of the job DAG on a commit, one row per job, and the files each job run failed on."""
+
     @abstractmethod
     def create_run(self, commit: str, branch: str, jobs: list[tuple[str, str]]) -> bool:
         """False if the commit already has a run."""
 
     @abstractmethod
-    def get_run(self, commit: str) -> dict[str, Any] | None: ...
+    def get_run(self, commit: str) -> Run | None: ...
 
     @abstractmethod
-    def list_runs(self, limit: int = 100, job: str | None = None) -> list[dict[str, Any]]: ...
+    def list_runs(self, limit: int = 100, job: str | None = None) -> list[Run]:
+        """The newest runs first; `job`: only those that include it."""
 
     @abstractmethod
-    def job_runs(self, commit: str) -> list[dict[str, Any]]: ...
+    def job_runs(self, commit: str) -> list[JobRun]:
+        """A run's jobs in the order they run."""
 
     @abstractmethod
-    def get_job_run(self, commit: str, job: str) -> dict[str, Any] | None: ...
+    def get_job_run(self, commit: str, job: str) -> JobRun | None: ...
 
     @abstractmethod
     def update_run(self, commit: str, **fields: Any) -> None: ...
@@ -235,22 +329,22 @@ class MetaStore(ABC):
         """Take the oldest queued run, or one whose driver stopped heartbeating."""
 
     @abstractmethod
-    def job_run_base(self, job: str, spec_key: str) -> dict[str, Any] | None:
+    def job_run_base(self, job: str, spec_key: str) -> JobRun | None:
         """The newest run of this job with this spec and image that recorded a tree (a
         success, or a failed map that tried every file): what an incremental run builds on."""
 
     @abstractmethod
-    def add_job_failures(self, commit: str, job: str, items: list[tuple[str, str]]) -> None:
-        """Record (path, reason) of files a map job could not map."""
+    def add_job_failures(self, commit: str, job: str, items: list[Failure]) -> None:
+        """Record the files a map job could not map."""
 
     @abstractmethod
-    def job_failures(self, commit: str, job: str, limit: int = 1000, after: str | None = None) -> list[tuple[str, str]]:
-        """(path, reason) of a job run's failed files in path order, from after `after`."""
+    def job_failures(self, commit: str, job: str, limit: int = 1000, after: str | None = None) -> list[Failure]:
+        """A job run's failed files in path order, from after path `after`."""
 
     @abstractmethod
     def clear_job_failures(self, commit: str, job: str) -> None: ...
 
-    def iter_job_failures(self, commit: str, job: str, page: int = 1000) -> Iterator[tuple[str, str]]:
+    def iter_job_failures(self, commit: str, job: str, page: int = 1000) -> Iterator[Failure]:
         """Every failed file of a job run, a page at a time: memory does not grow with them."""
         after: str | None = None
         while True:
@@ -258,7 +352,16 @@ class MetaStore(ABC):
             yield from rows
             if len(rows) < page:
                 return
-            after = rows[-1][0]
+            after = rows[-1].path
+
+
+class MetaStore(RefStore, StagingStore, CommitIndex, JobStore, RunStore):
+    """Everything mutable pfs keeps beside its objects. One SQL class implements every part;
+    each caller depends only on the part it uses."""
+
+    @abstractmethod
+    def ping(self) -> None:
+        """Raise Unavailable unless the store answers now (readiness)."""
 
 
 def _escape_like(s: str) -> str:
@@ -271,6 +374,16 @@ def _row_commit(row: Any) -> Commit:
 
 def _row_staged(row: Any) -> Staged:
     return Staged(row.path, row.seq, Entry.loads(row.entry) if row.entry is not None else None)
+
+
+def _row_run(row: Any) -> Run:
+    fields = dict(row._mapping)
+    return Run(**{**fields, "state": RunState(fields["state"])})
+
+
+def _row_job_run(row: Any) -> JobRun:
+    fields = dict(row._mapping)
+    return JobRun(**{**fields, "state": JobState(fields["state"])})
 
 
 class SqlMetaStore(MetaStore):
@@ -528,40 +641,40 @@ class SqlMetaStore(MetaStore):
         with self._write() as c:
             if c.execute(sa.select(runs_t.c.commit).where(runs_t.c.commit == commit)).first() is not None:
                 return False
-            c.execute(runs_t.insert().values(commit=commit, branch=branch, state="queued", created=time.time()))
+            c.execute(runs_t.insert().values(commit=commit, branch=branch, state=RunState.QUEUED, created=time.time()))
             if jobs:
                 c.execute(
                     job_runs_t.insert(),
                     [
-                        {"commit": commit, "job": n, "seq": i, "spec": s, "state": "pending"}
+                        {"commit": commit, "job": n, "seq": i, "spec": s, "state": JobState.PENDING}
                         for i, (n, s) in enumerate(jobs)
                     ],
                 )
         return True
 
-    def get_run(self, commit: str) -> dict[str, Any] | None:
+    def get_run(self, commit: str) -> Run | None:
         with self._read() as c:
             row = c.execute(sa.select(runs_t).where(runs_t.c.commit == commit)).first()
-        return None if row is None else dict(row._mapping)
+        return None if row is None else _row_run(row)
 
-    def list_runs(self, limit: int = 100, job: str | None = None) -> list[dict[str, Any]]:
+    def list_runs(self, limit: int = 100, job: str | None = None) -> list[Run]:
         q = sa.select(runs_t).order_by(runs_t.c.created.desc()).limit(limit)
         if job is not None:
             q = q.where(runs_t.c.commit.in_(sa.select(job_runs_t.c.commit).where(job_runs_t.c.job == job)))
         with self._read() as c:
-            return [dict(r._mapping) for r in c.execute(q).all()]
+            return [_row_run(r) for r in c.execute(q).all()]
 
-    def job_runs(self, commit: str) -> list[dict[str, Any]]:
+    def job_runs(self, commit: str) -> list[JobRun]:
         with self._read() as c:
             rows = c.execute(
                 sa.select(job_runs_t).where(job_runs_t.c.commit == commit).order_by(job_runs_t.c.seq)
             ).all()
-        return [dict(r._mapping) for r in rows]
+        return [_row_job_run(r) for r in rows]
 
-    def get_job_run(self, commit: str, job: str) -> dict[str, Any] | None:
+    def get_job_run(self, commit: str, job: str) -> JobRun | None:
         with self._read() as c:
             row = c.execute(sa.select(job_runs_t).where(job_runs_t.c.commit == commit, job_runs_t.c.job == job)).first()
-        return None if row is None else dict(row._mapping)
+        return None if row is None else _row_job_run(row)
 
     def update_run(self, commit: str, **fields: Any) -> None:
         assert set(fields) <= RUN_FIELDS
@@ -581,8 +694,8 @@ class SqlMetaStore(MetaStore):
                 sa.select(runs_t.c.commit, runs_t.c.state)
                 .where(
                     sa.or_(
-                        runs_t.c.state == "queued",
-                        sa.and_(runs_t.c.state == "running", runs_t.c.heartbeat < stale_before),
+                        runs_t.c.state == RunState.QUEUED,
+                        sa.and_(runs_t.c.state == RunState.RUNNING, runs_t.c.heartbeat < stale_before),
                     )
                 )
                 .order_by(runs_t.c.created)
@@ -594,11 +707,13 @@ class SqlMetaStore(MetaStore):
             res = c.execute(
                 runs_t.update()
                 .where(runs_t.c.commit == row.commit, runs_t.c.state == row.state)
-                .values(state="running", owner=owner, heartbeat=now, started=sa.func.coalesce(runs_t.c.started, now))
+                .values(
+                    state=RunState.RUNNING, owner=owner, heartbeat=now, started=sa.func.coalesce(runs_t.c.started, now)
+                )
             )
             return str(row.commit) if res.rowcount == 1 else None
 
-    def job_run_base(self, job: str, spec_key: str) -> dict[str, Any] | None:
+    def job_run_base(self, job: str, spec_key: str) -> JobRun | None:
         with self._read() as c:
             row = c.execute(
                 sa.select(job_runs_t)
@@ -606,24 +721,25 @@ class SqlMetaStore(MetaStore):
                     job_runs_t.c.job == job,
                     job_runs_t.c.spec_key == spec_key,
                     sa.or_(
-                        job_runs_t.c.state.in_(["succeeded", "reused"]),
-                        sa.and_(job_runs_t.c.state == "failed", job_runs_t.c.partial_tree.is_not(None)),
+                        job_runs_t.c.state.in_([JobState.SUCCEEDED, JobState.REUSED]),
+                        sa.and_(job_runs_t.c.state == JobState.FAILED, job_runs_t.c.partial_tree.is_not(None)),
                     ),
                 )
                 .order_by(job_runs_t.c.finished.desc())
                 .limit(1)
             ).first()
-        return None if row is None else dict(row._mapping)
+        return None if row is None else _row_job_run(row)
 
-    def add_job_failures(self, commit: str, job: str, items: list[tuple[str, str]]) -> None:
+    def add_job_failures(self, commit: str, job: str, items: list[Failure]) -> None:
         if not items:
             return
         with self._write() as c:
             c.execute(
-                job_failures_t.insert(), [{"commit": commit, "job": job, "path": p, "error": e} for p, e in items]
+                job_failures_t.insert(),
+                [{"commit": commit, "job": job, "path": f.path, "error": f.error} for f in items],
             )
 
-    def job_failures(self, commit: str, job: str, limit: int = 1000, after: str | None = None) -> list[tuple[str, str]]:
+    def job_failures(self, commit: str, job: str, limit: int = 1000, after: str | None = None) -> list[Failure]:
         q = sa.select(job_failures_t.c.path, job_failures_t.c.error).where(
             job_failures_t.c.commit == commit, job_failures_t.c.job == job
         )
@@ -631,7 +747,7 @@ class SqlMetaStore(MetaStore):
             q = q.where(job_failures_t.c.path > after)
         with self._read() as c:
             rows = c.execute(q.order_by(job_failures_t.c.path).limit(limit)).all()
-        return [(r.path, r.error) for r in rows]
+        return [Failure(r.path, r.error) for r in rows]
 
     def clear_job_failures(self, commit: str, job: str) -> None:
         with self._write() as c:

@@ -19,7 +19,6 @@ import io
 import itertools
 import logging
 import re
-import tarfile
 import urllib.parse
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any, TypeVar
@@ -35,28 +34,27 @@ from starlette.responses import PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route, request_response
 from starlette.types import Receive, Scope, Send
 
-from . import sync
-from .errors import (
+from ..errors import (
     BadRequest,
     Conflict,
     FileNotFound,
     InvalidPath,
-    JobNotFound,
-    JobNotReady,
     MethodNotAllowed,
     PayloadTooLarge,
     PfsError,
     RunNotFound,
     Unavailable,
 )
-from .fsck import fsck
-from .jobs.scheduler import FAILURES_SHOWN, REDUCE_OUTPUT, Scheduler
-from .jobs.spec import MAX_SPEC_BYTES, check_dag, check_job_name, parse_spec
+from ..jobs.service import Jobs
+from ..jobs.spec import MAX_SPEC_BYTES, check_job_name
+from ..paths import check_branch, clean_path, join
+from ..repository.fsck import fsck
+from ..repository.reader import Reader
+from ..repository.repo import Repository
+from ..storage.meta import Failure, JobRun, JobState, Run
+from ..storage.trees import Commit, Entry
+from ..sync import receiver, sender, wire
 from .logs import REQUEST_ID, RequestIds
-from .paths import check_branch, clean_path, join
-from .repo import Repository
-from .staging import View
-from .trees import Commit, Entry
 
 log = logging.getLogger("pfs.server")
 T = TypeVar("T")
@@ -144,6 +142,7 @@ def iso(t: float) -> str:
 
 
 _UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+_LOG_UNPRINTABLE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029]")  # all but tab and newline
 
 
 def one_line(text: str) -> str:
@@ -151,6 +150,13 @@ def one_line(text: str) -> str:
     escape sequences) are shown escaped, so a value can neither forge lines nor drive a
     terminal."""
     return _UNPRINTABLE.sub(lambda m: repr(m.group())[1:-1] if m.group() != "\n" else "\\n", text)
+
+
+def log_text(text: str) -> str:
+    """A log as plain text: its own lines and tabs kept, every other control character
+    (escape sequences, carriage returns) shown escaped, so no line can be forged by a
+    lone CR nor the reader's terminal driven by what a job printed."""
+    return _LOG_UNPRINTABLE.sub(lambda m: repr(m.group())[1:-1], text)
 
 
 def commit_json(c: Commit) -> dict[str, Any]:
@@ -280,14 +286,14 @@ class endpoint:  # noqa: N801 - reads as a function in the route table
 
 
 class Node:
-    """What the API serves: a repository and its job scheduler, once the stores answer."""
+    """What the API serves: a repository and its jobs service, once the stores answer."""
 
     @property
     def repo(self) -> Repository:
         raise NotImplementedError
 
     @property
-    def scheduler(self) -> Scheduler | None:
+    def jobs(self) -> Jobs | None:
         raise NotImplementedError
 
     def start(self) -> None:
@@ -303,25 +309,25 @@ class Node:
 class OpenNode(Node):
     """A node whose stores are already open (tests, embedded use)."""
 
-    def __init__(self, repo: Repository, scheduler: Scheduler | None = None) -> None:
+    def __init__(self, repo: Repository, jobs: Jobs | None = None) -> None:
         self._repo = repo
-        self._scheduler = scheduler
+        self._jobs = jobs
 
     @property
     def repo(self) -> Repository:
         return self._repo
 
     @property
-    def scheduler(self) -> Scheduler | None:
-        return self._scheduler
+    def jobs(self) -> Jobs | None:
+        return self._jobs
 
     def start(self) -> None:
-        if self._scheduler is not None:
-            self._scheduler.start()
+        if self._jobs is not None:
+            self._jobs.start()
 
     def close(self) -> None:
-        if self._scheduler is not None:
-            self._scheduler.close()
+        if self._jobs is not None:
+            self._jobs.close()
 
     def readiness(self) -> tuple[bool, str]:
         return self._repo.check_stores()
@@ -336,11 +342,11 @@ class Server:
         return self.node.repo
 
     @property
-    def jobs(self) -> Scheduler:
-        scheduler = self.node.scheduler
-        if scheduler is None:
+    def jobs(self) -> Jobs:
+        jobs = self.node.jobs
+        if jobs is None:
             raise Conflict("jobs are not enabled on this server")
-        return scheduler
+        return jobs
 
     # ---- health ---------------------------------------------------------------------
     @accepts()
@@ -415,14 +421,12 @@ class Server:
         """Many files in one request: a tar stream unpacked under a directory, staged atomically."""
         prefix = clean_path(path_param(request), allow_root=True)
         branch = q.branch()
-        await run(self.repo.meta.get_ref, branch)  # 404 before reading the body
         reader = BodyReader(request.stream().__aiter__())
-        try:
-            items = await run(unpack_tar, self.repo, reader, prefix)
+        try:  # the branch is checked (404) before the body is read
+            items = await run(self.repo.stage_tar, branch, prefix, reader)
         except PfsError:
             await drain(request)
             raise
-        await run(self.repo.stage_files, branch, items)
         total = sum(e.size for _, e in items)
         return respond(
             request,
@@ -431,7 +435,7 @@ class Server:
             status=201,
         )
 
-    async def read_path(self, request: Request, raw: str, view: View) -> Response:
+    async def read_path(self, request: Request, raw: str, view: Reader) -> Response:
         """A file's bytes, a directory's files concatenated (`dir/*`), or a JSON listing."""
         if raw == "*" or raw.endswith("/*"):
             return await self.get_dir(request, view, clean_path(raw[:-1], allow_root=True))
@@ -448,7 +452,7 @@ class Server:
             return headers_only("application/octet-stream", headers)
         return StreamingResponse(self._stream([entry]), media_type="application/octet-stream", headers=headers)
 
-    async def get_dir(self, request: Request, view: View, path: str) -> Response:
+    async def get_dir(self, request: Request, view: Reader, path: str) -> Response:
         entry = await run(view.lookup, path)
         if entry is None:
             raise FileNotFound(f"directory {path or '/'!r} not found")
@@ -475,21 +479,20 @@ class Server:
             if entry.data is not None:
                 yield entry.data
                 continue
-            chunks = await run(self.repo.trees.chunks, entry)
-            for key, _ in chunks:
-                yield await run(self.repo.objects.get, key)
+            async for piece in pump(self.repo.read_file(entry)):
+                yield piece
 
     # ---- commits and branches ------------------------------------------------------
     @accepts()
     async def list_commits(self, request: Request, q: Params) -> Response:
-        return await respond_many(request, self.repo.meta.list_commits(), commit_line, commit_json)
+        return await respond_many(request, self.repo.all_commits(), commit_line, commit_json)
 
     @accepts("branch", "message", "expect", flags=("run",), empty=("expect", "message"))
     async def commit(self, request: Request, q: Params) -> Response:
         branch = q.branch()
         if q.flag("run"):
             self.jobs  # noqa: B018 - refuse before committing when jobs are off
-            await run(check_dag, self.jobs.specs())  # a broken DAG refuses before committing
+            await run(self.jobs.plan)  # a broken DAG refuses before committing
         c = await run(self.repo.commit_branch, branch, q.get("message", "") or "", q.get("expect"))
         data = commit_json(c)
         if q.flag("run"):
@@ -503,7 +506,7 @@ class Server:
 
     @accepts()
     async def list_branches(self, request: Request, q: Params) -> Response:
-        refs = await run(self.repo.meta.list_refs)
+        refs = await run(self.repo.branches)
         return respond(
             request,
             "".join(f"{name}    {head or '-'}\n" for name, head in refs),
@@ -523,7 +526,7 @@ class Server:
     @accepts()
     async def get_branch(self, request: Request, q: Params) -> Response:
         name = check_branch(request.path_params["name"])
-        head = await run(self.repo.meta.get_ref, name)
+        head = await run(self.repo.branch_head, name)
         return respond(request, f"{name}    {head or '-'}\n", {"name": name, "head": head})
 
     @accepts()
@@ -613,42 +616,24 @@ class Server:
     @accepts()
     async def job_get(self, request: Request, q: Params) -> Response:
         name = check_job_name(request.path_params["name"])
-        text = await run(self.repo.meta.get_job, name)
-        if text is None:
-            raise JobNotFound(f"job {name!r} not found")
-        spec = orjson.loads(text)
+        spec = orjson.loads((await run(self.jobs.get_spec, name)).dumps())
         return respond(request, orjson.dumps(spec, option=orjson.OPT_INDENT_2).decode() + "\n", {"name": name, **spec})
 
     @accepts()
     async def job_delete(self, request: Request, q: Params) -> Response:
         name = check_job_name(request.path_params["name"])
-        if await run(self.repo.meta.get_job, name) is None:
-            raise JobNotFound(f"job {name!r} not found")
-        users = [j.name for j in await run(self.jobs.specs) if j.upstream == name]
-        if users:
-            raise Conflict(f"job {name!r} is the input of {', '.join(users)}; delete or change those first")
-        await run(self.repo.meta.delete_job, name)
+        await run(self.jobs.delete_spec, name)
         return respond(request, f"Deleted job {name}.\n", {"name": name, "deleted": True})
 
     @accepts()
     async def job_put(self, request: Request, q: Params) -> Response:
         """POST and PUT alike (`curl -T spec.json` sends PUT): store or replace a spec."""
         name = check_job_name(request.path_params["name"])
-        body = bytearray()
-        async for piece in request.stream():
-            body += piece
-            if len(body) > MAX_SPEC_BYTES:
-                await drain(request)
-                raise PayloadTooLarge(f"job spec larger than {MAX_SPEC_BYTES} bytes")
-        spec = parse_spec(name, bytes(body))
-        others = [j for j in await run(self.jobs.specs) if j.name != name]
-        check_dag([*others, spec])
-        await run(self.jobs.check_spec, spec)  # runtime, S3 bucket, input, image: what this server allows
-        existed = await run(self.repo.meta.get_job, name) is not None
-        await run(self.repo.meta.put_job, name, spec.dumps())
-        verb = "Replaced" if existed else "Created"
+        body = await read_small(request, MAX_SPEC_BYTES, "job spec")
+        spec, created = await run(self.jobs.put_spec, name, body)
+        verb = "Created" if created else "Replaced"
         return respond(
-            request, f"{verb} job {name}.\n", {"name": name, **spec.to_json()}, status=200 if existed else 201
+            request, f"{verb} job {name}.\n", {"name": name, **spec.to_json()}, status=201 if created else 200
         )
 
     def _job_commit(self, q: Params) -> str:
@@ -657,39 +642,24 @@ class Server:
         ref = q.get("commit")
         if ref:
             return self.repo.resolve(ref).id
-        head = self.repo.meta.get_ref(q.branch())
+        head = self.repo.branch_head(q.branch())
         if head is None:
             raise RunNotFound("the branch has no commits yet")
         return head
 
-    def _job_run(self, q: Params, name: str) -> dict[str, Any]:
-        cid = self._job_commit(q)
-        jr = self.repo.meta.get_job_run(cid, name)
-        if jr is None:
-            if self.repo.meta.get_job(name) is None:
-                raise JobNotFound(f"job {name!r} not found")
-            raise RunNotFound(f"job {name!r} has not run on commit {cid[:12]}; commit with ?run to run the jobs")
-        return jr
+    def _job_run(self, q: Params, name: str) -> JobRun:
+        return self.jobs.job_run(self._job_commit(q), name)
 
     @accepts("commit", "branch")
     async def job_file(self, request: Request, q: Params) -> Response:
         name = check_job_name(request.path_params["name"])
         jr = await run(self._job_run, q, name)
-        short = jr["commit"][:12]
-        if jr["state"] in ("pending", "running"):
-            raise JobNotReady(f"job {name!r} on commit {short} is {jr['state']} ({jr['done']}/{jr['total']} files)")
-        if jr["state"] not in ("succeeded", "reused"):
-            raise JobNotReady(f"job {name!r} on commit {short} {jr['state']}: {jr['error'] or 'no output'}")
-        view = View(self.repo.trees, self.repo.meta, jr["output_tree"], None)
-        raw = path_param(request)
-        if raw == "" and orjson.loads(jr["spec"])["type"] == "reduce":
-            raw = REDUCE_OUTPUT  # a reduce's single output file
-        return await self.read_path(request, raw, view)
+        view = await run(self.jobs.output_reader, jr)
+        return await self.read_path(request, self.jobs.output_path(jr, path_param(request)), view)
 
-    def _job_run_full(self, jr: dict[str, Any]) -> dict[str, Any]:
+    def _job_run_full(self, jr: JobRun) -> dict[str, Any]:
         """A job run's JSON with its first failed files, when it has any."""
-        failures = self.repo.meta.job_failures(jr["commit"], jr["job"], FAILURES_SHOWN) if jr["failed"] else []
-        return _job_run_json(jr, failures)
+        return _job_run_json(jr, self.jobs.failures(jr))
 
     @accepts("commit", "branch")
     async def job_log(self, request: Request, q: Params) -> Response:
@@ -701,22 +671,22 @@ class Server:
             return respond(request, "", await run(self._job_run_full, jr))
         if request.method == "HEAD":
             return headers_only("text/plain; charset=utf-8")
-        meta = self.repo.meta
+        jobs = self.jobs
 
         def lines() -> Iterator[bytes]:
-            if jr["error"]:
-                yield f"error: {jr['error']}\n".encode()
-            if jr["failed"]:
-                skipped = " (skipped: not in the output)" if _skip_failed(jr) and jr["state"] == "succeeded" else ""
-                yield f"{jr['failed']} files failed{skipped}:\n".encode()
+            if jr.error:
+                yield f"error: {one_line(jr.error)}\n".encode()
+            if jr.failed:
+                skipped = " (skipped: not in the output)" if _skip_failed(jr) and jr.state == JobState.SUCCEEDED else ""
+                yield f"{jr.failed} files failed{skipped}:\n".encode()
                 page: list[str] = []
-                for path, reason in meta.iter_job_failures(jr["commit"], name):
-                    page.append(f"  {path}: {reason}\n")
+                for f in jobs.all_failures(jr):
+                    page.append(f"  {one_line(f.path)}: {one_line(f.error)}\n")
                     if len(page) >= 500:
                         yield "".join(page).encode()
                         page = []
                 yield "".join(page).encode()
-            text = jr["log"] or ""
+            text = log_text(jr.log or "")  # a job's own output: its lines, but no escape sequences
             yield (text if text.endswith("\n") or not text else text + "\n").encode()
 
         return StreamingResponse(pump(lines()), media_type="text/plain; charset=utf-8")
@@ -724,19 +694,15 @@ class Server:
     @accepts()
     async def job_runs(self, request: Request, q: Params) -> Response:
         name = check_job_name(request.path_params["name"])
-        if await run(self.repo.meta.get_job, name) is None:
-            raise JobNotFound(f"job {name!r} not found")
-        runs = await run(self.repo.meta.list_runs, 100, name)
-        rows = [await run(self.repo.meta.get_job_run, r["commit"], name) for r in runs]
-        items = [await run(self._job_run_full, jr) for jr in rows if jr is not None]
+        items = [await run(self._job_run_full, jr) for jr in await run(self.jobs.job_runs, name)]
         return respond(request, "".join(_job_run_line(j, with_commit=True) for j in items), items)
 
     @accepts()
     async def run_list(self, request: Request, q: Params) -> Response:
-        runs = await run(self.repo.meta.list_runs, 100)
+        runs = await run(self.jobs.runs)
         return respond(
             request,
-            "".join(f"{r['commit']}    {r['branch']}    {r['state']}    {iso(r['created'])}\n" for r in runs),
+            "".join(f"{r.commit}    {r.branch}    {r.state}    {iso(r.created)}\n" for r in runs),  # all validated
             [_run_json(r, None) for r in runs],
         )
 
@@ -754,22 +720,20 @@ class Server:
         deadline = anyio.current_time() + timeout
         pause = 0.01  # short runs are seen to end at once; long ones cost 10 queries/s at most
         while True:
-            r = await run(self.repo.meta.get_run, cid)
-            if r is None:
-                raise RunNotFound(f"no run on commit {cid[:12]}; commit with ?run to run the jobs")
-            if r["state"] in ("succeeded", "failed") or anyio.current_time() >= deadline:
+            r = await run(self.jobs.run, cid)
+            if r.state.over or anyio.current_time() >= deadline:
                 break
             await anyio.sleep(min(pause, max(deadline - anyio.current_time(), 0)))
             pause = min(pause * 1.5, 0.1)
-        jobs = [await run(self._job_run_full, jr) for jr in await run(self.repo.meta.job_runs, cid)]
-        text = f"run {cid} on {r['branch']}: {r['state']}\n" + "".join(_job_run_line(j) for j in jobs)
+        jobs = [await run(self._job_run_full, jr) for jr in await run(self.jobs.run_jobs, cid)]
+        text = f"run {cid} on {r.branch}: {r.state}\n" + "".join(_job_run_line(j) for j in jobs)
         return respond(request, text, _run_json(r, jobs))
 
     # ---- sync: the two ends of a clone, pull or push (pfs.sync drives them) ---------------
     @accepts()
     async def sync_ancestors(self, request: Request, q: Params) -> Response:
-        body = await read_json(request, sync.MAX_JSON)
-        page = await run(sync.ancestors, self.repo, sync.parse_commits(body), sync.parse_limit(body))
+        body = await read_json(request, wire.MAX_JSON)
+        page = await run(sender.ancestors, self.repo, wire.parse_commits(body), wire.parse_limit(body))
         return respond(
             request,
             "".join(f"{cid} {' '.join(parents)}\n" for cid, parents in page),
@@ -778,31 +742,31 @@ class Server:
 
     @accepts()
     async def sync_walk(self, request: Request, q: Params) -> Response:
-        commits = sync.parse_commits(await read_json(request, sync.MAX_JSON))
-        await run(sync.check_commits, self.repo, commits)
-        lines = sync.walk_lines(self.repo, commits)
+        commits = wire.parse_commits(await read_json(request, wire.MAX_JSON))
+        await run(sender.check_commits, self.repo, commits)
+        lines = sender.walk_lines(self.repo, commits)
         return StreamingResponse(pump(lines), media_type="text/plain; charset=utf-8")
 
     @accepts()
     async def sync_missing(self, request: Request, q: Params) -> Response:
-        items = sync.parse_objects(await read_json(request, sync.MAX_JSON))
-        lacking = await run(sync.missing, self.repo, items)
+        items = wire.parse_objects(await read_json(request, wire.MAX_JSON))
+        lacking = await run(receiver.missing, self.repo, items)
         return respond(
             request, "".join(f"{k} {key}\n" for k, key in lacking), {"missing": [[k, key] for k, key in lacking]}
         )
 
     @accepts()
     async def sync_fetch(self, request: Request, q: Params) -> Response:
-        items = sync.parse_objects(await read_json(request, sync.MAX_JSON))
-        return StreamingResponse(pump(sync.frames(self.repo.objects, items)), media_type="application/octet-stream")
+        items = wire.parse_objects(await read_json(request, wire.MAX_JSON))
+        return StreamingResponse(pump(sender.frames(self.repo, items)), media_type="application/octet-stream")
 
     @accepts()
     async def sync_objects(self, request: Request, q: Params) -> Response:
         body = request.stream().__aiter__()
         try:
-            rep = await run(sync.receive, self.repo, BodyReader(body))
+            rep = await run(receiver.receive, self.repo, BodyReader(body))
         except PfsError:
-            await drain_iter(body)
+            await drain(request)  # a new stream() goes on from where the reader stopped
             raise
         text = f"Received {rep['objects']} objects ({rep['bytes']} bytes), {rep['commits']} new commits.\n"
         return respond(request, text, rep)
@@ -813,7 +777,7 @@ class Server:
         if not branch or not new:
             raise BadRequest("ref update needs query parameters 'branch' and 'new' (a commit id)")
         old = q.get("old")
-        result = await run(sync.update_ref, self.repo, branch, new, old, q.flag("force"))
+        result = await run(receiver.update_ref, self.repo, branch, new, old, q.flag("force"))
         return respond(
             request,
             f"{branch}: {result} {old or '-'} -> {new}\n",
@@ -821,30 +785,40 @@ class Server:
         )
 
 
-def _run_json(r: dict[str, Any], jobs: list[dict[str, Any]] | None) -> dict[str, Any]:
-    out = {k: r[k] for k in ("commit", "branch", "state", "error")}
-    for k in ("created", "started", "finished"):
-        out[k] = iso(r[k]) if r[k] else None
+def _run_json(r: Run, jobs: list[dict[str, Any]] | None) -> dict[str, Any]:
+    out: dict[str, Any] = {"commit": r.commit, "branch": r.branch, "state": r.state.value, "error": r.error}
+    for k, t in (("created", r.created), ("started", r.started), ("finished", r.finished)):
+        out[k] = iso(t) if t else None
     if jobs is not None:
         out["jobs"] = jobs
     return out
 
 
-def _skip_failed(jr: dict[str, Any]) -> bool:
-    return bool(orjson.loads(jr["spec"]).get("skip_failed"))
+def _skip_failed(jr: JobRun) -> bool:
+    return bool(orjson.loads(jr.spec).get("skip_failed"))
 
 
-def _job_run_json(jr: dict[str, Any], failures: list[tuple[str, str]] | None = None) -> dict[str, Any]:
+def _job_run_json(jr: JobRun, failures: list[Failure]) -> dict[str, Any]:
     """`failed` counts the files that failed; `failures` lists the first of them (path
     order) with reasons; with `skip_failed` they are left out of a succeeded job's output."""
-    spec = orjson.loads(jr["spec"])
-    out = {k: jr[k] for k in ("commit", "job", "state", "total", "done", "reused", "failed", "error", "output_tree")}
+    spec = orjson.loads(jr.spec)
+    out: dict[str, Any] = {
+        "commit": jr.commit,
+        "job": jr.job,
+        "state": jr.state.value,
+        "total": jr.total,
+        "done": jr.done,
+        "reused": jr.reused,
+        "failed": jr.failed,
+        "error": jr.error,
+        "output_tree": jr.output_tree,
+    }
     out.update(type=spec["type"], input=spec["input"], image=spec.get("image"))
     out["skip_failed"] = spec.get("skip_failed", False)
-    out["failures"] = [{"path": p, "error": e} for p, e in failures or []]
-    for k in ("started", "finished"):
-        out[k] = iso(jr[k]) if jr[k] else None
-    out["seconds"] = round(jr["finished"] - jr["started"], 3) if jr["finished"] and jr["started"] else None
+    out["failures"] = [{"path": f.path, "error": f.error} for f in failures]
+    out["started"] = iso(jr.started) if jr.started else None
+    out["finished"] = iso(jr.finished) if jr.finished else None
+    out["seconds"] = round(jr.finished - jr.started, 3) if jr.finished and jr.started else None
     out["progress"] = _progress(out)
     return out
 
@@ -864,10 +838,10 @@ def _progress(j: dict[str, Any]) -> str:
 def _job_run_line(j: dict[str, Any], with_commit: bool = False) -> str:
     """One line per job, then one per failed file shown (`pfs job log` lists them all)."""
     head = f"{j['commit']}    " if with_commit else "  "
-    tail = f"    {j['error']}" if j["error"] else ""
+    tail = f"    {one_line(j['error'])}" if j["error"] else ""
     secs = f"    {j['seconds']:.1f} s" if j["seconds"] is not None else ""
     line = f"{head}{j['job']}    {j['type']}    {j['state']}    {j['progress']}{secs}{tail}\n"
-    failures = "".join(f"      failed: {f['path']}: {f['error']}\n" for f in j["failures"])
+    failures = "".join(f"      failed: {one_line(f['path'])}: {one_line(f['error'])}\n" for f in j["failures"])
     more = j["failed"] - len(j["failures"])
     if more > 0 and j["failures"]:
         failures += f"      ... and {more} more (pfs job log {j['job']} -c {j['commit'][:12]})\n"
@@ -876,7 +850,8 @@ def _job_run_line(j: dict[str, Any], with_commit: bool = False) -> str:
 
 async def drain(request: Request, limit: int = DRAIN_LIMIT) -> None:
     """Read and drop the rest of a refused body (bounded), so the client reads our error
-    response instead of a connection reset in the middle of its upload."""
+    response instead of a connection reset in the middle of its upload. Also after a
+    partial read: Starlette's `stream()` goes on from where the last reader stopped."""
     seen = 0
     with contextlib.suppress(ClientDisconnect, RuntimeError):
         async for piece in request.stream():
@@ -885,24 +860,21 @@ async def drain(request: Request, limit: int = DRAIN_LIMIT) -> None:
                 return
 
 
-async def drain_iter(body: AsyncIterator[bytes], limit: int = DRAIN_LIMIT) -> None:
-    """`drain` for a body whose stream was already opened (and partly read)."""
-    seen = 0
-    with contextlib.suppress(ClientDisconnect, RuntimeError):
-        async for piece in body:
-            seen += len(piece)
-            if seen > limit:
-                return
-
-
-async def read_json(request: Request, limit: int) -> Any:
-    """A small JSON request body; 413 beyond `limit` bytes, 400 if it is not JSON."""
+async def read_small(request: Request, limit: int, what: str = "request body") -> bytes:
+    """A body that is read whole (JSON, a job spec): 413 beyond `limit` bytes, found
+    without holding more than that."""
     body = bytearray()
     async for piece in request.stream():
         body += piece
         if len(body) > limit:
             await drain(request)
-            raise PayloadTooLarge(f"request body larger than {limit} bytes")
+            raise PayloadTooLarge(f"{what} larger than {limit} bytes")
+    return bytes(body)
+
+
+async def read_json(request: Request, limit: int) -> Any:
+    """A small JSON request body; 413 beyond `limit` bytes, 400 if it is not JSON."""
+    body = await read_small(request, limit)
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError:
@@ -938,31 +910,6 @@ class BodyReader(io.RawIOBase):
         b[:n] = self.buf[:n]
         self.buf = self.buf[n:]
         return n
-
-
-def unpack_tar(repo: Repository, raw: io.RawIOBase, prefix: str) -> list[tuple[str, Entry]]:
-    """Store every regular file of a tar stream; nothing is staged here, so a bad archive
-    changes nothing. Links and devices are refused: they could point outside the tree."""
-    items: dict[str, Entry] = {}
-    with repo.objects.batch() as batch:
-        try:
-            with tarfile.open(fileobj=io.BufferedReader(raw, 1 << 20), mode="r|*") as tar:
-                for member in tar:
-                    if member.isdir():
-                        continue
-                    if not member.isfile():
-                        raise BadRequest(f"archive member {member.name[:200]!r} is not a regular file")
-                    name = member.name[2:] if member.name.startswith("./") else member.name
-                    path = clean_path(f"{prefix}/{name}" if prefix else name)
-                    writer = repo.writer(batch)
-                    src = tar.extractfile(member)
-                    assert src is not None
-                    while piece := src.read(UPLOAD_BUFFER):
-                        writer.write(piece)
-                    items[path] = writer.finish()
-        except tarfile.TarError as exc:
-            raise BadRequest(f"not a valid tar archive: {exc}") from None
-    return sorted(items.items())
 
 
 async def _error(request: Request, exc: Exception) -> Response:
@@ -1034,11 +981,11 @@ def routes(s: Server) -> list[Route]:
     ]
 
 
-def create_app(node: Node | Repository, scheduler: Scheduler | None = None) -> RequestIds:
+def create_app(node: Node | Repository, jobs: Jobs | None = None) -> RequestIds:
     """The ASGI app. `node` may be an open repository (with its scheduler) or a `Node`
     that opens its stores once the server listens."""
     if isinstance(node, Repository):
-        node = OpenNode(node, scheduler)
+        node = OpenNode(node, jobs)
     s = Server(node)
     handlers = {PfsError: _error, HTTPException: _error, ClientDisconnect: _error, Exception: _error}
 

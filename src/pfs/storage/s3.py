@@ -11,8 +11,8 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from .errors import BadRequest, InvalidPath
-from .paths import clean_path
+from ..errors import BadRequest, InvalidPath
+from ..paths import clean_path
 
 MAX_KEY = 1024  # S3's limit on a key, in UTF-8 bytes
 _BUCKET_RE = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
@@ -130,3 +130,35 @@ def make_client(cfg: S3Config, pool: int = 32) -> Any:
             user_agent_extra="pfs",
         ),
     )
+
+
+@dataclass(frozen=True)
+class S3Failure:
+    """What an S3 store said when it refused a request: its error code (or the HTTP status
+    as a string when it sent none, as HEAD answers do), the status, its message (scrubbed)."""
+
+    code: str
+    status: int
+    message: str
+
+    @property
+    def not_found(self) -> bool:
+        """No such object (a missing bucket is not this: it is a store that lost its data)."""
+        return self.code in ("404", "NoSuchKey", "NotFound")
+
+    @property
+    def label(self) -> str:
+        return self.code or str(self.status)
+
+
+def s3_failure(exc: Exception, cfg: S3Config) -> S3Failure | None:
+    """The store's answer inside a botocore ClientError, the one place that digs it out;
+    None for any other exception (a connection that failed, a client misconfigured)."""
+    from botocore.exceptions import ClientError
+
+    if not isinstance(exc, ClientError):
+        return None
+    err: Mapping[str, Any] = exc.response.get("Error") or {}
+    status = int((exc.response.get("ResponseMetadata") or {}).get("HTTPStatusCode") or 0)
+    code = str(err.get("Code") or "") or (str(status) if status else "")
+    return S3Failure(code, status, cfg.scrub(str(err.get("Message") or ""))[:300])

@@ -29,25 +29,22 @@ from __future__ import annotations
 import logging
 import os
 import re
-import threading
 import time
 import uuid
 from typing import Any
 
-from ..errors import BadRequest, JobError, PfsError, Unavailable
-from .runtime import (
+from ...errors import BadRequest, PfsError, Unavailable
+from ..spec import check_image
+from .base import Worker, WorkerSpec, signal_name
+from .engine import (
     CONTAINER_PORT,
+    EngineRuntime,
     EngineWorker,
-    Runtime,
-    Worker,
-    WorkerSpec,
-    _docker_errors,
-    _inspect_image,
-    _signal_name,
-    _start_failed,
-    _wait_until_serving,
+    docker_errors,
+    inspect_image,
+    remove_container,
+    unless_gone,
 )
-from .spec import check_image
 
 log = logging.getLogger("pfs.jobs.swarm")
 
@@ -77,7 +74,7 @@ def _task_reason(task: dict[str, Any]) -> str | None:
         return "exited with code 0"
     if state == "failed" and code:
         reason = f"exited with code {code}"
-        return reason + f" ({_signal_name(code - 128)})" if code > 128 else reason
+        return reason + f" ({signal_name(code - 128)})" if code > 128 else reason
     if state == "rejected":
         return f"rejected by the swarm: {err}"
     if state == "orphaned":
@@ -89,24 +86,22 @@ def _task_reason(task: dict[str, Any]) -> str | None:
 
 class SwarmWorker(EngineWorker):
     gone_reason = "the service was removed"
+    runtime: SwarmRuntime
 
     def __init__(self, runtime: SwarmRuntime, service_id: str, name: str, memory: int) -> None:
-        super().__init__(service_id, memory)
-        self.runtime = runtime
+        super().__init__(runtime, service_id, memory)
         self.name = name
+
+    @property
+    def label(self) -> str:
+        return self.name
 
     def _task(self) -> dict[str, Any] | None:
         """The service's task (the newest, should there be more), {} before it has one, None
         once the service is gone."""
-        import docker.errors
-
-        try:
-            with _docker_errors("listing a service's tasks"):
-                tasks = self.runtime.api.tasks(filters={"service": self.id})
-        except JobError as exc:
-            if isinstance(exc.__cause__, docker.errors.NotFound):
-                return None
-            raise
+        tasks = unless_gone("listing a service's tasks", lambda: self.runtime.api.tasks(filters={"service": self.id}))
+        if tasks is None:
+            return None
         if not tasks:
             return {}
         newest: dict[str, Any] = max(tasks, key=lambda t: str(t.get("CreatedAt") or ""))
@@ -128,7 +123,7 @@ class SwarmWorker(EngineWorker):
         if not cid or task.get("NodeID") != self.runtime.node_id():
             return False
         try:
-            with _docker_errors("inspecting a container"):
+            with docker_errors("inspecting a container"):
                 info = self.runtime.api.inspect_container(cid)
         except PfsError:
             return False
@@ -138,7 +133,7 @@ class SwarmWorker(EngineWorker):
         return self._reason(self._task())
 
     def _read_logs(self, limit: int) -> bytes:
-        with _docker_errors("reading a service's log"):
+        with docker_errors("reading a service's log"):
             chunks = self.runtime.api.service_logs(
                 self.id, stdout=True, stderr=True, tail=max(200, limit // 32), follow=False, is_tty=False
             )
@@ -147,39 +142,31 @@ class SwarmWorker(EngineWorker):
 
     def _remove(self) -> None:
         self.runtime._remove(self.id, self.name)
-        self.runtime._forget(self)
 
 
-class SwarmRuntime(Runtime):
+class SwarmRuntime(EngineRuntime):
     """Workers as one-task services of the Docker Swarm whose manager pfs talks to."""
 
     name = "swarm"
+    kind = "service"
 
-    def __init__(self, instance: str, network: str | None = None, owner_task: str | None = None) -> None:
-        import docker
-
-        self.instance = instance
-        self.session = uuid.uuid4().hex  # tells this pfs process's services from a dead one's
+    def __init__(
+        self, instance: str, network: str | None = None, owner_task: str | None = None, user: str = "65534:65534"
+    ) -> None:
+        super().__init__(instance)
+        self.user = user  # who its containers run as: not root
         self.network = network if network is not None else (os.environ.get(NETWORK_ENV) or None)
         # A pfs that is itself a swarm task has no data dir that outlives it, so no lasting
         # instance id: its workers also name the task, and any pfs reaps those of a dead task.
         self.owner_task = owner_task if owner_task is not None else (os.environ.get(TASK_ENV) or None)
-        with _docker_errors("connecting to the Docker Engine"):
-            self.client = docker.from_env(timeout=60, max_pool_size=64)
-        self.api: Any = self.client.api
-        self._lock = threading.Lock()
-        self._workers: dict[str, SwarmWorker] = {}
         self._node_id: str | None = None
-
-    def _forget(self, worker: SwarmWorker) -> None:
-        with self._lock:
-            self._workers.pop(worker.id, None)
+        self.api  # noqa: B018 - connect now: a swarm runtime is only made for a swarm that should answer
 
     def node_id(self) -> str:
         """This engine's swarm node id; Unavailable unless it is an active manager. The engine
         is only asked until it first says yes."""
         if self._node_id is None:
-            with _docker_errors("asking the Docker Engine about its swarm"):
+            with docker_errors("asking the Docker Engine about its swarm"):
                 info = self.api.info()
             swarm = info.get("Swarm") or {}
             if swarm.get("LocalNodeState") != "active" or not swarm.get("NodeID"):
@@ -199,7 +186,7 @@ class SwarmRuntime(Runtime):
             raise BadRequest("the swarm runtime needs an image")
         check_image(image)  # a malformed name is a 400 before any engine is asked
         self.node_id()
-        info = _inspect_image(self, image)
+        info = inspect_image(self, image)
         image_id = str(info["Id"])
         name = image.split("@")[0]
         last = name.rsplit("/", 1)[-1]
@@ -214,14 +201,7 @@ class SwarmRuntime(Runtime):
     def start(self, spec: WorkerSpec) -> Worker:
         _, ref = self._image(spec.image)  # a clear 400 rather than a pull attempt on some node
         name = _service_name(spec.job)
-        labels = {
-            "pfs": "1",
-            "pfs.instance": self.instance,
-            "pfs.job": spec.job,
-            "pfs.run": spec.run,
-            "pfs.session": self.session,
-            "pfs.image": spec.image or "",
-        }
+        labels = {**self.labels(spec), "pfs.image": spec.image or ""}
         if self.owner_task:
             labels["pfs.owner-task"] = self.owner_task
         # The containers' labels leave out "pfs": the docker runtime's reap must not take them.
@@ -233,6 +213,7 @@ class SwarmRuntime(Runtime):
                 "Args": list(spec.command),  # the image's CMD; its ENTRYPOINT stays, as with `docker run`
                 "Env": [f"{k}={v}" for k, v in {**spec.env, "PORT": str(CONTAINER_PORT)}.items()],
                 "Labels": container_labels,
+                "User": self.user,
                 "Init": True,  # reaps zombies and forwards signals for servers that run as pid 1
                 "CapabilityDrop": ["ALL"],
                 # lets a server without CAP_NET_BIND_SERVICE listen on port 80 on every engine version
@@ -251,7 +232,7 @@ class SwarmRuntime(Runtime):
             task_template["Networks"] = [{"Target": self.network}]
         else:  # on this node, on its local bridge: no port published anywhere
             task_template["Placement"] = {"Constraints": [f"node.id=={self.node_id()}"]}
-        with _docker_errors(f"creating a swarm service of {spec.image!r}"):
+        with docker_errors(f"creating a swarm service of {spec.image!r}"):
             created = self.api.create_service(
                 task_template,
                 name=name,
@@ -260,18 +241,7 @@ class SwarmRuntime(Runtime):
                 endpoint_spec=endpoint,
             )
         worker = SwarmWorker(self, str(created["ID"]), name, spec.memory)
-        with self._lock:
-            self._workers[worker.id] = worker
-        try:
-            reason = self._locate(worker)
-            if reason is None:
-                reason = _wait_until_serving(worker, max(spec.start_timeout, 0.0))
-        except BaseException:
-            worker.stop()
-            raise
-        if reason is not None:
-            raise _start_failed(worker, spec, reason)
-        return worker
+        return self._serve(worker, spec, lambda: self._locate(worker))
 
     def _locate(self, worker: SwarmWorker) -> str | None:
         """Wait for the task to run and set worker.url; None once set, else why not."""
@@ -307,18 +277,12 @@ class SwarmRuntime(Runtime):
 
     def _bridge_url(self, task: dict[str, Any]) -> str | None:
         """The worker's address on this node's `bridge` network (the task runs here)."""
-        import docker.errors
-
         cid = ((task.get("Status") or {}).get("ContainerStatus") or {}).get("ContainerID")
         if not cid:
             return None
-        try:
-            with _docker_errors("inspecting a worker's container"):
-                info = self.api.inspect_container(cid)
-        except JobError as exc:
-            if isinstance(exc.__cause__, docker.errors.NotFound):
-                return None
-            raise
+        info = unless_gone("inspecting a worker's container", lambda: self.api.inspect_container(cid))
+        if info is None:
+            return None
         for net in ((info.get("NetworkSettings") or {}).get("Networks") or {}).values():
             addr = str((net or {}).get("IPAddress") or "")
             if addr:
@@ -329,34 +293,19 @@ class SwarmRuntime(Runtime):
         """Remove a service, then wait (bounded) until the swarm has shut down and removed its
         containers, so that a stopped worker is really gone, not just going. A container on
         this node is killed first: the swarm alone takes a second or two to stop it."""
-        import docker.errors
-
         by_service = {"label": [f"com.docker.swarm.service.id={service_id}"]}
         try:
-            with _docker_errors("listing a service's containers"):
+            with docker_errors("listing a service's containers"):
                 mine = self.api.containers(all=True, filters=by_service)
             for c in mine:
-                try:
-                    with _docker_errors("removing a service's container"):
-                        self.api.remove_container(c["Id"], force=True, v=True)
-                except JobError as exc:
-                    cause = exc.__cause__
-                    gone = isinstance(cause, docker.errors.NotFound)
-                    busy = isinstance(cause, docker.errors.APIError) and cause.status_code == 409
-                    if not (gone or busy):
-                        raise
+                remove_container(self.api, c["Id"], "removing a service's container")
         except PfsError as exc:
             log.warning("killing the container of service %s: %s", name, exc.message)  # the swarm will
-        try:
-            with _docker_errors("removing a swarm service"):
-                self.api.remove_service(service_id)
-        except JobError as exc:
-            if not isinstance(exc.__cause__, docker.errors.NotFound):
-                raise
+        unless_gone("removing a swarm service", lambda: self.api.remove_service(service_id))
         deadline = time.monotonic() + REMOVE_TIMEOUT
         while True:
             try:
-                with _docker_errors("waiting for a removed service's tasks"):
+                with docker_errors("waiting for a removed service's tasks"):
                     tasks = [t for t in self.api.tasks(filters={"name": name}) if t.get("ServiceID") == service_id]
                     local = self.api.containers(all=True, filters=by_service)
             except PfsError as exc:
@@ -372,7 +321,7 @@ class SwarmRuntime(Runtime):
     def reap(self) -> int:
         """Removes the services of an earlier pfs of this instance, and those of any pfs whose
         swarm task has ended (a replica of a stack that died)."""
-        with _docker_errors("listing swarm services"):
+        with docker_errors("listing swarm services"):
             found = self.api.services(filters={"label": ["pfs=1", f"pfs.instance={self.instance}"]})
             owned = self.api.services(filters={"label": ["pfs=1", "pfs.owner-task"]})
         found = [s for s in found if ((s.get("Spec") or {}).get("Labels") or {}).get("pfs.session") != self.session]
@@ -382,7 +331,7 @@ class SwarmRuntime(Runtime):
             if not owner or owner == self.owner_task or any(f["ID"] == s["ID"] for f in found):
                 continue
             if owner not in owners:
-                with _docker_errors("looking up a pfs task"):
+                with docker_errors("looking up a pfs task"):
                     tasks = self.api.tasks(filters={"id": owner})
                 owners[owner] = any(t.get("ID") == owner and _task_reason(t) is None for t in tasks)
             if not owners[owner]:
@@ -395,17 +344,3 @@ class SwarmRuntime(Runtime):
             except PfsError as exc:
                 log.warning("could not remove leftover service %s: %s", str(s["ID"])[:12], exc.message)
         return removed
-
-    def stop_all(self) -> None:
-        with self._lock:
-            workers = list(self._workers.values())
-        for w in workers:
-            try:
-                w.stop()
-            except PfsError as exc:
-                log.warning("stopping service %s: %s", w.name, exc.message)
-
-    def close(self) -> None:
-        """Stops whatever the scheduler left running, then lets go of the engine."""
-        self.stop_all()
-        self.client.close()

@@ -23,15 +23,15 @@ from typing import TYPE_CHECKING
 
 import uvicorn
 
-from .errors import PfsError, Unavailable
-from .httpguard import Limits, guarded_protocol
+from ..errors import PfsError, Unavailable
+from .api import Node, OpenNode, create_app
+from .guard import Limits, guarded_protocol
 from .logs import setup_logging
-from .server import Node, OpenNode, create_app
 
 if TYPE_CHECKING:
-    from .config import Config
-    from .jobs.scheduler import Scheduler
-    from .repo import Repository
+    from ..config import Config
+    from ..jobs.service import Jobs
+    from ..repository.repo import Repository
 
 log = logging.getLogger("pfs.node")
 FIRST_RETRY = 0.5  # seconds; doubles up to MAX_RETRY
@@ -46,7 +46,7 @@ class StartingNode(Node):
         self.cfg = cfg
         self.on_fatal = on_fatal
         self._repo: Repository | None = None
-        self._scheduler: Scheduler | None = None
+        self._jobs: Jobs | None = None
         self._why = "opening the stores"
         self._delay = FIRST_RETRY
         self._stop = threading.Event()
@@ -61,9 +61,9 @@ class StartingNode(Node):
         return self._repo
 
     @property
-    def scheduler(self) -> Scheduler | None:
+    def jobs(self) -> Jobs | None:
         self.repo  # noqa: B018 - 503 while starting
-        return self._scheduler
+        return self._jobs
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._open, name="pfs-open-stores", daemon=True)
@@ -73,8 +73,8 @@ class StartingNode(Node):
         while not self._stop.is_set():
             try:
                 repo = self.cfg.open()
-                scheduler = self.cfg.scheduler(repo)
-                scheduler.start()
+                jobs = self.cfg.jobs(repo)
+                jobs.start()
             except Unavailable as exc:
                 self._why = exc.message
                 log.warning("%s; retrying in %.1f s", exc.message, self._delay)
@@ -86,7 +86,7 @@ class StartingNode(Node):
                 self._why = f"{type(exc).__name__}: {exc}"
                 log.exception("opening the stores failed; retrying in %.1f s", self._delay)
             else:
-                self._repo, self._scheduler = repo, scheduler
+                self._repo, self._jobs = repo, jobs
                 if self._delay > FIRST_RETRY:
                     log.warning("the stores answer: ready")
                 return
@@ -97,8 +97,8 @@ class StartingNode(Node):
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=15)
-        if self._scheduler is not None:
-            self._scheduler.close()
+        if self._jobs is not None:
+            self._jobs.close()
 
     def readiness(self) -> tuple[bool, str]:
         if self._repo is None:
@@ -158,7 +158,7 @@ def serve(
     else:
         try:
             repo = cfg.open()
-            node = OpenNode(repo, cfg.scheduler(repo))
+            node = OpenNode(repo, cfg.jobs(repo))
         except (PfsError, OSError) as exc:
             sock.close()
             announce(f"error: {exc.message if isinstance(exc, PfsError) else exc}")

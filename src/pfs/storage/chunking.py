@@ -10,7 +10,7 @@ from __future__ import annotations
 import blake3
 from pyfastcdc import FastCDC
 
-from .errors import PayloadTooLarge
+from ..errors import PayloadTooLarge
 from .objects import Batch, ObjectStore, hash_bytes
 from .trees import INLINE_DATA, Entry, TreeStore
 

@@ -8,15 +8,16 @@ rows it consumed). A crash before the swap leaves only unreferenced garbage.
 from __future__ import annotations
 
 import heapq
+import io
 import re
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from typing import Any
 
-from .chunking import FileWriter
-from .errors import (
+from ..errors import (
     BadRequest,
     BranchMoved,
     BranchNotFound,
@@ -25,15 +26,24 @@ from .errors import (
     DirtyBranch,
     FileNotFound,
     MergeConflict,
+    NotFastForward,
     PathConflict,
     PfsError,
 )
-from .failpoints import failpoint
-from .meta import MetaStore
-from .objects import Batch, ObjectStore
-from .paths import check_branch, check_message, is_commit_like, parent_dirs
-from .staging import View
-from .trees import Commit, Entry, TreeStore
+from ..failpoints import failpoint
+from ..paths import check_branch, check_message, is_commit_like, parent_dirs
+from ..storage.chunking import FileWriter
+from ..storage.meta import MetaStore
+from ..storage.objects import Batch, ObjectStore
+from ..storage.trees import (
+    COMMIT,
+    Commit,
+    Entry,
+    TreeStore,
+)
+from .reader import Reader
+from .received import Received
+from .tarball import unpack_tar
 
 CAS_RETRIES = 20
 COMMIT_CACHE = 4096  # commits kept in memory (immutable, ~300 bytes each)
@@ -55,6 +65,7 @@ class Repository:
         self._branch_locks: dict[str, threading.Lock] = {}
         self._locks_lock = threading.Lock()
         self._commits: OrderedDict[str, Commit] = OrderedDict()
+        self._received = Received(self)
         if not objects.has(self.trees.empty_tree):
             with objects.batch() as b:
                 self.trees.write_tree({}, b)
@@ -65,14 +76,17 @@ class Repository:
             return self._branch_locks.setdefault(branch, threading.Lock())
 
     # ---- resolving names -----------------------------------------------------------
-    def commit(self, cid: str) -> Commit:
-        """Commits are immutable: cached, so resolving a head costs no query after the first."""
+    def get_commit(self, cid: str) -> Commit:
+        """An indexed commit. Only the index names commits: any other object (an uploaded file
+        shaped like one, a commit a transfer left unchecked) is not one. Commits are
+        immutable: cached, so resolving a head costs no query after the first."""
         with self._locks_lock:
             hit = self._commits.get(cid)
         if hit is not None:
             return hit
-        found = self.meta.get_commit(cid)
-        commit = found if found is not None else self.trees.load_commit(cid)
+        commit = self.meta.get_commit(cid)
+        if commit is None:
+            raise CommitNotFound(f"commit {cid} not found")
         with self._locks_lock:
             self._commits[cid] = commit
             if len(self._commits) > COMMIT_CACHE:
@@ -86,17 +100,17 @@ class Repository:
         if is_commit_like(ref.lower()):
             ref = ref.lower()
             if len(ref) == 64:
-                return self.commit(ref)
+                return self.get_commit(ref)
             found = self.meta.find_commits(ref)
             if len(found) > 1:
                 raise BadRequest(f"commit prefix {ref!r} is ambiguous")
             if not found:
                 raise CommitNotFound(f"commit {ref!r} not found")
-            return self.commit(found[0])
+            return self.get_commit(found[0])
         head = self._branch_head(ref)
         if head is None:
             raise CommitNotFound(f"branch {ref!r} has no commits yet")
-        return self.commit(head)
+        return self.get_commit(head)
 
     def _branch_head(self, name: str) -> str | None:
         """A branch's head; a missing name that looks like a short commit id says how to
@@ -121,20 +135,42 @@ class Repository:
 
     def head_tree(self, branch: str) -> tuple[str | None, str | None]:
         head = self.meta.get_ref(branch)
-        return head, (self.commit(head).tree if head else None)
+        return head, (self.get_commit(head).tree if head else None)
 
     def pin(self, branch: str) -> tuple[str | None, str | None, bool]:
         """(head, its tree, dirty) of a branch, consistent with each other: one query."""
         head, dirty = self.meta.head_and_dirty(branch)
-        return head, (self.commit(head).tree if head else None), dirty
+        return head, (self.get_commit(head).tree if head else None), dirty
 
-    def view(self, branch: str | None = None, commit: str | None = None) -> View:
+    def view(self, branch: str | None = None, commit: str | None = None) -> Reader:
         """Commit C as committed, or branch B including its dirty writes (default master)."""
         if commit is not None and branch is not None:
             raise BadRequest("give either commit or branch, not both")
         if commit is not None:
-            return View(self.trees, self.meta, self.resolve(commit).tree, None)
-        return View(self.trees, self.meta, None, check_branch(branch or "master"), self.pin)
+            return Reader(self.trees, self.meta, self.resolve(commit).tree, None)
+        return Reader(self.trees, self.meta, None, check_branch(branch or "master"), self.pin)
+
+    def read_file(self, entry: Entry) -> Iterator[bytes]:
+        """A file's bytes, a chunk at a time, each verified against its hash before it is
+        yielded: a damaged chunk raises instead of reaching a reader."""
+        return self.trees.read(entry)
+
+    # ---- branches and commits, as they are -----------------------------------------
+    def branches(self) -> list[tuple[str, str | None]]:
+        """Every branch with its head (None: no commit yet), by name."""
+        return self.meta.list_refs()
+
+    def branch_head(self, name: str) -> str | None:
+        """A branch's head (None: no commit yet); BranchNotFound if there is no such branch."""
+        return self.meta.get_ref(check_branch(name))
+
+    def all_commits(self) -> Iterator[Commit]:
+        """Every indexed commit of every branch, oldest first, a page at a time."""
+        return self.meta.list_commits()
+
+    def tree_reader(self, tree: str) -> Reader:
+        """A reader of any tree this repository holds (a job's output, say), with no overlay."""
+        return Reader(self.trees, self.meta, tree, None)
 
     # ---- dirty writes --------------------------------------------------------------
     def writer(self, batch: Batch | None = None) -> FileWriter:
@@ -152,6 +188,14 @@ class Repository:
         """Stage many files at once (archive upload): all of them or none."""
         self.view(branch=branch).check_placeable_many([p for p, _ in items])
         self.meta.stage_many(branch, list(items))
+
+    def stage_tar(self, branch: str, prefix: str, raw: io.RawIOBase) -> list[tuple[str, Entry]]:
+        """Unpack a tar stream under `prefix` and stage all its files at once, or none. The
+        branch is checked before the first byte is read."""
+        self.meta.get_ref(check_branch(branch))
+        items = unpack_tar(self, raw, prefix)
+        self.stage_files(branch, items)
+        return items
 
     def delete(self, branch: str, path: str, recursive: bool = False) -> int:
         view = self.view(branch=branch)
@@ -232,21 +276,11 @@ class Repository:
             for p in c.parents:
                 if p not in seen:
                     seen.add(p)
-                    pc = self.commit(p)
+                    pc = self.get_commit(p)
                     heapq.heappush(heap, (-pc.time, pc.id, pc))
 
-    def _ancestors(self, cid: str) -> set[str]:
-        seen = {cid}
-        todo = [cid]
-        while todo:
-            for p in self.commit(todo.pop()).parents:
-                if p not in seen:
-                    seen.add(p)
-                    todo.append(p)
-        return seen
-
     def merge_base(self, a: str, b: str) -> str | None:
-        ancestors = self._ancestors(a)
+        ancestors = set(self._walk_ancestors(a))
         seen = {b}
         frontier = [b]
         while frontier:  # breadth first from b: the nearest common ancestor
@@ -254,7 +288,7 @@ class Repository:
             for c in frontier:
                 if c in ancestors:
                     return c
-                for p in self.commit(c).parents:
+                for p in self.get_commit(c).parents:
                     if p not in seen:
                         seen.add(p)
                         nxt.append(p)
@@ -278,17 +312,17 @@ class Repository:
                 if self.meta.has_staged(into):
                     raise DirtyBranch(f"branch {into!r} has uncommitted changes; commit them first")
                 ours_id = self.meta.get_ref(into)
-                if ours_id is not None and (ours_id == theirs.id or theirs.id in self._ancestors(ours_id)):
-                    return MergeResult(self.commit(ours_id), "up-to-date")
-                if ours_id is None or ours_id in self._ancestors(theirs.id):
+                if ours_id is not None and self.is_ancestor(theirs.id, ours_id):
+                    return MergeResult(self.get_commit(ours_id), "up-to-date")
+                if ours_id is None or self.is_ancestor(ours_id, theirs.id):
                     try:
                         self.meta.swap_ref(into, ours_id, theirs)
                     except BranchMoved:
                         continue
                     return MergeResult(theirs, "fast-forward")
-                ours = self.commit(ours_id)
+                ours = self.get_commit(ours_id)
                 base_id = self.merge_base(ours.id, theirs.id)
-                base_tree = self.commit(base_id).tree if base_id else None
+                base_tree = self.get_commit(base_id).tree if base_id else None
                 mine = {p: new for p, _, new in self.trees.diff(base_tree, ours.tree)}
                 their = {p: new for p, _, new in self.trees.diff(base_tree, theirs.tree)}
                 conflicts = _conflicts(mine, their)
@@ -333,6 +367,118 @@ class Repository:
             )
             self.meta.swap_ref(branch, head, commit)
             return commit
+
+    # ---- sync support --------------------------------------------------------------
+    # What pfs.sync's two ends need: objects in their stored form, the commit index, what a
+    # commit adds to its parent, and a branch move that checks history.
+    def has_commit(self, cid: str) -> bool:
+        """Is `cid` indexed, i.e. complete here with all its ancestors? A commit object that
+        is merely stored (from an interrupted transfer) does not count."""
+        return self.meta.get_commit(cid) is not None
+
+    def index_commit(self, commit: Commit) -> None:
+        """Index a commit that arrived from elsewhere. The caller has checked that it is
+        complete (parents indexed, every object of `commit_delta` stored): the index and
+        the branches name only complete commits."""
+        self.meta.index_commit(commit)
+
+    def has_object(self, key: str) -> bool:
+        return self.objects.has(key)
+
+    def has_objects(self, keys: list[str]) -> list[bool]:
+        """`has_object` for each key, in order; many at once where the store is remote."""
+        return self.objects.has_many(keys)
+
+    def stored_object(self, key: str) -> bytes:
+        """An object's stored form, verified: what a sender puts on the wire."""
+        return self.objects.get_stored(key)
+
+    def object_batch(self) -> Batch:
+        """A batch for objects that arrive already named (a receiver verifies each first)."""
+        return self.objects.batch()
+
+    def commit_delta(self, commit: Commit) -> Iterator[tuple[str, str]]:
+        """(kind, key) of the objects `commit` adds to its first parent, children before the
+        nodes naming them, then the commit itself. A receiver that has every parent complete
+        needs nothing else; objects that came with another parent (a merge) are listed too."""
+        base = self.get_commit(commit.parents[0]).tree if commit.parents else None
+        yield from self.trees.delta(commit.tree, base)
+        yield COMMIT, commit.id
+
+    def _walk_ancestors(self, cid: str) -> Iterator[str]:
+        """`cid` and each of its ancestors once, depth first, lazily: a search stops where
+        it finds what it looks for instead of reading the whole history."""
+        seen = {cid}
+        todo = [cid]
+        while todo:
+            c = todo.pop()
+            yield c
+            for p in self.get_commit(c).parents:
+                if p not in seen:
+                    seen.add(p)
+                    todo.append(p)
+
+    def is_ancestor(self, a: str, b: str) -> bool:
+        """Is commit `a` reachable from `b` (or `b` itself)?"""
+        return any(c == a for c in self._walk_ancestors(b))
+
+    def move_branch(self, branch: str, new: str, old: str | None = None, force: bool = False) -> str:
+        """Point `branch` (created if absent) at `new`, an indexed commit, by compare-and-swap
+        under the branch's lock, so it cannot interleave with a commit or merge here.
+
+        `old` is the head the caller saw ("" for none/absent; None: whatever it is now); if
+        the branch moved since, BranchMoved (409). Unless `force`, only a fast-forward is
+        allowed: NotFastForward (409) otherwise, or "ahead" (no change) when the branch
+        already contains `new`. A branch with uncommitted writes is refused (DirtyBranch).
+        Returns created | fast-forward | forced | up-to-date | ahead."""
+        check_branch(branch)
+        commit = self.meta.get_commit(new)
+        if commit is None:
+            raise CommitNotFound(f"commit {new} is not on this server; send its objects first")
+        with self._lock(branch):
+            try:
+                cur: str | None = self.meta.get_ref(branch)
+                exists = True
+            except BranchNotFound:
+                cur, exists = None, False
+            if old is not None and (old or None) != cur:
+                raise BranchMoved(f"branch {branch!r} is at {cur or 'no commit'}, not {old or 'no commit'}")
+            if cur == new:
+                return "up-to-date"
+            ff = cur is None or self.is_ancestor(cur, new)
+            if not ff and not force:
+                assert cur is not None
+                if self.is_ancestor(new, cur):
+                    return "ahead"
+                raise NotFastForward(
+                    f"branch {branch!r} at {cur[:12]} is not an ancestor of {new[:12]}: "
+                    "the two histories diverged (merge first, or force)"
+                )
+            if exists and self.meta.has_staged(branch):
+                raise DirtyBranch(f"branch {branch!r} has uncommitted changes; commit or discard them first")
+            if not exists:
+                self.meta.create_ref(branch, new)
+            else:
+                self.meta.swap_ref(branch, cur, commit)
+            return "created" if cur is None else "fast-forward" if ff else "forced"
+
+    # ---- validation of received objects (received.py) ------------------------------
+    def received_limit(self, kind: str) -> int:
+        """The most plain bytes an object sent as `kind` (a sync letter) may have."""
+        return self._received.limit(kind)
+
+    def check_received(self, commit: Commit, pending: Mapping[str, Commit], seen: dict[Any, Any]) -> None:
+        """Refuse (BadObject) a commit from a sync peer unless all it adds to its first
+        parent is what a local write could have made: see `received.Received.check`."""
+        self._received.check(commit, pending, seen)
+
+    def check_received_commit(self, key: str, raw: Any) -> Commit:
+        """A commit object from a sync peer (parsed JSON), with the bounds of a local commit."""
+        return self._received.check_commit(key, raw)
+
+    def verify_file(self, entry: Entry, chunks: tuple[tuple[str, int], ...] | None = None) -> None:
+        """Check a stored file against its entry, chunk by chunk, hashing as it reads."""
+        self._received.verify_file(entry, chunks)
 
 
 def _h(entry: Entry | None) -> str | None:

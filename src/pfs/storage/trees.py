@@ -20,12 +20,24 @@ from typing import Any, NamedTuple
 import blake3
 import orjson
 
-from .errors import CommitNotFound, CorruptObject, MissingObject
+from ..errors import CommitNotFound, CorruptObject, MissingObject
+from ..paths import join
 from .objects import Batch, ObjectStore, hash_bytes
-from .paths import join
 
 INLINE_CHUNKS = 8  # beyond this a file's chunk list goes to its own manifest object
 INLINE_DATA = 2048  # files up to this size live inside their tree entry (like btrfs max_inline)
+# The most plain bytes a local write can put in one tree node: a leaf holds at most LEAF_MAX
+# (1024) entries of at most ~3.4 KB each (a 255-byte name, JSON-escaped, and 2 KiB of inline
+# data in base64), an index node 256 children of well under 1 KB. Received nodes are held to it.
+NODE_MAX = 4 << 20
+# A commit object: the message is at most paths.MAX_MESSAGE (8 KiB) bytes, up to 6x that once
+# JSON-escaped, plus a tree, two parents, a branch name and a time.
+COMMIT_MAX = 64 << 10
+# A manifest: about 80 bytes per chunk, so 256 MiB lists the ~3 million chunks of a multi-TB file.
+MANIFEST_MAX = 256 << 20
+MANIFEST_BYTES_PER_CHUNK = 80  # `["<64 hex digits>",<size up to 7 digits>],`
+# Kinds of stored object, one letter each: what `TreeStore.delta` yields (pfs.sync sends these letters).
+COMMIT, TREE, MANIFEST, BLOB = "c", "t", "m", "b"
 
 
 @dataclass(frozen=True)
@@ -198,6 +210,14 @@ class TreeStore:
             return node.level, [c.key for c in node.children]
         return None
 
+    def index_entries(self, key: str) -> tuple[int, list[Child]] | None:
+        """(level, children with their first names, entry counts and sizes) of a directory's
+        index node; None for a leaf. For checks of a tree's shape (received trees)."""
+        node = self._node(key)
+        if isinstance(node, _Index):
+            return node.level, list(node.children)
+        return None
+
     def _write_leaf(self, items: list[tuple[str, Entry]], batch: Batch) -> Child:
         data = self._leaf_bytes(items)
         key = hash_bytes(data)
@@ -356,34 +376,52 @@ class TreeStore:
         return None
 
     def apply(self, root: str | None, changes: dict[str, Entry | None], batch: Batch) -> str:
-        """A new root with `changes` (path -> new file entry, or None to delete) applied."""
-        key, _ = self._apply(root, changes, batch)
-        return key
+        """A new root with `changes` (path -> new file entry, or None to delete) applied.
 
-    def _apply(self, root: str | None, changes: dict[str, Entry | None], batch: Batch) -> tuple[str, int]:
-        direct: dict[str, Entry | None] = {}
-        nested: dict[str, dict[str, Entry | None]] = {}
+        Iterative, deepest directories first, so no depth of tree can exhaust the stack.
+        A file put wins over changes below the same name; a deletion of a name with
+        changes below it starts that directory afresh; directories exist only through
+        their files, so one left empty disappears."""
+        direct: dict[str, dict[str, Entry | None]] = {"": {}}  # directory -> name -> change
+        subdirs: dict[str, set[str]] = {"": set()}  # directory -> names of changed subdirectories
         for path, entry in changes.items():
-            head, sep, rest = path.partition("/")
-            if sep:
-                nested.setdefault(head, {})[rest] = entry
-            else:
-                direct[head] = entry
-        here: dict[str, Entry | None] = {}
-        for name in set(direct) | set(nested):
-            new = direct.get(name)
-            if new is not None:  # a file put wins over anything below it
-                here[name] = new
+            parent, _, name = path.rpartition("/")
+            d = ""
+            for part in parent.split("/") if parent else ():
+                child = join(d, part)
+                if child not in direct:
+                    direct[child], subdirs[child] = {}, set()
+                    subdirs[d].add(part)
+                d = child
+            direct[d][name] = entry
+        # Top down: each changed directory's current tree (None: new or started afresh);
+        # a directory under a file put is skipped, as the put replaces it whole.
+        base: dict[str, str | None] = {"": root}
+        order = sorted(direct, key=lambda d: d.count("/") + (d != ""))
+        for d in order[1:]:
+            parent, _, name = d.rpartition("/")
+            if parent not in base:
                 continue
-            sub = nested.get(name)
-            if not sub:
-                here[name] = None
+            if name in direct[parent]:
+                if direct[parent][name] is None:
+                    base[d] = None
                 continue
-            cur = None if name in direct else self.dir_get(root, name)
-            sub_key, sub_size = self._apply(cur.hash if cur is not None and cur.is_dir else None, sub, batch)
-            # directories exist only through their files
-            here[name] = None if sub_key == self.empty_tree else Entry("dir", sub_key, sub_size)
-        return self.dir_update(root, here, batch)
+            cur = self.dir_get(base[parent], name)
+            base[d] = cur.hash if cur is not None and cur.is_dir else None
+        # Bottom up: each directory rewritten with its own changes and its children's results.
+        done: dict[str, tuple[str, int]] = {}
+        for d in reversed(order):
+            if d not in base:
+                continue
+            here: dict[str, Entry | None] = dict(direct[d])
+            for name in subdirs[d]:
+                sub = done.get(join(d, name))
+                if sub is None:
+                    continue  # replaced by a file put
+                key, size = sub
+                here[name] = None if key == self.empty_tree else Entry("dir", key, size)
+            done[d] = self.dir_update(base[d], here, batch)
+        return done[""][0]
 
     def walk(self, root: str | None, prefix: str = "") -> Iterator[tuple[str, Entry]]:
         """Every file below `root`, depth first in path order."""
@@ -415,6 +453,65 @@ class TreeStore:
                 eb = None
             if ea != eb:
                 yield path, ea, eb
+
+    # ---- what a change adds, as objects (sync) -------------------------------------
+    def delta(self, new: str, old: str | None) -> Iterator[tuple[str, str]]:
+        """(kind, key) of every object under directory `new` that `old` does not already
+        reach at the same place, children before the nodes that name them.
+
+        Nodes shared with `old` are skipped whole; inside a changed node only entries that
+        differ from `old`'s are followed. So the cost is that of the change, not of the tree."""
+        if new == old:
+            return
+        old_nodes = self._node_keys(old) if old is not None else set()
+        fresh: list[str] = []  # new nodes of this directory, parents before children
+        leaves: list[str] = []
+        stack = [new]
+        while stack:
+            key = stack.pop()
+            if key in old_nodes:
+                continue
+            fresh.append(key)
+            index = self.index_children(key)
+            if index is not None:
+                stack.extend(index[1])
+            else:
+                leaves.append(key)
+        for leaf in leaves:
+            for name, entry in self.dir_items(leaf):
+                prev = self.dir_get(old, name)
+                if prev == entry:
+                    continue
+                if entry.is_dir:
+                    yield from self.delta(entry.hash, prev.hash if prev is not None and prev.is_dir else None)
+                else:
+                    yield from self._file_delta(entry, prev if prev is not None and not prev.is_dir else None)
+        for key in reversed(fresh):
+            yield TREE, key
+
+    def _node_keys(self, key: str) -> set[str]:
+        """Keys of every node of one directory, reading index nodes only (not its leaves)."""
+        out = {key}
+        stack = [key]
+        while stack:
+            index = self.index_children(stack.pop())
+            if index is not None:
+                level, children = index
+                out.update(children)
+                if level > 1:
+                    stack.extend(children)
+        return out
+
+    def _file_delta(self, entry: Entry, prev: Entry | None) -> Iterator[tuple[str, str]]:
+        if entry.data is not None:
+            return  # inline: its bytes are in the tree node
+        old = {k for k, _ in self.chunks(prev)} if prev is not None else set()
+        for key, _ in self.chunks(entry):
+            if key not in old:
+                old.add(key)
+                yield BLOB, key
+        if entry.manifest is not None and (prev is None or prev.manifest != entry.manifest):
+            yield MANIFEST, entry.manifest
 
     # ---- files -------------------------------------------------------------------
     def chunks(self, entry: Entry) -> tuple[tuple[str, int], ...]:

@@ -1,0 +1,290 @@
+"""What the client returns: typed, frozen records of the server's JSON answers.
+
+Field names are the JSON's, so a record reads like the answer it came from; a newer
+server may send more keys than a record knows, and they are left out. Times are the
+server's ISO 8601 strings.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Any, Self
+
+
+def _fields(cls: type, data: Mapping[str, Any]) -> dict[str, Any]:
+    """The keys of an answer that are fields of `cls`: a newer server may send more."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    return {k: v for k, v in data.items() if k in names}
+
+
+# ---- files ------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Written:
+    """A file written to a branch (dirty until commit): `hash` is its content's BLAKE3."""
+
+    branch: str
+    path: str
+    size: int
+    hash: str
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Written:
+        return cls(**_fields(cls, data))
+
+
+@dataclasses.dataclass(frozen=True)
+class Unpacked:
+    """A tar stream (or a local directory) staged under `prefix`: how many files, how many bytes."""
+
+    branch: str
+    prefix: str
+    files: int
+    size: int
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Unpacked:
+        return cls(**_fields(cls, data))
+
+
+@dataclasses.dataclass(frozen=True)
+class FileInfo:
+    """One entry of a directory listing: `type` is "file" (with size and hash) or "dir"."""
+
+    path: str
+    name: str
+    type: str
+    size: int | None = None
+    hash: str | None = None
+
+    @property
+    def is_dir(self) -> bool:
+        return self.type == "dir"
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> FileInfo:
+        return cls(**_fields(cls, data))
+
+
+# ---- commits and branches -----------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class CommitInfo:
+    """A commit: `jobs` names the jobs a commit with `run` queued, in the order they run."""
+
+    id: str
+    tree: str
+    parents: tuple[str, ...]
+    branch: str
+    time: str
+    message: str
+    jobs: tuple[str, ...] = ()
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Self:
+        fields = _fields(cls, data)
+        return cls(**{**fields, "parents": tuple(data["parents"]), "jobs": tuple(data.get("jobs") or ())})
+
+
+@dataclasses.dataclass(frozen=True)
+class Merged(CommitInfo):
+    """A merge's result: `kind` is "up-to-date", "fast-forward" or "merge"; the rest is the
+    branch's (new) head commit."""
+
+    kind: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class BranchInfo:
+    """A branch and its head commit (None: no commit yet)."""
+
+    name: str
+    head: str | None
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> BranchInfo:
+        return cls(**_fields(cls, data))
+
+
+@dataclasses.dataclass(frozen=True)
+class Change:
+    """A file that differs between two commits: `status` A (added), M (modified) or D
+    (deleted); `old` and `new` are its content hashes on each side."""
+
+    path: str
+    status: str
+    old: str | None = None
+    new: str | None = None
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Change:
+        return cls(**_fields(cls, data))
+
+
+@dataclasses.dataclass(frozen=True)
+class FsckReport:
+    """A check of every reachable object: `ok` when `problems` is empty."""
+
+    ok: bool
+    problems: tuple[str, ...]
+    commits: int = 0
+    trees: int = 0
+    files: int = 0
+    chunks: int = 0
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> FsckReport:
+        return cls(**{**_fields(cls, data), "problems": tuple(data.get("problems") or ())})
+
+
+# ---- sync ---------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Ancestor:
+    """A commit of a sender's graph page and its parents."""
+
+    id: str
+    parents: tuple[str, ...]
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Ancestor:
+        return cls(id=data["id"], parents=tuple(data["parents"]))
+
+
+@dataclasses.dataclass(frozen=True)
+class ReceiveCounts:
+    """What a receiver took from one object stream."""
+
+    objects: int
+    bytes: int
+    commits: int
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> ReceiveCounts:
+        return cls(**_fields(cls, data))
+
+
+@dataclasses.dataclass(frozen=True)
+class RefUpdate:
+    """A branch moved by a transfer: `result` is created, fast-forward, forced, up-to-date or ahead."""
+
+    branch: str
+    old: str | None
+    new: str
+    result: str
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> RefUpdate:
+        return cls(**_fields(cls, data))
+
+
+# ---- jobs -----------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Job:
+    """A stored job spec (`GET /job/<name>`)."""
+
+    name: str
+    type: str  # "map" | "reduce"
+    input: str  # a directory, "job/<name>" or "s3://bucket/prefix"
+    command: tuple[str, ...]
+    parallelism: int
+    inflight: int
+    timeout: float
+    start_timeout: float
+    retries: int
+    memory: int
+    cpus: float
+    pids: int
+    env: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    image: str | None = None
+    runtime: str | None = None
+    skip_failed: bool = False
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Job:
+        return cls(**{**_fields(cls, data), "command": tuple(data["command"]), "env": dict(data.get("env") or {})})
+
+    def spec(self) -> dict[str, Any]:
+        """The spec as the server stores it (keys sorted, unset ones left out): what `put_job` takes."""
+        out = {k: v for k, v in sorted(dataclasses.asdict(self).items()) if k != "name" and v is not None}
+        out["command"] = list(self.command)
+        return out
+
+
+@dataclasses.dataclass(frozen=True)
+class Failure:
+    """A file a map job could not map, and why."""
+
+    path: str
+    error: str
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Failure:
+        return cls(**_fields(cls, data))
+
+
+@dataclasses.dataclass(frozen=True)
+class JobRun:
+    """One job of a run: `state` is pending, running, succeeded, reused, failed or skipped;
+    `failed` counts the files that failed, `failures` lists the first of them."""
+
+    commit: str
+    job: str
+    state: str
+    type: str
+    input: str
+    total: int
+    done: int
+    reused: int
+    failed: int
+    progress: str  # e.g. "7/10 files mapped, 2 failed, 990 reused"
+    error: str | None = None
+    output_tree: str | None = None
+    image: str | None = None
+    skip_failed: bool = False
+    failures: tuple[Failure, ...] = ()
+    started: str | None = None  # ISO 8601
+    finished: str | None = None
+    seconds: float | None = None
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> JobRun:
+        failures = tuple(Failure.from_json(f) for f in data.get("failures") or ())
+        return cls(**{**_fields(cls, data), "failures": failures})
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+    """A run of the job DAG on a commit: `state` is queued, running, succeeded or failed.
+    `jobs` is filled in by `run_status` and `wait_run` (not by `runs`)."""
+
+    commit: str
+    branch: str
+    state: str
+    created: str  # ISO 8601
+    started: str | None = None
+    finished: str | None = None
+    error: str | None = None
+    jobs: tuple[JobRun, ...] = ()
+
+    @property
+    def over(self) -> bool:
+        return self.state in ("succeeded", "failed")
+
+    def job(self, name: str) -> JobRun:
+        """The run's job `name`; KeyError if the run has none by that name."""
+        for j in self.jobs:
+            if j.job == name:
+                return j
+        raise KeyError(name)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Run:
+        jobs = tuple(JobRun.from_json(j) for j in data.get("jobs") or ())
+        return cls(**{**_fields(cls, data), "jobs": jobs})
