@@ -453,8 +453,9 @@ class AppServer:
             for key, value in {**self.storage.env(), **self.extra_env}.items():
                 mp.setenv(key, value)
             cfg = Config.from_env(str(self.data_dir))
-            self.repo = cfg.open()
-            self.app = create_app(self.repo, cfg.jobs(self.repo))
+            self.repos = cfg.open_repos()
+            self.repo = self.repos.default
+            self.app = create_app(self.repos, cfg.jobs(self.repos))
         self._portal_cm: AbstractContextManager[anyio.from_thread.BlockingPortal] = (
             anyio.from_thread.start_blocking_portal(name="pfs-app")
         )
@@ -483,7 +484,7 @@ class AppServer:
             self.portal.call(self.portal.stop, True)
         finally:
             self._portal_cm.__exit__(None, None, None)
-            for part in (self.repo.meta, self.repo.objects):  # `pfs serve` leaves that to its exit
+            for part in (self.repos.db, self.repos.objects):  # `pfs serve` leaves that to its exit
                 close = getattr(part, "close", None)
                 if close is not None:
                     close()

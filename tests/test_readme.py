@@ -47,6 +47,7 @@ BUDGET = 900.0  # seconds for all blocks; a warm run takes a few minutes at most
 EXPECT = [
     ('curl "localhost:8080/diff?from=master&to=exp"', ["M\ta.txt"]),
     ("# the reduce's output: 9", ["9", "4", "12"]),
+    ("# without force: 409, it has commits", ["meow", "Deleted repository scratch.", "Deleted repository images."]),
     ('print(c.get_file("py/a.txt", commit=head))', ["b'hello'", "master is not at that commit"]),
     ("curl localhost:8082/file/a.txt", ["hello compose"]),
     ("curl localhost:8083/file/a.txt", ["hello compose", "from the host"]),

@@ -144,14 +144,51 @@ class PfsGroup(click.Group):
 
 @click.group(cls=PfsGroup)
 @click.option("--url", envvar="PFS_URL", default=DEFAULT_URL, show_default=True, help="pfs server")
+@click.option("--repo", "-r", envvar="PFS_REPO", default=None, help="repository (default: the server's default one)")
 @click.pass_context
-def main(ctx: click.Context, url: str) -> None:
+def main(ctx: click.Context, url: str, repo: str | None) -> None:
     """pfs: a versioned file system with dockerized MapReduce."""
-    ctx.obj = url
+    ctx.obj = (url, repo or None)
 
 
 def client(ctx: click.Context) -> Client:
-    return Client(ctx.obj)
+    url, repo = ctx.find_root().obj
+    return Client(url, repo=repo)
+
+
+# ---- repositories -------------------------------------------------------------------------
+
+
+@main.group("repo", invoke_without_command=False)
+def repo_group() -> None:
+    """Repositories of the server: list, create, delete."""
+
+
+@repo_group.command("list")
+@click.pass_context
+def repo_list(ctx: click.Context) -> None:
+    """Every repository, one per line (the default one marked)."""
+    for r in client(ctx).repos():
+        click.echo(f"{printable(r.name)}\t{printable(r.created)}" + ("\tdefault" if r.default else ""))
+
+
+@repo_group.command("create")
+@click.argument("name")
+@click.pass_context
+def repo_create(ctx: click.Context, name: str) -> None:
+    """Create an empty repository NAME (a valid S3 bucket name) with a master branch."""
+    r = client(ctx).create_repo(name)
+    click.echo(f"Created repository {printable(r.name)}.")
+
+
+@repo_group.command("delete")
+@click.argument("name")
+@click.option("--force", is_flag=True, help="delete even with commits, uncommitted writes or jobs")
+@click.pass_context
+def repo_delete(ctx: click.Context, name: str, force: bool) -> None:
+    """Delete repository NAME and everything in it (refused unless empty, or --force)."""
+    client(ctx).delete_repo(name, force)
+    click.echo(f"Deleted repository {printable(name)}.")
 
 
 def _interactive() -> bool:
@@ -328,6 +365,13 @@ class Transfer:
     show_default=True,
     help="who adds the host rule cutting job containers off from this host: pfs (needs root) or the operator",
 )
+@click.option(
+    "--default-repo",
+    envvar="PFS_DEFAULT_REPO",
+    default="default",
+    show_default=True,
+    help="the repository that routes without /repo/<name>/ address (made if missing)",
+)
 @click.option("--log-level", envvar="PFS_LOG_LEVEL", default="warning", show_default=True, help="info logs requests")
 def serve(
     addr: str,
@@ -347,10 +391,11 @@ def serve(
     job_max_parallelism: int | None,
     job_user: str,
     job_firewall: str,
+    default_repo: str,
     log_level: str,
 ) -> None:
     """Run a pfs node: embedded storage (SQLite + local objects) by default; with PostgreSQL
-    and S3, as many nodes as you like serve one repository."""
+    and S3, as many nodes as you like serve the same repositories."""
     from .config import Config, parse_addr, parse_size, split_list  # storage loads only for the verbs using it
     from .http.guard import Limits
     from .http.node import serve as run_node
@@ -368,6 +413,12 @@ def serve(
     cfg.job_max_cpus = job_max_cpus or cfg.job_max_cpus
     cfg.job_max_parallelism = job_max_parallelism or cfg.job_max_parallelism
     cfg.job_user, cfg.job_firewall = job_user, job_firewall
+    from .paths import check_repo_name
+
+    try:
+        cfg.default_repo = check_repo_name(default_repo)
+    except errors.InvalidName as exc:
+        raise click.BadParameter(exc.message, param_hint="--default-repo") from None
     try:
         host, port = parse_addr(addr)
     except ValueError as exc:
@@ -644,9 +695,17 @@ def fsck(
         cfg = Config.from_env(data_dir)
         cfg.meta_url = meta_url or cfg.meta_url
         cfg.objects_url = objects_url or cfg.objects_url
-        r = run_fsck(cfg.open_existing(), verify_data=not quick)
-        problems, ok = r.problems, r.ok
-        counts = [str(n) for n in (r.commits, r.trees, r.files, r.chunks)]
+        repos = cfg.open_existing()
+        _, only = ctx.find_root().obj
+        targets = [repos.get(only)] if only else list(repos.each())
+        problems, totals = [], [0, 0, 0, 0]
+        for repo in targets:
+            r = run_fsck(repo, verify_data=not quick)
+            where = f"{repo.name}: " if len(targets) > 1 else ""
+            problems += [where + p for p in r.problems]
+            totals = [a + b for a, b in zip(totals, (r.commits, r.trees, r.files, r.chunks), strict=True)]
+        ok = not problems
+        counts = [str(n) for n in totals]
     for p in problems:
         click.echo(printable(p))
     click.echo(("ok: " if ok else "FAILED: ") + "{} commits, {} trees, {} files, {} chunks".format(*counts))
@@ -701,7 +760,7 @@ def clone(ctx: click.Context, source: str, dest: str | None) -> None:
     """Copy every branch of the pfs at SOURCE, with its full history, into an empty pfs."""
     from . import sync
 
-    _run_sync("clone", lambda show: sync.clone(source, dest or ctx.obj, on_progress=show))
+    _run_sync("clone", lambda show: sync.clone(source, dest or client(ctx).url, on_progress=show))
 
 
 @main.command()
@@ -714,7 +773,7 @@ def pull(ctx: click.Context, remote: str, branches: tuple[str, ...], force: bool
     from . import sync
 
     specs = _refspecs(branches)
-    _run_sync("pull", lambda show: sync.pull(remote, ctx.obj, specs, force=force, on_progress=show))
+    _run_sync("pull", lambda show: sync.pull(remote, client(ctx).url, specs, force=force, on_progress=show))
 
 
 @main.command()
@@ -727,7 +786,7 @@ def push(ctx: click.Context, remote: str, branches: tuple[str, ...], force: bool
     from . import sync
 
     specs = _refspecs(branches)
-    _run_sync("push", lambda show: sync.push(ctx.obj, remote, specs, force=force, on_progress=show))
+    _run_sync("push", lambda show: sync.push(client(ctx).url, remote, specs, force=force, on_progress=show))
 
 
 @main.group()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 import queue
+import re
 import shutil
 import subprocess
 import tarfile
@@ -23,6 +24,7 @@ import httpx
 import orjson
 
 from . import errors
+from .paths import check_repo_name
 from .records import (
     Ancestor,
     BranchInfo,
@@ -35,6 +37,7 @@ from .records import (
     Merged,
     ReceiveCounts,
     RefUpdate,
+    RepoInfo,
     Run,
     Unpacked,
     Written,
@@ -53,13 +56,33 @@ def _q(path: str) -> str:
 # ---- what the job routes answer, typed -------------------------------------------------
 
 
+_REPO_URL = re.compile(r"^(?P<root>.*?)/repo/(?P<repo>[^/]+)$")
+
+
+def split_repo_url(url: str) -> tuple[str, str | None]:
+    """ "http://h:8080/repo/data" -> ("http://h:8080", "data"); a server's url -> (url, None)."""
+    m = _REPO_URL.match(url.rstrip("/"))
+    return (m["root"], m["repo"]) if m else (url.rstrip("/"), None)
+
+
 class Client:
     def __init__(
-        self, url: str | None = None, timeout: float = 300.0, transport: httpx.BaseTransport | None = None
+        self,
+        url: str | None = None,
+        timeout: float = 300.0,
+        transport: httpx.BaseTransport | None = None,
+        repo: str | None = None,
     ) -> None:
-        """`transport` replaces the network (httpx's own): tests pass one that hands requests
-        to a server's ASGI app in the same process."""
-        self.url = (url or os.environ.get("PFS_URL") or DEFAULT_URL).rstrip("/")
+        """`url` is a server (its default repository) or one repository of it
+        (`…/repo/<name>`); `repo` names one instead (env PFS_REPO). `transport` replaces the
+        network (httpx's own): tests pass one that hands requests to a server's ASGI app in
+        the same process."""
+        self.root, in_url = split_repo_url(url or os.environ.get("PFS_URL") or DEFAULT_URL)
+        self.repo_name = repo or in_url or os.environ.get("PFS_REPO") or None
+        if self.repo_name is not None:
+            check_repo_name(self.repo_name)
+        self.url = f"{self.root}/repo/{self.repo_name}" if self.repo_name else self.root
+        self._timeout, self._transport = timeout, transport
         self.http = httpx.Client(
             base_url=self.url,
             timeout=httpx.Timeout(timeout, connect=10.0),
@@ -106,6 +129,25 @@ class Client:
             return resp.json()
         except ValueError:  # something else answers at that address (a proxy's page, another service)
             raise errors.PfsError(f"{self.url} answered HTTP {resp.status_code} without JSON: is it pfs?") from None
+
+    # ---- repositories ----------------------------------------------------------------
+    def repo(self, name: str | None) -> Client:
+        """A client of repository `name` of the same server (None: its default one)."""
+        if name is None:
+            # `repo=None` would fall back to PFS_REPO: the default repository is the bare url
+            other = Client(self.root, self._timeout, self._transport)
+            other.repo_name, other.url = None, self.root
+            return other
+        return Client(self.root, self._timeout, self._transport, repo=name)
+
+    def repos(self) -> list[RepoInfo]:
+        return [RepoInfo.from_json(r) for r in self._call("GET", f"{self.root}/repo")]
+
+    def create_repo(self, name: str) -> RepoInfo:
+        return RepoInfo.from_json(self._call("POST", f"{self.root}/repo/{_q(check_repo_name(name))}"))
+
+    def delete_repo(self, name: str, force: bool = False) -> None:
+        self._call("DELETE", f"{self.root}/repo/{_q(check_repo_name(name))}", params={"force": "1" if force else None})
 
     # ---- files ---------------------------------------------------------------------
     def put_file(self, path: str, data: bytes | IO[bytes] | Iterable[bytes], branch: str = "master") -> Written:

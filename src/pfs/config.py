@@ -9,14 +9,15 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypeVar
 
 from .errors import BadRequest, NotFound
+from .repository.registry import Repositories
 from .repository.repo import Repository
-from .storage.meta import SqlMetaStore, sqlite_url
+from .storage.meta import Database, sqlite_url
 from .storage.objects import LocalObjectStore, ObjectStore
 
 T = TypeVar("T")
 
 if TYPE_CHECKING:
-    from .jobs.service import Jobs
+    from .jobs.service import JobEngine
 
 
 def default_data_dir() -> str:
@@ -29,6 +30,7 @@ class Config:
     meta_url: str | None = None  # default: SQLite in data_dir; postgresql://... for a cluster
     objects_url: str | None = None  # default: data_dir; s3://bucket/prefix for a cluster
     max_file_size: int | None = None  # bytes; None: unlimited
+    default_repo: str = "default"  # the repository the seed's unprefixed routes address
     # The runtime of specs that name none: "docker" (None), "swarm", or "process", which
     # also lets specs run as host processes: only this operator's choice enables it.
     job_runtime: str | None = None
@@ -49,6 +51,7 @@ class Config:
             meta_url=os.environ.get("PFS_META_URL") or None,
             objects_url=os.environ.get("PFS_OBJECTS_URL") or None,
             max_file_size=int(limit) if limit else None,
+            default_repo=os.environ.get("PFS_DEFAULT_REPO") or "default",
             job_runtime=os.environ.get("PFS_JOB_RUNTIME") or None,
             job_s3_inputs=split_list(os.environ.get("PFS_JOB_S3_INPUTS", "")),
             job_max_memory=_env(parse_size, "PFS_JOB_MAX_MEMORY"),
@@ -77,20 +80,28 @@ class Config:
         return f"metadata {meta}, objects {self.objects_url or os.path.abspath(self.data_dir)}"
 
     def open(self) -> Repository:
-        os.makedirs(self.data_dir, exist_ok=True)
-        meta = SqlMetaStore(normalize_meta_url(self.meta_url) if self.meta_url else sqlite_url(self.data_dir))
-        return Repository(self.open_objects(), meta, max_file_size=self.max_file_size)
+        """The default repository (tools and tests that use one)."""
+        return self.open_repos().default
 
-    def open_existing(self) -> Repository:
-        """The repository this names, as it is: a data dir, SQLite file or object directory that
-        is not there is an error, never created (`open` would make them), so a mistyped
+    def open_repos(self) -> Repositories:
+        """Every repository of this node's stores, made where missing."""
+        os.makedirs(self.data_dir, exist_ok=True)
+        db = Database(self.db_url(), self.default_repo)
+        return Repositories(db, self.open_objects(), self.default_repo, self.max_file_size)
+
+    def db_url(self) -> str:
+        return normalize_meta_url(self.meta_url) if self.meta_url else sqlite_url(self.data_dir)
+
+    def open_existing(self) -> Repositories:
+        """The repositories this names, as they are: a data dir, SQLite file or object directory
+        that is not there is an error, never created (`open` would make them), so a mistyped
         path never leaves an empty repository behind."""
         from sqlalchemy.engine import make_url
 
         hint = ": give --data-dir, or --url to check a server"
         if not self.meta_url and not os.path.isdir(self.data_dir):
             raise NotFound(f"no pfs data directory at {os.path.abspath(self.data_dir)}{hint}")
-        meta_url = normalize_meta_url(self.meta_url) if self.meta_url else sqlite_url(self.data_dir)
+        meta_url = self.db_url()
         if meta_url.startswith("sqlite"):
             db = make_url(meta_url).database or ""
             if not os.path.isfile(db):
@@ -109,7 +120,7 @@ class Config:
             if not os.path.isdir(os.path.join(root, "objects")):
                 raise NotFound(f"no pfs objects in {os.path.abspath(root)}{hint}")
             objects = LocalObjectStore(root)
-        return Repository(objects, SqlMetaStore(meta_url))
+        return Repositories(Database(meta_url, self.default_repo), objects, self.default_repo)
 
     def open_objects(self) -> ObjectStore:
         url = self.objects_url
@@ -141,11 +152,11 @@ class Config:
             os.replace(tmp, path)
             return self.instance()
 
-    def jobs(self, repo: Repository) -> Jobs:
-        """The jobs service of this node (its scheduler is started with `Jobs.start`)."""
+    def jobs(self, repos: Repositories) -> JobEngine:
+        """The jobs engine of this node (its scheduler is started with `JobEngine.start`)."""
         from .jobs.runtime import JobLimits, Sandbox
         from .jobs.scheduler import STALE
-        from .jobs.service import Jobs
+        from .jobs.service import JobEngine
 
         state = os.path.join(self.data_dir, "jobs")
         os.makedirs(state, exist_ok=True)
@@ -155,8 +166,8 @@ class Config:
             from .storage.s3 import parse_s3_url
 
             own_bucket = parse_s3_url(self.objects_url)[0]
-        return Jobs(
-            repo,
+        return JobEngine(
+            repos.each,
             self.instance(),
             state,
             self.job_runtime,

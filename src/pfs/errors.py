@@ -53,6 +53,10 @@ class BranchNotFound(NotFound):
     code = "branch_not_found"
 
 
+class RepositoryNotFound(NotFound):
+    code = "repository_not_found"
+
+
 class Conflict(PfsError):
     status = 409
     code = "conflict"
@@ -72,6 +76,10 @@ class PathConflict(Conflict):
     """A file is in the way of a directory, or the other way round."""
 
     code = "path_conflict"
+
+
+class RepositoryNotEmpty(Conflict):
+    code = "repository_not_empty"
 
 
 class MergeConflict(Conflict):

@@ -61,6 +61,27 @@ def check_branch(name: str) -> str:
     return name
 
 
+_REPO_RE = re.compile(r"^[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$")
+_IPV4_RE = re.compile(r"^\d+\.\d+\.\d+\.\d+$")
+
+
+def check_repo_name(name: str) -> str:
+    """Repository names are S3 bucket names (the gateway's buckets): 3-63 characters,
+    lowercase letters, digits and hyphens, a letter or digit at each end; not the forms
+    S3 reserves (`xn--…`, `…-s3alias`)."""
+    if (
+        not _REPO_RE.fullmatch(name)
+        or name.startswith(("xn--", "sthree-"))
+        or name.endswith(("-s3alias", "--ol-s3"))
+        or _IPV4_RE.fullmatch(name)
+    ):
+        raise InvalidName(
+            f"invalid repository name {name[:100]!r}: 3-63 lowercase letters, digits and '-',"
+            " starting and ending with a letter or digit"
+        )
+    return name
+
+
 def check_message(message: str) -> str:
     """Commit messages: any text (newlines too; plain-text output escapes what it shows),
     bounded, since every log reader pays for every message."""

@@ -18,6 +18,22 @@ def _fields(cls: type, data: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in data.items() if k in names}
 
 
+# ---- repositories -----------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class RepoInfo:
+    """A repository of the server; `default` is the one its unprefixed routes address."""
+
+    name: str
+    created: str
+    default: bool = False
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Self:
+        return cls(**_fields(cls, data))
+
+
 # ---- files ------------------------------------------------------------------------------
 
 

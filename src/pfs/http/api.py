@@ -31,8 +31,8 @@ from starlette.convertors import PathConvertor, register_url_convertor
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import PlainTextResponse, Response, StreamingResponse
-from starlette.routing import Route, request_response
-from starlette.types import Receive, Scope, Send
+from starlette.routing import BaseRoute, Mount, Route, Router, request_response
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ..errors import (
     BadRequest,
@@ -45,11 +45,12 @@ from ..errors import (
     RunNotFound,
     Unavailable,
 )
-from ..jobs.service import Jobs
+from ..jobs.service import JobEngine, Jobs
 from ..jobs.spec import MAX_SPEC_BYTES, check_job_name
 from ..paths import check_branch, clean_path, join
 from ..repository.fsck import fsck
 from ..repository.reader import Reader
+from ..repository.registry import RepoInfo, Repositories
 from ..repository.repo import Repository
 from ..storage.meta import Failure, JobRun, JobState, Run
 from ..storage.trees import Commit, Entry
@@ -286,14 +287,14 @@ class endpoint:  # noqa: N801 - reads as a function in the route table
 
 
 class Node:
-    """What the API serves: a repository and its jobs service, once the stores answer."""
+    """What the API serves: the repositories and the jobs engine, once the stores answer."""
 
     @property
-    def repo(self) -> Repository:
+    def repos(self) -> Repositories:
         raise NotImplementedError
 
     @property
-    def jobs(self) -> Jobs | None:
+    def jobs(self) -> JobEngine | None:
         raise NotImplementedError
 
     def start(self) -> None:
@@ -309,16 +310,16 @@ class Node:
 class OpenNode(Node):
     """A node whose stores are already open (tests, embedded use)."""
 
-    def __init__(self, repo: Repository, jobs: Jobs | None = None) -> None:
-        self._repo = repo
+    def __init__(self, repos: Repositories, jobs: JobEngine | None = None) -> None:
+        self._repos = repos
         self._jobs = jobs
 
     @property
-    def repo(self) -> Repository:
-        return self._repo
+    def repos(self) -> Repositories:
+        return self._repos
 
     @property
-    def jobs(self) -> Jobs | None:
+    def jobs(self) -> JobEngine | None:
         return self._jobs
 
     def start(self) -> None:
@@ -330,23 +331,24 @@ class OpenNode(Node):
             self._jobs.close()
 
     def readiness(self) -> tuple[bool, str]:
-        return self._repo.check_stores()
+        return self._repos.default.check_stores()
 
 
 class Server:
     def __init__(self, node: Node) -> None:
         self.node = node
 
-    @property
-    def repo(self) -> Repository:
-        return self.node.repo
+    def repo(self, request: Request) -> Repository:
+        """The repository a request addresses: `/repo/<name>/…` (looked up by `InRepo`
+        before the handler), else the default one."""
+        repo: Repository | None = request.scope.get(REPO_SCOPE)
+        return repo if repo is not None else self.node.repos.default
 
-    @property
-    def jobs(self) -> Jobs:
-        jobs = self.node.jobs
-        if jobs is None:
+    def jobs(self, request: Request) -> Jobs:
+        engine = self.node.jobs
+        if engine is None:
             raise Conflict("jobs are not enabled on this server")
-        return jobs
+        return engine.of(self.repo(request))
 
     # ---- health ---------------------------------------------------------------------
     @accepts()
@@ -362,10 +364,33 @@ class Server:
             raise Unavailable(f"not ready: {why}")
         return respond(request, "ready\n", {"ready": True})
 
+    # ---- repositories --------------------------------------------------------------
+    @accepts()
+    async def repo_list(self, request: Request, q: Params) -> Response:
+        infos = await run(self.node.repos.list)
+        return respond(request, "".join(repo_line(r) for r in infos), [repo_json(r) for r in infos])
+
+    @accepts()
+    async def repo_get(self, request: Request, q: Params) -> Response:
+        info = await run(self.node.repos.info, request.path_params["name"])
+        return respond(request, repo_line(info), repo_json(info))
+
+    @accepts()
+    async def repo_create(self, request: Request, q: Params) -> Response:
+        await drain(request)
+        info = await run(self.node.repos.create, request.path_params["name"])
+        return respond(request, f"Created repository {info.name}.\n", repo_json(info), status=201)
+
+    @accepts(flags=("force",))
+    async def repo_delete(self, request: Request, q: Params) -> Response:
+        name = request.path_params["name"]
+        await run(self.node.repos.delete, name, q.flag("force"))
+        return respond(request, f"Deleted repository {name}.\n", {"name": name, "deleted": True})
+
     # ---- files ---------------------------------------------------------------------
     @accepts("branch", "commit")
     async def get_file(self, request: Request, q: Params) -> Response:
-        view = await run(self.repo.view, q.get("branch"), q.get("commit"))
+        view = await run(self.repo(request).view, q.get("branch"), q.get("commit"))
         return await self.read_path(request, path_param(request), view)
 
     @accepts("branch")
@@ -376,14 +401,14 @@ class Server:
         path = clean_path(raw)
         branch = q.branch()
         length = request.headers.get("content-length")
-        limit = self.repo.max_file_size
+        limit = self.repo(request).max_file_size
         if limit is not None and length and length.isdigit() and int(length) > limit:
             raise PayloadTooLarge(f"file larger than the limit of {limit} bytes")
         if not (length and length.isdigit() and int(length) <= EARLY_CHECK_MIN):
             # fail before reading a big body; a small one is checked only when staged
             # (that check is needed anyway: the branch may change during the upload)
-            await run(self.repo.check_writable, branch, path)
-        writer = self.repo.writer()
+            await run(self.repo(request).check_writable, branch, path)
+        writer = self.repo(request).writer()
         buf = bytearray()
         try:
             async for piece in request.stream():
@@ -401,7 +426,7 @@ class Server:
         except BaseException:
             writer.abort()
             raise
-        await run(self.repo.stage_file, branch, path, entry)
+        await run(self.repo(request).stage_file, branch, path, entry)
         return respond(
             request,
             f"Created {branch}/{one_line(path)}, size: {entry.size}.\n",
@@ -413,7 +438,7 @@ class Server:
     async def delete_file(self, request: Request, q: Params) -> Response:
         path = clean_path(path_param(request))
         branch = q.branch()
-        n = await run(self.repo.delete, branch, path, q.flag("recursive"))
+        n = await run(self.repo(request).delete, branch, path, q.flag("recursive"))
         return respond(request, f"Deleted {branch}/{one_line(path)}.\n", {"branch": branch, "path": path, "deleted": n})
 
     @accepts("branch")
@@ -423,7 +448,7 @@ class Server:
         branch = q.branch()
         reader = BodyReader(request.stream().__aiter__())
         try:  # the branch is checked (404) before the body is read
-            items = await run(self.repo.stage_tar, branch, prefix, reader)
+            items = await run(self.repo(request).stage_tar, branch, prefix, reader)
         except PfsError:
             await drain(request)
             raise
@@ -450,7 +475,9 @@ class Server:
         headers = {"content-length": str(entry.size), "etag": f'"{entry.hash}"'}
         if request.method == "HEAD":
             return headers_only("application/octet-stream", headers)
-        return StreamingResponse(self._stream([entry]), media_type="application/octet-stream", headers=headers)
+        return StreamingResponse(
+            self._stream(self.repo(request), [entry]), media_type="application/octet-stream", headers=headers
+        )
 
     async def get_dir(self, request: Request, view: Reader, path: str) -> Response:
         entry = await run(view.lookup, path)
@@ -470,43 +497,42 @@ class Server:
                     if not e.is_dir:
                         yield e
 
-        return StreamingResponse(self._stream(files()), media_type="application/octet-stream")
+        return StreamingResponse(self._stream(self.repo(request), files()), media_type="application/octet-stream")
 
-    async def _stream(self, entries: AsyncIterator[Entry] | list[Entry]) -> AsyncIterator[bytes]:
+    async def _stream(self, repo: Repository, entries: AsyncIterator[Entry] | list[Entry]) -> AsyncIterator[bytes]:
         # Each chunk is verified before it is sent; a bad one aborts the response, so a
         # client never receives corrupt bytes as a complete, successful body.
         async for entry in _aiter(entries):
             if entry.data is not None:
                 yield entry.data
                 continue
-            async for piece in pump(self.repo.read_file(entry)):
+            async for piece in pump(repo.read_file(entry)):
                 yield piece
 
     # ---- commits and branches ------------------------------------------------------
     @accepts()
     async def list_commits(self, request: Request, q: Params) -> Response:
-        return await respond_many(request, self.repo.all_commits(), commit_line, commit_json)
+        return await respond_many(request, self.repo(request).all_commits(), commit_line, commit_json)
 
     @accepts("branch", "message", "expect", flags=("run",), empty=("expect", "message"))
     async def commit(self, request: Request, q: Params) -> Response:
         branch = q.branch()
         if q.flag("run"):
-            self.jobs  # noqa: B018 - refuse before committing when jobs are off
-            await run(self.jobs.plan)  # a broken DAG refuses before committing
-        c = await run(self.repo.commit_branch, branch, q.get("message", "") or "", q.get("expect"))
+            await run(self.jobs(request).plan)  # a broken DAG refuses before committing
+        c = await run(self.repo(request).commit_branch, branch, q.get("message", "") or "", q.get("expect"))
         data = commit_json(c)
         if q.flag("run"):
-            data["jobs"] = await run(self.jobs.submit, c.id, branch)
+            data["jobs"] = await run(self.jobs(request).submit, c.id, branch)
         return respond(request, c.id + "\n", data, status=201)
 
     @accepts()
     async def commit_one(self, request: Request, q: Params) -> Response:
-        c = await run(self.repo.resolve, request.path_params["id"])
+        c = await run(self.repo(request).resolve, request.path_params["id"])
         return respond(request, commit_line(c), commit_json(c))
 
     @accepts()
     async def list_branches(self, request: Request, q: Params) -> Response:
-        refs = await run(self.repo.branches)
+        refs = await run(self.repo(request).branches)
         return respond(
             request,
             "".join(f"{name}    {head or '-'}\n" for name, head in refs),
@@ -518,7 +544,7 @@ class Server:
         name = q.get("branch")
         if not name:
             raise BadRequest("missing query parameter 'branch'")
-        head = await run(self.repo.create_branch, name, q.get("commit"))
+        head = await run(self.repo(request).create_branch, name, q.get("commit"))
         return respond(
             request, f"Created branch. ({head or '-'}) -> {name}.\n", {"name": name, "head": head}, status=201
         )
@@ -526,13 +552,13 @@ class Server:
     @accepts()
     async def get_branch(self, request: Request, q: Params) -> Response:
         name = check_branch(request.path_params["name"])
-        head = await run(self.repo.branch_head, name)
+        head = await run(self.repo(request).branch_head, name)
         return respond(request, f"{name}    {head or '-'}\n", {"name": name, "head": head})
 
     @accepts()
     async def delete_branch(self, request: Request, q: Params) -> Response:
         name = check_branch(request.path_params["name"])
-        await run(self.repo.delete_branch, name)
+        await run(self.repo(request).delete_branch, name)
         return respond(request, f"Deleted branch {name}.\n", {"name": name, "deleted": True})
 
     @accepts("branch", "commit", "limit")
@@ -544,14 +570,14 @@ class Server:
         if limit_s is not None and not limit_s.isdigit():
             raise BadRequest("limit must be a non-negative integer")
         limit = int(limit_s) if limit_s is not None else None
-        return await respond_many(request, self.repo.log(ref, limit), commit_line, commit_json)
+        return await respond_many(request, self.repo(request).log(ref, limit), commit_line, commit_json)
 
     @accepts("from", "to")
     async def diff(self, request: Request, q: Params) -> Response:
         a, b = q.get("from"), q.get("to")
         if not a or not b:
             raise BadRequest("diff needs query parameters 'from' and 'to' (commits or branches)")
-        changes = await run(self.repo.diff, a, b)  # resolves both ends: errors come first
+        changes = await run(self.repo(request).diff, a, b)  # resolves both ends: errors come first
 
         def item(change: tuple[str, Entry | None, Entry | None]) -> dict[str, Any]:
             path, old, new = change
@@ -571,7 +597,7 @@ class Server:
         source, into = q.get("from"), q.get("into") or q.get("branch")
         if not source or not into:
             raise BadRequest("merge needs query parameters 'from' and 'into'")
-        res = await run(self.repo.merge, source, into, q.get("strategy"), q.get("message"))
+        res = await run(self.repo(request).merge, source, into, q.get("strategy"), q.get("message"))
         return respond(
             request,
             f"{res.commit.id}\n",
@@ -584,18 +610,18 @@ class Server:
         target = q.get("commit")
         if not target:
             raise BadRequest("revert needs query parameter 'commit' (the commit to go back to)")
-        c = await run(self.repo.revert, q.branch(), target, q.get("message"))
+        c = await run(self.repo(request).revert, q.branch(), target, q.get("message"))
         return respond(request, c.id + "\n", commit_json(c), status=201)
 
     @accepts("branch")
     async def discard(self, request: Request, q: Params) -> Response:
         branch = q.branch()
-        n = await run(self.repo.discard, branch)
+        n = await run(self.repo(request).discard, branch)
         return respond(request, f"Discarded {n} uncommitted change(s) on {branch}.\n", {"discarded": n})
 
     @accepts(flags=("quick",))
     async def fsck(self, request: Request, q: Params) -> Response:
-        rep = await run(fsck, self.repo, not q.flag("quick"))
+        rep = await run(fsck, self.repo(request), not q.flag("quick"))
         text = "".join(one_line(p) + "\n" for p in rep.problems) + (
             f"{'ok' if rep.ok else 'FAILED'}: {rep.commits} commits, {rep.trees} trees, "
             f"{rep.files} files, {rep.chunks} chunks\n"
@@ -606,7 +632,7 @@ class Server:
     # ---- jobs and runs --------------------------------------------------------------
     @accepts()
     async def job_list(self, request: Request, q: Params) -> Response:
-        specs = await run(self.jobs.specs)
+        specs = await run(self.jobs(request).specs)
         return respond(
             request,
             "".join(f"{j.name}    {j.type}    {j.input}    {j.image or '(process)'}\n" for j in specs),
@@ -616,13 +642,13 @@ class Server:
     @accepts()
     async def job_get(self, request: Request, q: Params) -> Response:
         name = check_job_name(request.path_params["name"])
-        spec = orjson.loads((await run(self.jobs.get_spec, name)).dumps())
+        spec = orjson.loads((await run(self.jobs(request).get_spec, name)).dumps())
         return respond(request, orjson.dumps(spec, option=orjson.OPT_INDENT_2).decode() + "\n", {"name": name, **spec})
 
     @accepts()
     async def job_delete(self, request: Request, q: Params) -> Response:
         name = check_job_name(request.path_params["name"])
-        await run(self.jobs.delete_spec, name)
+        await run(self.jobs(request).delete_spec, name)
         return respond(request, f"Deleted job {name}.\n", {"name": name, "deleted": True})
 
     @accepts()
@@ -630,48 +656,48 @@ class Server:
         """POST and PUT alike (`curl -T spec.json` sends PUT): store or replace a spec."""
         name = check_job_name(request.path_params["name"])
         body = await read_small(request, MAX_SPEC_BYTES, "job spec")
-        spec, created = await run(self.jobs.put_spec, name, body)
+        spec, created = await run(self.jobs(request).put_spec, name, body)
         verb = "Created" if created else "Replaced"
         return respond(
             request, f"{verb} job {name}.\n", {"name": name, **spec.to_json()}, status=201 if created else 200
         )
 
-    def _job_commit(self, q: Params) -> str:
+    def _job_commit(self, request: Request, q: Params) -> str:
         if q.get("branch") is not None and q.get("commit") is not None:
             raise BadRequest("give either commit or branch, not both")
         ref = q.get("commit")
         if ref:
-            return self.repo.resolve(ref).id
-        head = self.repo.branch_head(q.branch())
+            return self.repo(request).resolve(ref).id
+        head = self.repo(request).branch_head(q.branch())
         if head is None:
             raise RunNotFound("the branch has no commits yet")
         return head
 
-    def _job_run(self, q: Params, name: str) -> JobRun:
-        return self.jobs.job_run(self._job_commit(q), name)
+    def _job_run(self, request: Request, q: Params, name: str) -> JobRun:
+        return self.jobs(request).job_run(self._job_commit(request, q), name)
 
     @accepts("commit", "branch")
     async def job_file(self, request: Request, q: Params) -> Response:
         name = check_job_name(request.path_params["name"])
-        jr = await run(self._job_run, q, name)
-        view = await run(self.jobs.output_reader, jr)
-        return await self.read_path(request, self.jobs.output_path(jr, path_param(request)), view)
+        jr = await run(self._job_run, request, q, name)
+        view = await run(self.jobs(request).output_reader, jr)
+        return await self.read_path(request, self.jobs(request).output_path(jr, path_param(request)), view)
 
-    def _job_run_full(self, jr: JobRun) -> dict[str, Any]:
+    def _job_run_full(self, request: Request, jr: JobRun) -> dict[str, Any]:
         """A job run's JSON with its first failed files, when it has any."""
-        return _job_run_json(jr, self.jobs.failures(jr))
+        return _job_run_json(jr, self.jobs(request).failures(jr))
 
     @accepts("commit", "branch")
     async def job_log(self, request: Request, q: Params) -> Response:
         """The error, every failed file with its reason (streamed: there may be thousands),
         then the workers' own logs."""
         name = check_job_name(request.path_params["name"])
-        jr = await run(self._job_run, q, name)
+        jr = await run(self._job_run, request, q, name)
         if wants_json(request):
-            return respond(request, "", await run(self._job_run_full, jr))
+            return respond(request, "", await run(self._job_run_full, request, jr))
         if request.method == "HEAD":
             return headers_only("text/plain; charset=utf-8")
-        jobs = self.jobs
+        jobs = self.jobs(request)
 
         def lines() -> Iterator[bytes]:
             if jr.error:
@@ -694,12 +720,12 @@ class Server:
     @accepts()
     async def job_runs(self, request: Request, q: Params) -> Response:
         name = check_job_name(request.path_params["name"])
-        items = [await run(self._job_run_full, jr) for jr in await run(self.jobs.job_runs, name)]
+        items = [await run(self._job_run_full, request, jr) for jr in await run(self.jobs(request).job_runs, name)]
         return respond(request, "".join(_job_run_line(j, with_commit=True) for j in items), items)
 
     @accepts()
     async def run_list(self, request: Request, q: Params) -> Response:
-        runs = await run(self.jobs.runs)
+        runs = await run(self.jobs(request).runs)
         return respond(
             request,
             "".join(f"{r.commit}    {r.branch}    {r.state}    {iso(r.created)}\n" for r in runs),  # all validated
@@ -708,7 +734,7 @@ class Server:
 
     @accepts("wait")
     async def run_one(self, request: Request, q: Params) -> Response:
-        cid = (await run(self.repo.resolve, request.path_params["id"])).id
+        cid = (await run(self.repo(request).resolve, request.path_params["id"])).id
         wait = q.get("wait")
         try:
             timeout = float(wait) if wait else 0.0
@@ -720,12 +746,12 @@ class Server:
         deadline = anyio.current_time() + timeout
         pause = 0.01  # short runs are seen to end at once; long ones cost 10 queries/s at most
         while True:
-            r = await run(self.jobs.run, cid)
+            r = await run(self.jobs(request).run, cid)
             if r.state.over or anyio.current_time() >= deadline:
                 break
             await anyio.sleep(min(pause, max(deadline - anyio.current_time(), 0)))
             pause = min(pause * 1.5, 0.1)
-        jobs = [await run(self._job_run_full, jr) for jr in await run(self.jobs.run_jobs, cid)]
+        jobs = [await run(self._job_run_full, request, jr) for jr in await run(self.jobs(request).run_jobs, cid)]
         text = f"run {cid} on {r.branch}: {r.state}\n" + "".join(_job_run_line(j) for j in jobs)
         return respond(request, text, _run_json(r, jobs))
 
@@ -733,7 +759,7 @@ class Server:
     @accepts()
     async def sync_ancestors(self, request: Request, q: Params) -> Response:
         body = await read_json(request, wire.MAX_JSON)
-        page = await run(sender.ancestors, self.repo, wire.parse_commits(body), wire.parse_limit(body))
+        page = await run(sender.ancestors, self.repo(request), wire.parse_commits(body), wire.parse_limit(body))
         return respond(
             request,
             "".join(f"{cid} {' '.join(parents)}\n" for cid, parents in page),
@@ -743,14 +769,14 @@ class Server:
     @accepts()
     async def sync_walk(self, request: Request, q: Params) -> Response:
         commits = wire.parse_commits(await read_json(request, wire.MAX_JSON))
-        await run(sender.check_commits, self.repo, commits)
-        lines = sender.walk_lines(self.repo, commits)
+        await run(sender.check_commits, self.repo(request), commits)
+        lines = sender.walk_lines(self.repo(request), commits)
         return StreamingResponse(pump(lines), media_type="text/plain; charset=utf-8")
 
     @accepts()
     async def sync_missing(self, request: Request, q: Params) -> Response:
         items = wire.parse_objects(await read_json(request, wire.MAX_JSON))
-        lacking = await run(receiver.missing, self.repo, items)
+        lacking = await run(receiver.missing, self.repo(request), items)
         return respond(
             request, "".join(f"{k} {key}\n" for k, key in lacking), {"missing": [[k, key] for k, key in lacking]}
         )
@@ -758,13 +784,13 @@ class Server:
     @accepts()
     async def sync_fetch(self, request: Request, q: Params) -> Response:
         items = wire.parse_objects(await read_json(request, wire.MAX_JSON))
-        return StreamingResponse(pump(sender.frames(self.repo, items)), media_type="application/octet-stream")
+        return StreamingResponse(pump(sender.frames(self.repo(request), items)), media_type="application/octet-stream")
 
     @accepts()
     async def sync_objects(self, request: Request, q: Params) -> Response:
         body = request.stream().__aiter__()
         try:
-            rep = await run(receiver.receive, self.repo, BodyReader(body))
+            rep = await run(receiver.receive, self.repo(request), BodyReader(body))
         except PfsError:
             await drain(request)  # a new stream() goes on from where the reader stopped
             raise
@@ -777,12 +803,21 @@ class Server:
         if not branch or not new:
             raise BadRequest("ref update needs query parameters 'branch' and 'new' (a commit id)")
         old = q.get("old")
-        result = await run(receiver.update_ref, self.repo, branch, new, old, q.flag("force"))
+        result = await run(receiver.update_ref, self.repo(request), branch, new, old, q.flag("force"))
         return respond(
             request,
             f"{branch}: {result} {old or '-'} -> {new}\n",
             {"branch": branch, "old": old, "new": new, "result": result},
         )
+
+
+def repo_line(r: RepoInfo) -> str:
+    mark = "\tdefault" if r.default else ""
+    return f"{r.name}\t{iso(r.created)}{mark}\n"
+
+
+def repo_json(r: RepoInfo) -> dict[str, Any]:
+    return {"name": r.name, "created": iso(r.created), "default": r.default}
 
 
 def _run_json(r: Run, jobs: list[dict[str, Any]] | None) -> dict[str, Any]:
@@ -941,12 +976,43 @@ async def _error(request: Request, exc: Exception) -> Response:
     return PlainTextResponse("\n".join(lines) + "\n", status_code=err.status, headers=headers)
 
 
-def routes(s: Server) -> list[Route]:
-    """Every route and, for each, its handler per method: the whole API at a glance."""
-    job_put = s.job_put
+REPO_SCOPE = "pfs.repo"
+
+
+class InRepo:
+    """Routes under `/repo/<name>/`: the repository is looked up once, in a worker thread
+    (a database read), before the handler runs; a name not in the catalog is a 404."""
+
+    def __init__(self, node: Node, app: ASGIApp) -> None:
+        self.node = node
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            name = scope["path_params"]["repo"]
+            scope[REPO_SCOPE] = await run(self.node.repos.get, name)
+        await self.app(scope, receive, send)
+
+
+def routes(s: Server) -> list[BaseRoute]:
+    """Every route and, for each, its handler per method: the whole API at a glance. The
+    repository routes are also under `/repo/<name>/`; unprefixed, they address the
+    default repository (the seed's routes)."""
+    per_repo = repo_routes(s)
     return [
         Route("/ping", endpoint(get=s.ping)),
         Route("/ready", endpoint(get=s.ready)),
+        Route("/repo", endpoint(get=s.repo_list)),
+        Route("/repo/{name}", endpoint(get=s.repo_get, post=s.repo_create, put=s.repo_create, delete=s.repo_delete)),
+        Mount("/repo/{repo}", app=InRepo(s.node, Router(per_repo))),
+        *per_repo,
+    ]
+
+
+def repo_routes(s: Server) -> list[BaseRoute]:
+    """The routes of one repository."""
+    job_put = s.job_put
+    return [
         Route(
             "/file/{path:anypath}",
             endpoint(get=s.get_file, post=s.put_file, put=s.put_file, delete=s.delete_file),
@@ -981,10 +1047,10 @@ def routes(s: Server) -> list[Route]:
     ]
 
 
-def create_app(node: Node | Repository, jobs: Jobs | None = None) -> RequestIds:
-    """The ASGI app. `node` may be an open repository (with its scheduler) or a `Node`
+def create_app(node: Node | Repositories, jobs: JobEngine | None = None) -> RequestIds:
+    """The ASGI app. `node` may be open repositories (with the jobs engine) or a `Node`
     that opens its stores once the server listens."""
-    if isinstance(node, Repository):
+    if isinstance(node, Repositories):
         node = OpenNode(node, jobs)
     s = Server(node)
     handlers = {PfsError: _error, HTTPException: _error, ClientDisconnect: _error, Exception: _error}

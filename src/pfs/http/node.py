@@ -30,8 +30,8 @@ from .logs import setup_logging
 
 if TYPE_CHECKING:
     from ..config import Config
-    from ..jobs.service import Jobs
-    from ..repository.repo import Repository
+    from ..jobs.service import JobEngine
+    from ..repository.registry import Repositories
 
 log = logging.getLogger("pfs.node")
 FIRST_RETRY = 0.5  # seconds; doubles up to MAX_RETRY
@@ -45,24 +45,24 @@ class StartingNode(Node):
     def __init__(self, cfg: Config, on_fatal: Callable[[str], None]) -> None:
         self.cfg = cfg
         self.on_fatal = on_fatal
-        self._repo: Repository | None = None
-        self._jobs: Jobs | None = None
+        self._repos: Repositories | None = None
+        self._jobs: JobEngine | None = None
         self._why = "opening the stores"
         self._delay = FIRST_RETRY
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
     @property
-    def repo(self) -> Repository:
-        if self._repo is None:
+    def repos(self) -> Repositories:
+        if self._repos is None:
             exc = Unavailable(f"pfs is starting: {self._why}")
             exc.retry_after = max(1, math.ceil(self._delay))
             raise exc
-        return self._repo
+        return self._repos
 
     @property
-    def jobs(self) -> Jobs | None:
-        self.repo  # noqa: B018 - 503 while starting
+    def jobs(self) -> JobEngine | None:
+        self.repos  # noqa: B018 - 503 while starting
         return self._jobs
 
     def start(self) -> None:
@@ -72,8 +72,8 @@ class StartingNode(Node):
     def _open(self) -> None:
         while not self._stop.is_set():
             try:
-                repo = self.cfg.open()
-                jobs = self.cfg.jobs(repo)
+                repos = self.cfg.open_repos()
+                jobs = self.cfg.jobs(repos)
                 jobs.start()
             except Unavailable as exc:
                 self._why = exc.message
@@ -86,7 +86,7 @@ class StartingNode(Node):
                 self._why = f"{type(exc).__name__}: {exc}"
                 log.exception("opening the stores failed; retrying in %.1f s", self._delay)
             else:
-                self._repo, self._jobs = repo, jobs
+                self._repos, self._jobs = repos, jobs
                 if self._delay > FIRST_RETRY:
                     log.warning("the stores answer: ready")
                 return
@@ -101,9 +101,9 @@ class StartingNode(Node):
             self._jobs.close()
 
     def readiness(self) -> tuple[bool, str]:
-        if self._repo is None:
+        if self._repos is None:
             return False, self._why
-        return self._repo.check_stores()
+        return self._repos.default.check_stores()
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -157,8 +157,8 @@ def serve(
         node = StartingNode(cfg, on_fatal)
     else:
         try:
-            repo = cfg.open()
-            node = OpenNode(repo, cfg.jobs(repo))
+            repos = cfg.open_repos()
+            node = OpenNode(repos, cfg.jobs(repos))
         except (PfsError, OSError) as exc:
             sock.close()
             announce(f"error: {exc.message if isinstance(exc, PfsError) else exc}")

@@ -8,10 +8,12 @@ a run go in DAG order, each executed by a `JobExecution`.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
 import uuid
+from collections.abc import Callable, Iterable
 
 from ..errors import PfsError
 from ..repository.repo import Repository
@@ -33,14 +35,13 @@ class Scheduler:
 
     def __init__(
         self,
-        repo: Repository,
+        repos: Callable[[], Iterable[Repository]],
         runtimes: Runtimes,
         rules: InputRules,
         takeover: bool = True,
         stale: float = STALE,
     ) -> None:
-        self.repo = repo
-        self.store: RunStore = repo.meta
+        self.repos = repos
         self.runtimes = runtimes
         self.rules = rules
         self.node = uuid.uuid4().hex
@@ -54,6 +55,7 @@ class Scheduler:
         # Embedded: nobody else can be driving a run at start, so every running run is an
         # orphan of a killed process. A cluster waits for the heartbeat to go stale.
         self._takeover = takeover
+        self._next = 0  # the repository the next claim starts from
 
     # ---- lifecycle ---------------------------------------------------------------
     def start(self) -> None:
@@ -82,41 +84,65 @@ class Scheduler:
     # ---- the loop ----------------------------------------------------------------
     def _loop(self) -> None:
         while not self._stop.is_set():
-            stale = time.time() + 1 if self._takeover else time.time() - self.stale
-            try:
-                cid = self.store.claim_run(self.node, stale)
-            except Exception:  # a transient database error must not kill the scheduler
-                log.exception("claiming a run failed")
-                cid = None
-            if cid is None:
+            claimed = self._claim()
+            if claimed is None:
                 self._takeover = False  # orphans are taken; from now on only queued runs
                 self._wake.wait(2.0)
                 self._wake.clear()
                 continue
+            repo, cid = claimed
             try:
-                self._drive(cid)
+                self._drive(repo, cid)
             except Exception as exc:
-                log.exception("run %s failed", cid)
-                self.store.update_run(cid, state=RunState.FAILED, finished=time.time(), error=f"internal error: {exc}")
+                log.exception("run %s of repository %s failed", cid, repo.name)
+                with contextlib.suppress(Exception):  # its repository may be gone
+                    repo.meta.update_run(
+                        cid, state=RunState.FAILED, finished=time.time(), error=f"internal error: {exc}"
+                    )
 
-    def _drive(self, cid: str) -> None:
+    def _claim(self) -> tuple[Repository, str] | None:
+        """A run to drive, from the first repository that has one (taken in turn: a busy
+        repository does not starve the others, since each loop starts after the last)."""
+        stale = time.time() + 1 if self._takeover else time.time() - self.stale
+        try:
+            repos = list(self.repos())
+        except Exception:  # a transient database error must not kill the scheduler
+            log.exception("listing repositories failed")
+            return None
+        if not repos:
+            return None
+        start = self._next % len(repos)
+        for i in range(len(repos)):
+            repo = repos[(start + i) % len(repos)]
+            try:
+                cid = repo.meta.claim_run(self.node, stale)
+            except Exception:
+                log.exception("claiming a run of repository %s failed", repo.name)
+                continue
+            if cid is not None:
+                self._next = start + i + 1
+                return repo, cid
+        return None
+
+    def _drive(self, repo: Repository, cid: str) -> None:
         """Run the jobs of the run on commit `cid` that have not finished, heartbeating."""
+        store: RunStore = repo.meta
         stop_beat = threading.Event()
 
         def beat() -> None:
             while not stop_beat.wait(self.heartbeat):
                 try:
-                    self.store.update_run(cid, heartbeat=time.time())
+                    store.update_run(cid, heartbeat=time.time())
                 except Exception:
                     log.exception("heartbeat of run %s failed", cid)
 
         beater = threading.Thread(target=beat, name=f"pfs-heartbeat-{cid[:8]}", daemon=True)
         beater.start()
         try:
-            root = self.repo.get_commit(cid).tree
+            root = repo.get_commit(cid).tree
             outputs: dict[str, str] = {}
             failed: set[str] = set()
-            for jr in self.store.job_runs(cid):
+            for jr in store.job_runs(cid):
                 name = jr.job
                 if jr.state.has_output and jr.output_tree:
                     outputs[name] = jr.output_tree
@@ -128,7 +154,7 @@ class Scheduler:
                 if self._stop.is_set():
                     raise _Interrupted()
                 if spec.upstream in failed:
-                    self.store.update_job_run(
+                    store.update_job_run(
                         cid, name, state=JobState.SKIPPED, finished=time.time(), error=f"job {spec.upstream!r} failed"
                     )
                     failed.add(name)
@@ -138,7 +164,7 @@ class Scheduler:
                     # runtime or lowered a limit. Its runtime may fail to connect.
                     runtime = self.runtimes.get(self.runtimes.check(spec))
                     source = input_of(spec, self.rules)
-                    job = JobExecution(self.repo, self.store, spec, cid, root, outputs, runtime, source, self._stop)
+                    job = JobExecution(repo, store, spec, cid, root, outputs, runtime, source, self._stop)
                     with self._cur_lock:
                         self._current = job
                     outputs[name] = job.execute()
@@ -146,13 +172,13 @@ class Scheduler:
                     if self._stop.is_set():
                         raise _Interrupted() from exc
                     failed.add(name)
-                    self.store.update_job_run(cid, name, state=JobState.FAILED, finished=time.time(), error=exc.message)
+                    store.update_job_run(cid, name, state=JobState.FAILED, finished=time.time(), error=exc.message)
                 except Exception as exc:
                     if self._stop.is_set():
                         raise _Interrupted() from exc
                     log.exception("job %s on %s", name, cid)
                     failed.add(name)
-                    self.store.update_job_run(
+                    store.update_job_run(
                         cid, name, state=JobState.FAILED, finished=time.time(), error=f"internal error: {exc}"
                     )
                 finally:
@@ -160,13 +186,13 @@ class Scheduler:
                         self._current = None
             state = RunState.FAILED if failed else RunState.SUCCEEDED
             error = f"failed: {', '.join(sorted(failed))}" if failed else None
-            self.store.update_run(cid, state=state, finished=time.time(), error=error)
+            store.update_run(cid, state=state, finished=time.time(), error=error)
         except _Interrupted:
             log.warning("run %s interrupted by shutdown; queued to resume", cid[:12])
-            for jr in self.store.job_runs(cid):
+            for jr in store.job_runs(cid):
                 if jr.state == JobState.RUNNING:
-                    self.store.update_job_run(cid, jr.job, state=JobState.PENDING, log=None)
-            self.store.update_run(cid, state=RunState.QUEUED, owner=None)
+                    store.update_job_run(cid, jr.job, state=JobState.PENDING, log=None)
+            store.update_run(cid, state=RunState.QUEUED, owner=None)
         finally:
             stop_beat.set()
 

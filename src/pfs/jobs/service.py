@@ -1,10 +1,10 @@
-"""The jobs of a repository, as the HTTP API sees them: specs stored once they are checked
+"""The jobs of each repository, as the HTTP API sees them: specs stored once they are checked
 against what this server allows, runs recorded for the `Scheduler` (which drives them)
 and read back, and job outputs opened as `Reader`s. Front ends parse and render only."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 import orjson
 
@@ -22,15 +22,17 @@ FAILURES_SHOWN = 20  # failed files listed in a run's status and job log (all ar
 RUNS_SHOWN = 100  # runs listed, newest first
 
 
-class Jobs:
-    """One per server process. `default_runtime`: the operator's choice (None: docker);
-    "process" alone lets jobs run as host processes. `s3_inputs`: the `bucket` or
+class JobEngine:
+    """One per server process: the runtimes, the rules for inputs, and the scheduler that
+    drives the runs of every repository. `default_runtime`: the operator's choice (None:
+    docker); "process" alone lets jobs run as host processes. `s3_inputs`: the `bucket` or
     `bucket/prefix` entries that s3:// inputs may read; `own_bucket`: pfs's object bucket,
-    never an input. `takeover` and `stale`: see `Scheduler`."""
+    never an input. `repos`: every repository, each time the scheduler looks for runs.
+    `takeover` and `stale`: see `Scheduler`."""
 
     def __init__(
         self,
-        repo: Repository,
+        repos: Callable[[], Iterable[Repository]],
         instance: str,
         state_dir: str,
         default_runtime: str | None = None,
@@ -41,18 +43,31 @@ class Jobs:
         limits: JobLimits | None = None,
         sandbox: Sandbox | None = None,
     ) -> None:
-        self.repo = repo
-        self.specs_store: JobStore = repo.meta
-        self.runs_store: RunStore = repo.meta
         self.runtimes = Runtimes(instance, state_dir, default_runtime, limits, sandbox)
         self.rules = InputRules.parse(s3_inputs, own_bucket)
-        self.scheduler = Scheduler(repo, self.runtimes, self.rules, takeover=takeover, stale=stale)
+        self.scheduler = Scheduler(repos, self.runtimes, self.rules, takeover=takeover, stale=stale)
 
     def start(self) -> None:
         self.scheduler.start()
 
     def close(self) -> None:
         self.scheduler.close()
+
+    def of(self, repo: Repository) -> Jobs:
+        """The jobs of one repository."""
+        return Jobs(repo, self)
+
+
+class Jobs:
+    """The jobs of one repository: its specs, its runs and their outputs."""
+
+    def __init__(self, repo: Repository, engine: JobEngine) -> None:
+        self.repo = repo
+        self.specs_store: JobStore = repo.meta
+        self.runs_store: RunStore = repo.meta
+        self.runtimes = engine.runtimes
+        self.rules = engine.rules
+        self.scheduler = engine.scheduler
 
     # ---- specs -------------------------------------------------------------------
     def specs(self) -> list[JobSpec]:

@@ -57,7 +57,10 @@ class MergeResult:
 
 
 class Repository:
-    def __init__(self, objects: ObjectStore, meta: MetaStore, max_file_size: int | None = None) -> None:
+    def __init__(
+        self, objects: ObjectStore, meta: MetaStore, max_file_size: int | None = None, name: str = "default"
+    ) -> None:
+        self.name = name
         self.objects = objects
         self.meta = meta
         self.trees = TreeStore(objects)

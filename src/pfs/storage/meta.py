@@ -25,98 +25,143 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from ..errors import AlreadyExists, BranchMoved, BranchNotFound, InsufficientStorage, Unavailable
 from .trees import Commit, Entry
 
-md = sa.MetaData()
-refs_t = sa.Table(
-    "refs",
-    md,
-    sa.Column("name", sa.String(100), primary_key=True),
-    sa.Column("head", sa.String(64), nullable=True),
-    sa.Column("updated", sa.Float, nullable=False),
-    # Last sequence number handed to a staged write on this branch. Taken with a row
-    # update inside the staging transaction, so sequence order is commit order.
-    sa.Column("seq", sa.BigInteger, nullable=False, server_default="0"),
-)
-staging_t = sa.Table(
-    "staging",
-    md,
-    sa.Column("branch", sa.String(100), primary_key=True),
-    sa.Column("path", sa.Text, primary_key=True),
-    sa.Column("parent", sa.Text, nullable=False),
-    sa.Column("seq", sa.BigInteger, nullable=False),
-    sa.Column("entry", sa.Text, nullable=True),  # NULL: staged deletion
-    sa.Index("staging_parent", "branch", "parent"),
-)
-commits_t = sa.Table(
-    "commits",
-    md,
-    sa.Column("id", sa.String(64), primary_key=True),
-    sa.Column("tree", sa.String(64), nullable=False),
-    sa.Column("branch", sa.String(100), nullable=False),
-    sa.Column("parents", sa.Text, nullable=False),
-    sa.Column("time", sa.Float, nullable=False),
-    sa.Column("message", sa.Text, nullable=False),
-    sa.Index("commits_time", "time"),
-)
-jobs_t = sa.Table(
-    "jobs",
-    md,
-    sa.Column("name", sa.String(100), primary_key=True),
-    sa.Column("spec", sa.Text, nullable=False),
-    sa.Column("updated", sa.Float, nullable=False),
-)
-# One run per commit posted with ?run; its jobs' specs are copied in when it is created,
-# so a spec edited later does not change what a queued run does.
-runs_t = sa.Table(
-    "runs",
-    md,
-    sa.Column("commit", sa.String(64), primary_key=True),
-    sa.Column("branch", sa.String(100), nullable=False),
-    sa.Column("state", sa.String(16), nullable=False),  # a RunState
-    sa.Column("created", sa.Float, nullable=False),
-    sa.Column("started", sa.Float, nullable=True),
-    sa.Column("finished", sa.Float, nullable=True),
-    sa.Column("owner", sa.String(64), nullable=True),  # the node driving it
-    sa.Column("heartbeat", sa.Float, nullable=True),
-    sa.Column("error", sa.Text, nullable=True),
-    sa.Index("runs_state", "state", "created"),
-)
-job_runs_t = sa.Table(
-    "job_runs",
-    md,
-    sa.Column("commit", sa.String(64), primary_key=True),
-    sa.Column("job", sa.String(100), primary_key=True),
-    sa.Column("seq", sa.Integer, nullable=False),  # DAG order within the run
-    sa.Column("spec", sa.Text, nullable=False),
-    sa.Column("state", sa.String(16), nullable=False),  # a JobState
-    sa.Column("spec_key", sa.String(64), nullable=True),
-    sa.Column("input_tree", sa.String(64), nullable=True),
-    sa.Column("output_tree", sa.String(64), nullable=True),  # set only on success
-    sa.Column("total", sa.Integer, nullable=False, server_default="0"),
-    sa.Column("done", sa.Integer, nullable=False, server_default="0"),
-    sa.Column("reused", sa.Integer, nullable=False, server_default="0"),
-    sa.Column("started", sa.Float, nullable=True),
-    sa.Column("finished", sa.Float, nullable=True),
-    sa.Column("error", sa.Text, nullable=True),
-    sa.Column("log", sa.Text, nullable=True),
-    # Files of a map that failed (listed in job_failures). A failed map that tried every file
-    # records what did map as `partial_tree`: never readable, but the next run builds on it.
-    sa.Column("failed", sa.Integer, nullable=False, server_default="0"),
-    sa.Column("partial_tree", sa.String(64), nullable=True),
-    sa.Index("job_runs_key", "job", "spec_key", "finished"),
-)
+
+@dataclass(frozen=True)
+class Tables:
+    """One repository's tables. The default repository's have the names pfs has always used
+    (so existing data needs no change); another's are prefixed `r<id>_`."""
+
+    md: sa.MetaData
+    refs: sa.Table
+    staging: sa.Table
+    commits: sa.Table
+    jobs: sa.Table
+    runs: sa.Table
+    job_runs: sa.Table
+    job_failures: sa.Table
+
+
+_tables: dict[str, Tables] = {}
+
+
+def tables(p: str = "") -> Tables:
+    """The tables of the repository whose names start with `p` (made once per process)."""
+    if p in _tables:
+        return _tables[p]
+    md = sa.MetaData()
+    refs = sa.Table(
+        p + "refs",
+        md,
+        sa.Column("name", sa.String(100), primary_key=True),
+        sa.Column("head", sa.String(64), nullable=True),
+        sa.Column("updated", sa.Float, nullable=False),
+        # Last sequence number handed to a staged write on this branch. Taken with a row
+        # update inside the staging transaction, so sequence order is commit order.
+        sa.Column("seq", sa.BigInteger, nullable=False, server_default="0"),
+    )
+    staging = sa.Table(
+        p + "staging",
+        md,
+        sa.Column("branch", sa.String(100), primary_key=True),
+        sa.Column("path", sa.Text, primary_key=True),
+        sa.Column("parent", sa.Text, nullable=False),
+        sa.Column("seq", sa.BigInteger, nullable=False),
+        sa.Column("entry", sa.Text, nullable=True),  # NULL: staged deletion
+        sa.Index(p + "staging_parent", "branch", "parent"),
+    )
+    commits = sa.Table(
+        p + "commits",
+        md,
+        sa.Column("id", sa.String(64), primary_key=True),
+        sa.Column("tree", sa.String(64), nullable=False),
+        sa.Column("branch", sa.String(100), nullable=False),
+        sa.Column("parents", sa.Text, nullable=False),
+        sa.Column("time", sa.Float, nullable=False),
+        sa.Column("message", sa.Text, nullable=False),
+        sa.Index(p + "commits_time", "time"),
+    )
+    jobs = sa.Table(
+        p + "jobs",
+        md,
+        sa.Column("name", sa.String(100), primary_key=True),
+        sa.Column("spec", sa.Text, nullable=False),
+        sa.Column("updated", sa.Float, nullable=False),
+    )
+    # One run per commit posted with ?run; its jobs' specs are copied in when it is created,
+    # so a spec edited later does not change what a queued run does.
+    runs = sa.Table(
+        p + "runs",
+        md,
+        sa.Column("commit", sa.String(64), primary_key=True),
+        sa.Column("branch", sa.String(100), nullable=False),
+        sa.Column("state", sa.String(16), nullable=False),  # a RunState
+        sa.Column("created", sa.Float, nullable=False),
+        sa.Column("started", sa.Float, nullable=True),
+        sa.Column("finished", sa.Float, nullable=True),
+        sa.Column("owner", sa.String(64), nullable=True),  # the node driving it
+        sa.Column("heartbeat", sa.Float, nullable=True),
+        sa.Column("error", sa.Text, nullable=True),
+        sa.Index(p + "runs_state", "state", "created"),
+    )
+    job_runs = sa.Table(
+        p + "job_runs",
+        md,
+        sa.Column("commit", sa.String(64), primary_key=True),
+        sa.Column("job", sa.String(100), primary_key=True),
+        sa.Column("seq", sa.Integer, nullable=False),  # DAG order within the run
+        sa.Column("spec", sa.Text, nullable=False),
+        sa.Column("state", sa.String(16), nullable=False),  # a JobState
+        sa.Column("spec_key", sa.String(64), nullable=True),
+        sa.Column("input_tree", sa.String(64), nullable=True),
+        sa.Column("output_tree", sa.String(64), nullable=True),  # set only on success
+        sa.Column("total", sa.Integer, nullable=False, server_default="0"),
+        sa.Column("done", sa.Integer, nullable=False, server_default="0"),
+        sa.Column("reused", sa.Integer, nullable=False, server_default="0"),
+        sa.Column("started", sa.Float, nullable=True),
+        sa.Column("finished", sa.Float, nullable=True),
+        sa.Column("error", sa.Text, nullable=True),
+        sa.Column("log", sa.Text, nullable=True),
+        # Files of a map that failed (listed in job_failures). A failed map that tried every file
+        # records what did map as `partial_tree`: never readable, but the next run builds on it.
+        sa.Column("failed", sa.Integer, nullable=False, server_default="0"),
+        sa.Column("partial_tree", sa.String(64), nullable=True),
+        sa.Index(p + "job_runs_key", "job", "spec_key", "finished"),
+    )
+    # One row per file a map job's run could not map, with why; the next run maps them again.
+    job_failures = sa.Table(
+        p + "job_failures",
+        md,
+        sa.Column("commit", sa.String(64), primary_key=True),
+        sa.Column("job", sa.String(100), primary_key=True),
+        sa.Column("path", sa.Text, primary_key=True),
+        sa.Column("error", sa.Text, nullable=False),
+    )
+    t = Tables(md, refs, staging, commits, jobs, runs, job_runs, job_failures)
+    _tables[p] = t
+    return t
+
+
 # Columns added to job_runs since it first shipped, added to older databases at start.
 _JOB_RUNS_ADDED = ("failed", "partial_tree")
-# One row per file a map job's run could not map, with why; the next run maps them again.
-job_failures_t = sa.Table(
-    "job_failures",
-    md,
-    sa.Column("commit", sa.String(64), primary_key=True),
-    sa.Column("job", sa.String(100), primary_key=True),
-    sa.Column("path", sa.Text, primary_key=True),
-    sa.Column("error", sa.Text, nullable=False),
+# The catalog of repositories, shared by all: a name, the id that prefixes its tables and
+# names its objects' place, and a counter so that an id is never used twice.
+catalog_md = sa.MetaData()
+repos_t = sa.Table(
+    "repos",
+    catalog_md,
+    sa.Column("name", sa.String(63), primary_key=True),
+    sa.Column("id", sa.Integer, nullable=False, unique=True),
+    sa.Column("created", sa.Float, nullable=False),
 )
-RUN_FIELDS = {c.name for c in runs_t.c}
-JOB_RUN_FIELDS = {c.name for c in job_runs_t.c}
+counters_t = sa.Table(
+    "counters",
+    catalog_md,
+    sa.Column("name", sa.String(32), primary_key=True),
+    sa.Column("value", sa.BigInteger, nullable=False),
+)
+_default = tables()
+RUN_FIELDS = {c.name for c in _default.runs.c}
+JOB_RUN_FIELDS = {c.name for c in _default.job_runs.c}
 
 
 class RunState(StrEnum):
@@ -386,8 +431,24 @@ def _row_job_run(row: Any) -> JobRun:
     return JobRun(**{**fields, "state": JobState(fields["state"])})
 
 
-class SqlMetaStore(MetaStore):
-    def __init__(self, url: str) -> None:
+@dataclass(frozen=True)
+class RepoRow:
+    """A repository in the catalog."""
+
+    name: str
+    id: int  # 0: the default repository's unprefixed tables and objects
+    created: float
+
+    @property
+    def prefix(self) -> str:
+        return "" if self.id == 0 else f"r{self.id}_"
+
+
+class Database:
+    """The metadata database: its connection pools, the catalog of repositories, and the
+    tables of each. One per process, shared by every repository's `SqlMetaStore`."""
+
+    def __init__(self, url: str, default_repo: str = "default") -> None:
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
         if self.is_sqlite:
@@ -405,77 +466,174 @@ class SqlMetaStore(MetaStore):
             self.engine = sa.create_engine(url, **opts)
             self.reader = sa.create_engine(url, isolation_level="AUTOCOMMIT", pool_reset_on_return=None, **opts)
         try:
-            self._init_schema()
+            self._init_schema(default_repo)
         except OperationalError as exc:
             self.close()
             where = sa.engine.make_url(url).render_as_string(hide_password=True)
             raise Unavailable(f"cannot reach the metadata database {where}: {_first_line(exc.orig)}") from None
 
-    def _init_schema(self) -> None:
+    def _init_schema(self, default_repo: str) -> None:
         """Tables and the master branch, made once: nodes starting together take turns
-        (a PostgreSQL advisory lock), so they never race on CREATE TABLE."""
-        with self._write() as c:
-            if not self.is_sqlite:
-                c.execute(sa.text("SELECT pg_advisory_xact_lock(7370707)"))  # "pfs" schema lock
-            md.create_all(c)
+        (a PostgreSQL advisory lock), so they never race on CREATE TABLE. The repository
+        made first (id 0, the one pfs has always had) takes the configured default name."""
+        with self.write() as c:
+            self._schema_lock(c)
+            _default.md.create_all(c)
+            catalog_md.create_all(c)
             self._upgrade_job_runs(c)
-            if c.execute(sa.select(refs_t.c.name).where(refs_t.c.name == "master")).first() is None:
-                c.execute(refs_t.insert().values(name="master", head=None, updated=time.time()))
+            _master(c, _default)
+            if c.execute(sa.select(repos_t.c.id).where(repos_t.c.id == 0)).first() is None:
+                c.execute(repos_t.insert().values(name=default_repo, id=0, created=time.time()))
+                c.execute(counters_t.insert().values(name="repo_id", value=0))
 
-    def _write(self) -> Any:
+    def _schema_lock(self, c: Connection) -> None:
+        if not self.is_sqlite:
+            c.execute(sa.text("SELECT pg_advisory_xact_lock(7370707)"))  # "pfs" schema lock
+
+    def write(self) -> Any:
         return _Guard(self.engine.begin)
 
-    def _read(self) -> Any:
+    def read(self) -> Any:
         return _Guard(self.reader.connect)
 
     def ping(self) -> None:
         """One round trip: raises Unavailable if the database does not answer."""
-        with self._read() as c:
+        with self.read() as c:
             c.execute(sa.text("SELECT 1"))
 
     def close(self) -> None:
         self.engine.dispose()
         self.reader.dispose()
 
+    # ---- the catalog ---------------------------------------------------------------
+    def list_repos(self) -> list[RepoRow]:
+        with self.read() as c:
+            rows = c.execute(sa.select(repos_t).order_by(repos_t.c.name)).all()
+        return [RepoRow(r.name, r.id, r.created) for r in rows]
+
+    def get_repo(self, name: str) -> RepoRow | None:
+        with self.read() as c:
+            r = c.execute(sa.select(repos_t).where(repos_t.c.name == name)).first()
+        return None if r is None else RepoRow(r.name, r.id, r.created)
+
+    def create_repo(self, name: str) -> RepoRow:
+        """A new repository: its catalog row, its tables and its master branch, in one
+        transaction. Its id was never used before, so nothing of a deleted one shows."""
+        try:
+            with self.write() as c:
+                self._schema_lock(c)
+                if c.execute(sa.select(repos_t.c.id).where(repos_t.c.name == name)).first() is not None:
+                    raise AlreadyExists(f"repository {name!r} already exists")
+                last = c.execute(
+                    counters_t.update()
+                    .where(counters_t.c.name == "repo_id")
+                    .values(value=counters_t.c.value + 1)
+                    .returning(counters_t.c.value)
+                ).first()
+                assert last is not None
+                row = RepoRow(name, int(last.value), time.time())
+                c.execute(repos_t.insert().values(name=row.name, id=row.id, created=row.created))
+                t = tables(row.prefix)
+                t.md.create_all(c)
+                _master(c, t)
+        except IntegrityError:
+            raise AlreadyExists(f"repository {name!r} already exists") from None
+        return row
+
+    def drop_repo(self, row: RepoRow) -> None:
+        """Remove a repository's catalog row and tables, in one transaction."""
+        with self.write() as c:
+            self._schema_lock(c)
+            c.execute(repos_t.delete().where(repos_t.c.id == row.id))
+            tables(row.prefix).md.drop_all(c)
+
+    def _upgrade_job_runs(self, c: Connection) -> None:
+        """Add the job_runs columns a database made by an older pfs lacks (create_all makes
+        missing tables, never missing columns)."""
+        have = {col["name"] for col in sa.inspect(c).get_columns("job_runs")}
+        for name in _JOB_RUNS_ADDED:
+            if name not in have:
+                col = _default.job_runs.c[name]
+                default = f" DEFAULT {col.server_default.arg}" if col.server_default is not None else ""  # type: ignore[attr-defined]
+                null = "" if col.nullable else " NOT NULL"
+                kind = col.type.compile(dialect=c.dialect)
+                c.execute(sa.text(f"ALTER TABLE job_runs ADD COLUMN {name} {kind}{default}{null}"))
+
+
+def _master(c: Connection, t: Tables) -> None:
+    if c.execute(sa.select(t.refs.c.name).where(t.refs.c.name == "master")).first() is None:
+        c.execute(t.refs.insert().values(name="master", head=None, updated=time.time()))
+
+
+class SqlMetaStore(MetaStore):
+    """One repository's metadata. `SqlMetaStore(url)` opens the database for the default
+    repository alone (tools and tests); a server passes its shared `Database`."""
+
+    def __init__(self, db: Database | str, repo: RepoRow | None = None) -> None:
+        self._own = isinstance(db, str)
+        self.db = Database(db) if isinstance(db, str) else db
+        self.url = self.db.url
+        self.is_sqlite = self.db.is_sqlite
+        self.t = tables(repo.prefix if repo is not None else "")
+
+    def _write(self) -> Any:
+        return self.db.write()
+
+    def _read(self) -> Any:
+        return self.db.read()
+
+    def ping(self) -> None:
+        self.db.ping()
+
+    def close(self) -> None:
+        if self._own:
+            self.db.close()
+
     # ---- refs --------------------------------------------------------------------
     def get_ref(self, name: str) -> str | None:
         with self._read() as c:
-            row = c.execute(sa.select(refs_t.c.head).where(refs_t.c.name == name)).first()
+            row = c.execute(sa.select(self.t.refs.c.head).where(self.t.refs.c.name == name)).first()
         if row is None:
             raise BranchNotFound(f"branch {name!r} not found")
         return row.head  # type: ignore[no-any-return]
 
     def list_refs(self) -> list[tuple[str, str | None]]:
         with self._read() as c:
-            rows = c.execute(sa.select(refs_t.c.name, refs_t.c.head).order_by(refs_t.c.name)).all()
+            rows = c.execute(sa.select(self.t.refs.c.name, self.t.refs.c.head).order_by(self.t.refs.c.name)).all()
         return [(r.name, r.head) for r in rows]
 
     def create_ref(self, name: str, head: str | None) -> None:
         try:
             with self._write() as c:
-                c.execute(refs_t.insert().values(name=name, head=head, updated=time.time()))
+                c.execute(self.t.refs.insert().values(name=name, head=head, updated=time.time()))
         except IntegrityError:
             raise AlreadyExists(f"branch {name!r} already exists") from None
 
     def delete_ref(self, name: str) -> None:
         with self._write() as c:
-            if c.execute(refs_t.delete().where(refs_t.c.name == name)).rowcount != 1:
+            if c.execute(self.t.refs.delete().where(self.t.refs.c.name == name)).rowcount != 1:
                 raise BranchNotFound(f"branch {name!r} not found")
-            c.execute(staging_t.delete().where(staging_t.c.branch == name))
+            c.execute(self.t.staging.delete().where(self.t.staging.c.branch == name))
 
     def swap_ref(self, name: str, old: str | None, new: Commit, consumed_upto: int | None = None) -> None:
         with self._write() as c:
-            cond = refs_t.c.head.is_(None) if old is None else refs_t.c.head == old
-            res = c.execute(refs_t.update().where(refs_t.c.name == name, cond).values(head=new.id, updated=time.time()))
+            cond = self.t.refs.c.head.is_(None) if old is None else self.t.refs.c.head == old
+            res = c.execute(
+                self.t.refs.update().where(self.t.refs.c.name == name, cond).values(head=new.id, updated=time.time())
+            )
             if res.rowcount != 1:
-                exists = c.execute(sa.select(refs_t.c.name).where(refs_t.c.name == name)).first()
+                exists = c.execute(sa.select(self.t.refs.c.name).where(self.t.refs.c.name == name)).first()
                 if exists is None:
                     raise BranchNotFound(f"branch {name!r} not found")
                 raise BranchMoved(f"branch {name!r} moved while committing; retry")
             self._index(c, new)
             if consumed_upto is not None:
                 # A write that landed after the commit's snapshot has a higher seq: it stays.
-                c.execute(staging_t.delete().where(staging_t.c.branch == name, staging_t.c.seq <= consumed_upto))
+                c.execute(
+                    self.t.staging.delete().where(
+                        self.t.staging.c.branch == name, self.t.staging.c.seq <= consumed_upto
+                    )
+                )
 
     # ---- staging -----------------------------------------------------------------
     def stage_many(self, branch: str, items: list[tuple[str, Entry | None]]) -> None:
@@ -486,17 +644,17 @@ class SqlMetaStore(MetaStore):
             from sqlalchemy.dialects.sqlite import insert
         else:
             from sqlalchemy.dialects.postgresql import insert  # type: ignore[assignment]
-        stmt = insert(staging_t)
+        stmt = insert(self.t.staging)
         stmt = stmt.on_conflict_do_update(
-            index_elements=[staging_t.c.branch, staging_t.c.path],
+            index_elements=[self.t.staging.c.branch, self.t.staging.c.path],
             set_={"seq": stmt.excluded.seq, "entry": stmt.excluded.entry},
         )
         with self._write() as c:
             last = c.execute(
-                refs_t.update()
-                .where(refs_t.c.name == branch)
-                .values(seq=refs_t.c.seq + len(items))
-                .returning(refs_t.c.seq)
+                self.t.refs.update()
+                .where(self.t.refs.c.name == branch)
+                .values(seq=self.t.refs.c.seq + len(items))
+                .returning(self.t.refs.c.seq)
             ).first()
             if last is None:
                 raise BranchNotFound(f"branch {branch!r} not found")
@@ -516,30 +674,34 @@ class SqlMetaStore(MetaStore):
 
     def staged(self, branch: str) -> list[Staged]:
         with self._read() as c:
-            rows = c.execute(sa.select(staging_t).where(staging_t.c.branch == branch).order_by(staging_t.c.path)).all()
+            rows = c.execute(
+                sa.select(self.t.staging).where(self.t.staging.c.branch == branch).order_by(self.t.staging.c.path)
+            ).all()
         return [_row_staged(r) for r in rows]
 
     def staged_get(self, branch: str, path: str) -> Staged | None:
         with self._read() as c:
-            row = c.execute(sa.select(staging_t).where(staging_t.c.branch == branch, staging_t.c.path == path)).first()
+            row = c.execute(
+                sa.select(self.t.staging).where(self.t.staging.c.branch == branch, self.t.staging.c.path == path)
+            ).first()
         return _row_staged(row) if row is not None else None
 
     def staged_children(self, branch: str, parent: str) -> list[Staged]:
         with self._read() as c:
             rows = c.execute(
-                sa.select(staging_t)
-                .where(staging_t.c.branch == branch, staging_t.c.parent == parent)
-                .order_by(staging_t.c.path)
+                sa.select(self.t.staging)
+                .where(self.t.staging.c.branch == branch, self.t.staging.c.parent == parent)
+                .order_by(self.t.staging.c.path)
             ).all()
         return [_row_staged(r) for r in rows]
 
     def staged_under(self, branch: str, prefix: str, limit: int | None = None, puts: bool = False) -> list[Staged]:
-        q = sa.select(staging_t).where(staging_t.c.branch == branch)
+        q = sa.select(self.t.staging).where(self.t.staging.c.branch == branch)
         if puts:
-            q = q.where(staging_t.c.entry.is_not(None))
+            q = q.where(self.t.staging.c.entry.is_not(None))
         if prefix:
-            q = q.where(staging_t.c.path.like(_escape_like(prefix) + "/%", escape="\\"))
-        q = q.order_by(staging_t.c.path)
+            q = q.where(self.t.staging.c.path.like(_escape_like(prefix) + "/%", escape="\\"))
+        q = q.order_by(self.t.staging.c.path)
         if limit is not None:
             q = q.limit(limit)
         with self._read() as c:
@@ -547,28 +709,30 @@ class SqlMetaStore(MetaStore):
         return [_row_staged(r) for r in rows]
 
     def head_and_dirty(self, name: str) -> tuple[str | None, bool]:
-        dirty = sa.exists().where(staging_t.c.branch == name)
+        dirty = sa.exists().where(self.t.staging.c.branch == name)
         with self._read() as c:
-            row = c.execute(sa.select(refs_t.c.head, dirty.label("dirty")).where(refs_t.c.name == name)).first()
+            row = c.execute(
+                sa.select(self.t.refs.c.head, dirty.label("dirty")).where(self.t.refs.c.name == name)
+            ).first()
         if row is None:
             raise BranchNotFound(f"branch {name!r} not found")
         return row.head, bool(row.dirty)
 
     def has_staged(self, branch: str) -> bool:
         with self._read() as c:
-            row = c.execute(sa.select(staging_t.c.path).where(staging_t.c.branch == branch).limit(1)).first()
+            row = c.execute(sa.select(self.t.staging.c.path).where(self.t.staging.c.branch == branch).limit(1)).first()
         return row is not None
 
     def discard_staged(self, branch: str) -> int:
         with self._write() as c:
-            return int(c.execute(staging_t.delete().where(staging_t.c.branch == branch)).rowcount)
+            return int(c.execute(self.t.staging.delete().where(self.t.staging.c.branch == branch)).rowcount)
 
     # ---- commit index ------------------------------------------------------------
     def _index(self, c: Connection, commit: Commit) -> None:
-        exists = c.execute(sa.select(commits_t.c.id).where(commits_t.c.id == commit.id)).first()
+        exists = c.execute(sa.select(self.t.commits.c.id).where(self.t.commits.c.id == commit.id)).first()
         if exists is None:
             c.execute(
-                commits_t.insert().values(
+                self.t.commits.insert().values(
                     id=commit.id,
                     tree=commit.tree,
                     branch=commit.branch,
@@ -584,14 +748,14 @@ class SqlMetaStore(MetaStore):
 
     def get_commit(self, cid: str) -> Commit | None:
         with self._read() as c:
-            row = c.execute(sa.select(commits_t).where(commits_t.c.id == cid)).first()
+            row = c.execute(sa.select(self.t.commits).where(self.t.commits.c.id == cid)).first()
         return _row_commit(row) if row is not None else None
 
     def find_commits(self, prefix: str, limit: int = 2) -> list[str]:
         with self._read() as c:
             rows = c.execute(
-                sa.select(commits_t.c.id)
-                .where(commits_t.c.id.like(_escape_like(prefix) + "%", escape="\\"))
+                sa.select(self.t.commits.c.id)
+                .where(self.t.commits.c.id.like(_escape_like(prefix) + "%", escape="\\"))
                 .limit(limit)
             ).all()
         return [r.id for r in rows]
@@ -600,12 +764,12 @@ class SqlMetaStore(MetaStore):
         # Paged, so a huge history is never held in memory at once.
         last: tuple[float, str] | None = None
         while True:
-            q = sa.select(commits_t).order_by(commits_t.c.time, commits_t.c.id).limit(1000)
+            q = sa.select(self.t.commits).order_by(self.t.commits.c.time, self.t.commits.c.id).limit(1000)
             if last is not None:
                 q = q.where(
                     sa.or_(
-                        commits_t.c.time > last[0],
-                        sa.and_(commits_t.c.time == last[0], commits_t.c.id > last[1]),
+                        self.t.commits.c.time > last[0],
+                        sa.and_(self.t.commits.c.time == last[0], self.t.commits.c.id > last[1]),
                     )
                 )
             with self._read() as c:
@@ -620,31 +784,38 @@ class SqlMetaStore(MetaStore):
     def put_job(self, name: str, spec: str) -> None:
         with self._write() as c:
             now = time.time()
-            if c.execute(jobs_t.update().where(jobs_t.c.name == name).values(spec=spec, updated=now)).rowcount == 0:
-                c.execute(jobs_t.insert().values(name=name, spec=spec, updated=now))
+            if (
+                c.execute(
+                    self.t.jobs.update().where(self.t.jobs.c.name == name).values(spec=spec, updated=now)
+                ).rowcount
+                == 0
+            ):
+                c.execute(self.t.jobs.insert().values(name=name, spec=spec, updated=now))
 
     def get_job(self, name: str) -> str | None:
         with self._read() as c:
-            row = c.execute(sa.select(jobs_t.c.spec).where(jobs_t.c.name == name)).first()
+            row = c.execute(sa.select(self.t.jobs.c.spec).where(self.t.jobs.c.name == name)).first()
         return None if row is None else str(row.spec)
 
     def list_jobs(self) -> list[tuple[str, str, float]]:
         with self._read() as c:
-            rows = c.execute(sa.select(jobs_t).order_by(jobs_t.c.name)).all()
+            rows = c.execute(sa.select(self.t.jobs).order_by(self.t.jobs.c.name)).all()
         return [(r.name, r.spec, r.updated) for r in rows]
 
     def delete_job(self, name: str) -> bool:
         with self._write() as c:
-            return bool(c.execute(jobs_t.delete().where(jobs_t.c.name == name)).rowcount)
+            return bool(c.execute(self.t.jobs.delete().where(self.t.jobs.c.name == name)).rowcount)
 
     def create_run(self, commit: str, branch: str, jobs: list[tuple[str, str]]) -> bool:
         with self._write() as c:
-            if c.execute(sa.select(runs_t.c.commit).where(runs_t.c.commit == commit)).first() is not None:
+            if c.execute(sa.select(self.t.runs.c.commit).where(self.t.runs.c.commit == commit)).first() is not None:
                 return False
-            c.execute(runs_t.insert().values(commit=commit, branch=branch, state=RunState.QUEUED, created=time.time()))
+            c.execute(
+                self.t.runs.insert().values(commit=commit, branch=branch, state=RunState.QUEUED, created=time.time())
+            )
             if jobs:
                 c.execute(
-                    job_runs_t.insert(),
+                    self.t.job_runs.insert(),
                     [
                         {"commit": commit, "job": n, "seq": i, "spec": s, "state": JobState.PENDING}
                         for i, (n, s) in enumerate(jobs)
@@ -654,61 +825,70 @@ class SqlMetaStore(MetaStore):
 
     def get_run(self, commit: str) -> Run | None:
         with self._read() as c:
-            row = c.execute(sa.select(runs_t).where(runs_t.c.commit == commit)).first()
+            row = c.execute(sa.select(self.t.runs).where(self.t.runs.c.commit == commit)).first()
         return None if row is None else _row_run(row)
 
     def list_runs(self, limit: int = 100, job: str | None = None) -> list[Run]:
-        q = sa.select(runs_t).order_by(runs_t.c.created.desc()).limit(limit)
+        q = sa.select(self.t.runs).order_by(self.t.runs.c.created.desc()).limit(limit)
         if job is not None:
-            q = q.where(runs_t.c.commit.in_(sa.select(job_runs_t.c.commit).where(job_runs_t.c.job == job)))
+            q = q.where(
+                self.t.runs.c.commit.in_(sa.select(self.t.job_runs.c.commit).where(self.t.job_runs.c.job == job))
+            )
         with self._read() as c:
             return [_row_run(r) for r in c.execute(q).all()]
 
     def job_runs(self, commit: str) -> list[JobRun]:
         with self._read() as c:
             rows = c.execute(
-                sa.select(job_runs_t).where(job_runs_t.c.commit == commit).order_by(job_runs_t.c.seq)
+                sa.select(self.t.job_runs).where(self.t.job_runs.c.commit == commit).order_by(self.t.job_runs.c.seq)
             ).all()
         return [_row_job_run(r) for r in rows]
 
     def get_job_run(self, commit: str, job: str) -> JobRun | None:
         with self._read() as c:
-            row = c.execute(sa.select(job_runs_t).where(job_runs_t.c.commit == commit, job_runs_t.c.job == job)).first()
+            row = c.execute(
+                sa.select(self.t.job_runs).where(self.t.job_runs.c.commit == commit, self.t.job_runs.c.job == job)
+            ).first()
         return None if row is None else _row_job_run(row)
 
     def update_run(self, commit: str, **fields: Any) -> None:
         assert set(fields) <= RUN_FIELDS
         with self._write() as c:
-            c.execute(runs_t.update().where(runs_t.c.commit == commit).values(**fields))
+            c.execute(self.t.runs.update().where(self.t.runs.c.commit == commit).values(**fields))
 
     def update_job_run(self, commit: str, job: str, **fields: Any) -> None:
         assert set(fields) <= JOB_RUN_FIELDS
         with self._write() as c:
             c.execute(
-                job_runs_t.update().where(job_runs_t.c.commit == commit, job_runs_t.c.job == job).values(**fields)
+                self.t.job_runs.update()
+                .where(self.t.job_runs.c.commit == commit, self.t.job_runs.c.job == job)
+                .values(**fields)
             )
 
     def claim_run(self, owner: str, stale_before: float) -> str | None:
         with self._write() as c:
             row = c.execute(
-                sa.select(runs_t.c.commit, runs_t.c.state)
+                sa.select(self.t.runs.c.commit, self.t.runs.c.state)
                 .where(
                     sa.or_(
-                        runs_t.c.state == RunState.QUEUED,
-                        sa.and_(runs_t.c.state == RunState.RUNNING, runs_t.c.heartbeat < stale_before),
+                        self.t.runs.c.state == RunState.QUEUED,
+                        sa.and_(self.t.runs.c.state == RunState.RUNNING, self.t.runs.c.heartbeat < stale_before),
                     )
                 )
-                .order_by(runs_t.c.created)
+                .order_by(self.t.runs.c.created)
                 .limit(1)
             ).first()
             if row is None:
                 return None
             now = time.time()
             res = c.execute(
-                runs_t.update()
-                .where(runs_t.c.commit == row.commit, runs_t.c.state == row.state)
+                self.t.runs.update()
+                .where(self.t.runs.c.commit == row.commit, self.t.runs.c.state == row.state)
                 .values(
-                    state=RunState.RUNNING, owner=owner, heartbeat=now, started=sa.func.coalesce(runs_t.c.started, now)
+                    state=RunState.RUNNING,
+                    owner=owner,
+                    heartbeat=now,
+                    started=sa.func.coalesce(self.t.runs.c.started, now),
                 )
             )
             return str(row.commit) if res.rowcount == 1 else None
@@ -716,16 +896,18 @@ class SqlMetaStore(MetaStore):
     def job_run_base(self, job: str, spec_key: str) -> JobRun | None:
         with self._read() as c:
             row = c.execute(
-                sa.select(job_runs_t)
+                sa.select(self.t.job_runs)
                 .where(
-                    job_runs_t.c.job == job,
-                    job_runs_t.c.spec_key == spec_key,
+                    self.t.job_runs.c.job == job,
+                    self.t.job_runs.c.spec_key == spec_key,
                     sa.or_(
-                        job_runs_t.c.state.in_([JobState.SUCCEEDED, JobState.REUSED]),
-                        sa.and_(job_runs_t.c.state == JobState.FAILED, job_runs_t.c.partial_tree.is_not(None)),
+                        self.t.job_runs.c.state.in_([JobState.SUCCEEDED, JobState.REUSED]),
+                        sa.and_(
+                            self.t.job_runs.c.state == JobState.FAILED, self.t.job_runs.c.partial_tree.is_not(None)
+                        ),
                     ),
                 )
-                .order_by(job_runs_t.c.finished.desc())
+                .order_by(self.t.job_runs.c.finished.desc())
                 .limit(1)
             ).first()
         return None if row is None else _row_job_run(row)
@@ -735,35 +917,27 @@ class SqlMetaStore(MetaStore):
             return
         with self._write() as c:
             c.execute(
-                job_failures_t.insert(),
+                self.t.job_failures.insert(),
                 [{"commit": commit, "job": job, "path": f.path, "error": f.error} for f in items],
             )
 
     def job_failures(self, commit: str, job: str, limit: int = 1000, after: str | None = None) -> list[Failure]:
-        q = sa.select(job_failures_t.c.path, job_failures_t.c.error).where(
-            job_failures_t.c.commit == commit, job_failures_t.c.job == job
+        q = sa.select(self.t.job_failures.c.path, self.t.job_failures.c.error).where(
+            self.t.job_failures.c.commit == commit, self.t.job_failures.c.job == job
         )
         if after is not None:
-            q = q.where(job_failures_t.c.path > after)
+            q = q.where(self.t.job_failures.c.path > after)
         with self._read() as c:
-            rows = c.execute(q.order_by(job_failures_t.c.path).limit(limit)).all()
+            rows = c.execute(q.order_by(self.t.job_failures.c.path).limit(limit)).all()
         return [Failure(r.path, r.error) for r in rows]
 
     def clear_job_failures(self, commit: str, job: str) -> None:
         with self._write() as c:
-            c.execute(job_failures_t.delete().where(job_failures_t.c.commit == commit, job_failures_t.c.job == job))
-
-    def _upgrade_job_runs(self, c: Connection) -> None:
-        """Add the job_runs columns a database made by an older pfs lacks (create_all makes
-        missing tables, never missing columns)."""
-        have = {col["name"] for col in sa.inspect(c).get_columns("job_runs")}
-        for name in _JOB_RUNS_ADDED:
-            if name not in have:
-                col = job_runs_t.c[name]
-                default = f" DEFAULT {col.server_default.arg}" if col.server_default is not None else ""  # type: ignore[attr-defined]
-                null = "" if col.nullable else " NOT NULL"
-                kind = col.type.compile(dialect=c.dialect)
-                c.execute(sa.text(f"ALTER TABLE job_runs ADD COLUMN {name} {kind}{default}{null}"))
+            c.execute(
+                self.t.job_failures.delete().where(
+                    self.t.job_failures.c.commit == commit, self.t.job_failures.c.job == job
+                )
+            )
 
 
 class _Guard:

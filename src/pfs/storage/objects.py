@@ -14,6 +14,7 @@ import errno
 import fcntl
 import os
 import re
+import shutil
 import threading
 import uuid
 import weakref
@@ -200,6 +201,15 @@ class ObjectStore(ABC):
 
     @abstractmethod
     def keys(self) -> Iterator[str]: ...
+
+    @abstractmethod
+    def child(self, name: str) -> ObjectStore:
+        """The store of another repository in the same place (`repos/<name>/`): objects are
+        kept per repository, so nothing is readable through one that another wrote."""
+
+    @abstractmethod
+    def destroy(self) -> None:
+        """Remove every object of this (child) store: its repository was deleted."""
 
     def get(self, key: str) -> bytes:
         """The verified bytes of an object; MissingObject / CorruptObject otherwise."""
@@ -445,6 +455,14 @@ class LocalObjectStore(ObjectStore):
                 key = sub + name
                 if _KEY_RE.match(key):
                     yield key
+
+    def child(self, name: str) -> LocalObjectStore:
+        return LocalObjectStore(os.path.join(self.root, "repos", name))
+
+    def destroy(self) -> None:
+        if os.path.basename(os.path.dirname(self.root)) != "repos":
+            raise ValueError("only a repository's own store is destroyed")
+        shutil.rmtree(self.root, ignore_errors=True)
 
     def sync_data(self, paths: list[str]) -> None:
         """One filesystem-wide barrier instead of an fsync per object, where Linux allows."""

@@ -11,6 +11,7 @@ when the store is slow.
 from __future__ import annotations
 
 import contextlib
+import copy
 import logging
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -67,8 +68,10 @@ class S3ObjectStore(ObjectStore):
     def __init__(self, url: str, config: S3Config, create_bucket: bool = True) -> None:
         self.url = url
         self.bucket, prefix = parse_s3_url(url)
+        self.base = prefix
         self.prefix = prefix + "objects/"
         self.config = config
+        self._child = False
         if (config.access_key is None) != (config.secret_key is None):
             raise BadRequest("S3 credentials are incomplete: set both AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY")
         try:
@@ -159,8 +162,30 @@ class S3ObjectStore(ObjectStore):
         except Exception as exc:
             raise self._error(exc, f"list {self.url}") from None
 
+    def child(self, name: str) -> S3ObjectStore:
+        """Same bucket and client, objects under `<prefix>repos/<name>/objects/`."""
+        other = copy.copy(self)
+        other.base = f"{self.base}repos/{name}/"
+        other.prefix = other.base + "objects/"
+        other.url = f"s3://{self.bucket}/{other.base}"
+        other._child = True
+        return other
+
+    def destroy(self) -> None:
+        if not self._child:
+            raise ValueError("only a repository's own store is destroyed")
+        try:
+            pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=self.base)
+            for page in pages:
+                keys = [{"Key": str(o["Key"])} for o in page.get("Contents") or ()]
+                if keys:
+                    self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": keys, "Quiet": True})
+        except Exception as exc:
+            raise self._error(exc, f"delete {self.url}") from None
+
     def close(self) -> None:
-        self.client.close()
+        if not self._child:  # a child shares its parent's client
+            self.client.close()
 
     def _error(self, exc: Exception, what: str) -> PfsError:
         """The store's failure as a server-side error: a user's request is not at fault."""

@@ -20,7 +20,7 @@ import orjson
 from .. import errors
 from ..client import Client
 from ..errors import BadRequest, BranchNotFound, CommitNotFound, Conflict
-from ..paths import check_branch
+from ..paths import check_branch, check_repo_name
 from .wire import (
     COMMIT,
     END,
@@ -344,4 +344,9 @@ def check_url(url: str) -> str:
         raise BadRequest(f"a remote URL must not contain credentials (user:password@): {shown!r}")
     if parts.query or parts.fragment:
         raise BadRequest(f"a remote URL must not have a query or fragment: {shown!r}")
+    path = parts.path.rstrip("/")
+    if path and not (path.startswith("/repo/") and path.count("/") == 2):
+        raise BadRequest(f"a remote URL is a server or one of its repositories (…/repo/<name>), not {shown!r}")
+    if path:
+        check_repo_name(path.removeprefix("/repo/"))
     return url.rstrip("/")
