@@ -33,6 +33,7 @@ from pfs import Client
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from cluster import bench_cluster  # noqa: E402
+from s3 import bench_s3  # noqa: E402
 
 PIECE = 1 << 20
 SINK_APP = textwrap.dedent(
@@ -615,6 +616,14 @@ cores, so adding nodes here cannot add CPU; the rows show that more nodes cost n
 contention (compare-and-swap, staging), not how a cluster of real machines scales. The
 baseline writes the same bytes straight to SeaweedFS with boto3, which pfs must also do
 after chunking, hashing and recording each file in PostgreSQL.
+S3 gateway: client and server share the machine's two cores. A signed PutObject over plain
+HTTP makes botocore hash the whole body (SHA-256) before sending and the gateway hash it
+again to check it, which the native POST does not do: that is most of the PUT gap.
+upload_file/download_file add boto3's transfer manager (threads, a temporary file, disk
+writes) on the same cores; one GetObject shows the gateway's own read path. Listing: the
+"plain HTTP pages" row is the gateway's share; the rest is botocore parsing 100 XML pages.
+Small PUTs: each is staged with one durable SQLite commit (fsync), which SeaweedFS's S3
+server, writing without a transaction log, does not pay.
 """
 
 
@@ -622,7 +631,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--size-mb", type=int, default=1024, help="size of the large file (MiB)")
     ap.add_argument("--out", help="also write the report to this Markdown file")
-    ap.add_argument("--only", help="comma-separated subset: throughput,small,scaling,storage,jobs,sync,cluster")
+    ap.add_argument("--only", help="comma-separated subset: throughput,small,scaling,storage,jobs,sync,cluster,s3")
     ap.add_argument("--work", help="scratch directory (default: a temp dir on the same disk as /tmp)")
     args = ap.parse_args()
     size = args.size_mb << 20
@@ -638,6 +647,7 @@ def main() -> None:
             ("jobs", lambda: bench_jobs(work, rows)),
             ("sync", lambda: bench_sync(work, rows)),
             ("cluster", lambda: bench_cluster(work, rows)),
+            ("s3", lambda: bench_s3(work, size, rows)),
         ):
             if args.only and name not in args.only.split(","):
                 continue

@@ -41,6 +41,9 @@ else
     echo "== postgresql"
     # The cluster tests start private PostgreSQL servers: they need its binaries.
     bash scripts/pg-setup.sh
+    echo "== s3 clients"
+    # rclone, one of the S3 clients the gateway's tests drive (Debian's package).
+    bash scripts/s3-clients-setup.sh
 fi
 echo "== pytest"
 set +e

@@ -749,3 +749,38 @@ def test_edited_versions_of_a_file_are_deduplicated(http: httpx.Client, storage:
     assert len(log) == 10
     for c, want in zip(reversed(log), versions, strict=True):
         assert get(http, "v.bin", commit=c["id"]) == want
+
+
+def test_names_differing_in_case_are_different_paths(http: httpx.Client) -> None:
+    """SQLite's LIKE ignores case unless told: a staged "A/x" once made "a" a directory."""
+    put(http, "A/x", b"upper dir")
+    put(http, "a", b"lower file")
+    assert get(http, "a") == b"lower file" and get(http, "A/x") == b"upper dir"
+    assert http.post("/commit").status_code == 201
+    assert get(http, "a") == b"lower file"
+
+
+def test_range_reads(http: httpx.Client) -> None:
+    data = os.urandom(3 << 20)  # several chunks: a range reads only those it covers
+    put(http, "r.bin", data)
+    put(http, "tiny", b"0123456789")
+    for path, body in (("r.bin", data), ("tiny", b"0123456789")):
+        n = len(body)
+        for spec, (a, b) in {"bytes=0-0": (0, 0), "bytes=5-": (5, n - 1), "bytes=-4": (n - 4, n - 1),
+                             f"bytes=3-{n + 100}": (3, n - 1), "bytes=2-8": (2, 8)}.items():  # fmt: skip
+            r = http.get(f"/file/{path}", headers={"range": spec})
+            assert r.status_code == 206, (path, spec, r.text)
+            assert r.content == body[a : b + 1] and r.headers["content-range"] == f"bytes {a}-{b}/{n}"
+            h = http.head(f"/file/{path}", headers={"range": spec})
+            assert h.status_code == 206 and h.headers["content-length"] == str(b - a + 1)
+        mid = (1 << 20) + 5
+        if n > mid + 10:
+            r = http.get(f"/file/{path}", headers={"range": f"bytes={mid}-{mid + 9}"})
+            assert r.content == body[mid : mid + 10]
+        r = http.get(f"/file/{path}", headers={"range": f"bytes={n}-", **J})
+        assert r.status_code == 416 and r.headers["content-range"] == f"bytes */{n}"
+        assert r.json()["error"] == "range_not_satisfiable"
+        for ignored in ("bytes=5-2", "bytes=0-1,3-4", "items=0-1", "bytes=x-"):
+            r = http.get(f"/file/{path}", headers={"range": ignored})
+            assert r.status_code == 200 and r.content == body, ignored
+    assert http.get("/file/r.bin").headers["accept-ranges"] == "bytes"

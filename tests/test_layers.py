@@ -32,13 +32,14 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("repository", ("pfs.repository",)),
     ("jobs, sync, config", ("pfs.jobs", "pfs.sync", "pfs.config")),
     ("http", ("pfs.http",)),
-    ("client, sync driver", ("pfs.client", "pfs.records", "pfs.sync.driver", *FACADES)),
+    ("client, sync driver, fsspec", ("pfs.client", "pfs.records", "pfs.sync.driver", "pfs.fs", *FACADES)),
     ("cli", ("pfs.cli", "pfs.__main__")),
 ]
 # Modules that may import less than their layer allows: only these prefixes (and themselves).
 ONLY: dict[str, tuple[str, ...]] = {
     "pfs.client": (*SHARED, "pfs.sync.wire", "pfs.records"),
     "pfs.records": (),  # plain data: what the client returns
+    "pfs.fs": (*SHARED, "pfs.client", "pfs.records"),  # the file system is the client's, nothing more
 }
 
 
@@ -155,12 +156,12 @@ def test_the_check_sees_every_kind_of_import(tmp_path: Path) -> None:
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_text(text)
     assert violations(tmp_path) == [
-        "pfs/client.py:3: pfs.client (client, sync driver) imports pfs.repository.repo: "
+        "pfs/client.py:3: pfs.client (client, sync driver, fsspec) imports pfs.repository.repo: "
         "pfs.client may import only pfs.errors, pfs.paths, pfs.failpoints, pfs.sync.wire, pfs.records",
-        "pfs/http/api.py:2: pfs.http.api (http) imports pfs (client, sync driver), a higher layer",
+        "pfs/http/api.py:2: pfs.http.api (http) imports pfs (client, sync driver, fsspec), a higher layer",
         "pfs/newthing.py: pfs.newthing is in no layer: add it to LAYERS in tests/test_layers.py",
         "pfs/repository/repo.py:4: pfs.repository.repo (repository) imports pfs.cli (cli), a higher layer",
         "pfs/storage/objects.py:5: pfs.storage.objects (storage) imports pfs.http.api (http), a higher layer",
         "pfs/sync/receiver.py:1: pfs.sync.receiver (jobs, sync, config) imports pfs.sync.driver "
-        "(client, sync driver), a higher layer",
+        "(client, sync driver, fsspec), a higher layer",
     ]

@@ -38,7 +38,7 @@ FENCE = re.compile(r"^```([\w-]*)[ \t]*\n(.*?)^```[ \t]*$", re.M | re.S)
 RUNNABLE = ("sh", "python")
 # Ports the README uses: the quickstart's pfs, the compose stack (pfs, S3, PostgreSQL), the
 # host's third node, the swarm's published port, the clone's second pfs, the image's container.
-PORTS = (8080, 8081, 8082, 8083, 8084, 8090, 8091, 8333, 15432)
+PORTS = (8080, 8081, 8082, 8083, 8084, 8085, 8090, 8091, 8333, 9000, 15432)
 STACK = "pfs"  # the README's stack name; its volumes and networks are prefixed with it
 CONTAINER, VOLUME, JOB_IMAGE = "pfs", "pfs-data", "wc:local"  # what the README's blocks name
 BUDGET = 900.0  # seconds for all blocks; a warm run takes a few minutes at most
@@ -47,6 +47,8 @@ BUDGET = 900.0  # seconds for all blocks; a warm run takes a few minutes at most
 EXPECT = [
     ('curl "localhost:8080/diff?from=master&to=exp"', ["M\ta.txt"]),
     ("# the reduce's output: 9", ["9", "4", "12"]),
+    ("# a commit is a ref too: Oslo,3", ["PRE master/", "Oslo,3"]),
+    ("print(fs.ls(", ["['lake/master/weather/t.csv']"]),
     ("# without force: 409, it has commits", ["meow", "Deleted repository scratch.", "Deleted repository images."]),
     ('print(c.get_file("py/a.txt", commit=head))', ["b'hello'", "master is not at that commit"]),
     ("curl localhost:8082/file/a.txt", ["hello compose"]),

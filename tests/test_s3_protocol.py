@@ -709,6 +709,33 @@ def test_chunked_from_request() -> None:
         sigv4.AwsChunkedDecoder.from_request({**headers, "x-amz-decoded-content-length": "-1"}, auth, SECRET)
 
 
+def test_chunked_unverified_checks_framing_not_signatures() -> None:
+    """With no secret to check chunk signatures against (any access key accepted), the body is
+    still decoded strictly: framing, declared length, trailing checksum."""
+    auth = sigv4.authenticate(
+        _auth_headers(**{"X-Amz-Content-SHA256": "STREAMING-AWS4-HMAC-SHA256-PAYLOAD"}), [], now=NOW_TS
+    )
+    headers = {"x-amz-content-sha256": "STREAMING-AWS4-HMAC-SHA256-PAYLOAD", "x-amz-decoded-content-length": "5"}
+    body = b"5;chunk-signature=" + b"0" * 64 + b"\r\nhello\r\n0;chunk-signature=" + b"0" * 64 + b"\r\n\r\n"
+    decoder = sigv4.AwsChunkedDecoder.unverified(headers, auth)
+    assert decode(decoder, body, 7) == b"hello"
+    with s3_error("IncompleteBody"):
+        decode(sigv4.AwsChunkedDecoder.unverified({**headers, "x-amz-decoded-content-length": "6"}, auth), body, 7)
+    with s3_error("InvalidRequest"):  # signed chunks need a signed request
+        sigv4.AwsChunkedDecoder.unverified(headers, None)
+    with s3_error("MissingContentLength"):
+        sigv4.AwsChunkedDecoder.unverified({"x-amz-content-sha256": "STREAMING-AWS4-HMAC-SHA256-PAYLOAD"}, auth)
+    payload = b"pfs" * 3000
+    trailer = {
+        "x-amz-content-sha256": "STREAMING-UNSIGNED-PAYLOAD-TRAILER",
+        "x-amz-decoded-content-length": str(len(payload)),
+        "x-amz-trailer": "x-amz-checksum-crc32",
+    }
+    corrupt = botocore_unsigned_trailer_body(payload).replace(b"pfspfs", b"pfsPfs", 1)
+    with s3_error("BadDigest"):
+        decode(sigv4.AwsChunkedDecoder.unverified(trailer, None), corrupt, 333)
+
+
 # -- XML: rendering, read back by botocore -------------------------------------------------------------------
 
 KEYS = ["master/a b.txt", "master/a+b.txt", "master/c&d<e>.txt", "master/é/ü.txt", "master/100%.txt", "master/q'\"x"]
@@ -797,6 +824,12 @@ def test_render_other_answers_read_by_botocore(fake_s3: FakeS3) -> None:
     assert client.get_bucket_location(Bucket="repo")["LocationConstraint"] == "eu-west-1"
     fake_s3.respond = _answer(s3xml.location_xml("us-east-1"))
     assert client.get_bucket_location(Bucket="repo")["LocationConstraint"] is None
+    fake_s3.respond = _answer(s3xml.acl_xml(owner))
+    acl = client.get_bucket_acl(Bucket="repo")
+    assert acl["Owner"]["ID"] == "id1"
+    assert [(g["Grantee"]["ID"], g["Grantee"]["Type"], g["Permission"]) for g in acl["Grants"]] == [
+        ("id1", "CanonicalUser", "FULL_CONTROL")
+    ]
     fake_s3.respond = _answer(s3xml.versioning_xml())
     assert client.get_bucket_versioning(Bucket="repo")["Status"] == "Enabled"
     uploads = [("master/a b", s3xml.UploadInfo("up-1", T0))]

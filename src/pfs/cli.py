@@ -264,6 +264,7 @@ class Transfer:
 
 @main.command()
 @click.option("--addr", envvar="PFS_ADDR", default="127.0.0.1:8080", show_default=True, help="HOST:PORT to listen on")
+@click.option("--s3-addr", envvar="PFS_S3_ADDR", default=None, help="HOST:PORT of the S3 gateway [default: no gateway]")
 @click.option("--data-dir", envvar="PFS_DATA_DIR", default=None, help="where data lives [default: ~/.pfs]")
 @click.option("--max-file-size", type=int, default=None, help="reject files larger than this many bytes")
 @click.option(
@@ -375,6 +376,7 @@ class Transfer:
 @click.option("--log-level", envvar="PFS_LOG_LEVEL", default="warning", show_default=True, help="info logs requests")
 def serve(
     addr: str,
+    s3_addr: str | None,
     data_dir: str | None,
     max_file_size: int | None,
     meta_url: str | None,
@@ -429,7 +431,13 @@ def serve(
         send_timeout=send_timeout,
         max_per_client=max_connections_per_client or max(1, max_connections // 4),
     )
-    sys.exit(run_node(cfg, host, port, limits, max_connections, log_level.lower(), announce=_announce))
+    s3 = None
+    if s3_addr:
+        try:
+            s3 = parse_addr(s3_addr)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--s3-addr") from None
+    sys.exit(run_node(cfg, host, port, limits, max_connections, log_level.lower(), announce=_announce, s3=s3))
 
 
 def _announce(line: str) -> None:

@@ -194,6 +194,36 @@ class Client:
     def get_file(self, path: str, commit: str | None = None, branch: str | None = None) -> bytes:
         return b"".join(self.open_file(path, commit, branch))
 
+    def read_range(
+        self, path: str, first: int, last: int, commit: str | None = None, branch: str | None = None
+    ) -> bytes:
+        """Bytes `first`..`last` (inclusive) of a file: one ranged request."""
+        params = {k: v for k, v in {"commit": commit, "branch": branch}.items() if v is not None}
+        try:
+            resp = self.http.get(
+                f"/file/{_q(path)}", params=params, headers={"accept": "*/*", "range": f"bytes={first}-{last}"}
+            )
+        except httpx.TransportError as exc:
+            raise errors.Unavailable(f"cannot reach pfs at {self.url}: {exc}") from exc
+        self._check(resp)
+        if resp.status_code != 206:  # a server that ignores ranges: cut it here
+            return resp.content[first : last + 1]
+        return resp.content
+
+    def stat(self, path: str, commit: str | None = None, branch: str | None = None) -> FileInfo:
+        """A file's or directory's entry, from one HEAD request (FileNotFound if absent)."""
+        params = {k: v for k, v in {"commit": commit, "branch": branch}.items() if v is not None}
+        try:
+            resp = self.http.head(f"/file/{_q(path)}", params=params)
+        except httpx.TransportError as exc:
+            raise errors.Unavailable(f"cannot reach pfs at {self.url}: {exc}") from exc
+        self._check(resp)
+        name = path.rstrip("/").rpartition("/")[2]
+        if resp.headers.get("content-type", "").startswith("application/json"):  # a directory's listing
+            return FileInfo(path=path, name=name, type="dir")
+        etag = resp.headers.get("etag", "").strip('"') or None
+        return FileInfo(path=path, name=name, type="file", size=int(resp.headers["content-length"]), hash=etag)
+
     def ls(self, path: str = "", commit: str | None = None, branch: str | None = None) -> list[FileInfo]:
         target = f"/file/{_q(path.rstrip('/'))}/*" if path.strip("/") else "/file/*"
         return [FileInfo.from_json(e) for e in self._call("GET", target, params={"commit": commit, "branch": branch})]

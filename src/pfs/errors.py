@@ -53,6 +53,10 @@ class BranchNotFound(NotFound):
     code = "branch_not_found"
 
 
+class UploadNotFound(NotFound):
+    code = "upload_not_found"
+
+
 class RepositoryNotFound(NotFound):
     code = "repository_not_found"
 
@@ -132,6 +136,13 @@ class MethodNotAllowed(PfsError):
 
     status = 405
     code = "method_not_allowed"
+
+
+class RangeNotSatisfiable(PfsError):
+    """A byte range that starts past the end of the file (`size` in the details)."""
+
+    status = 416
+    code = "range_not_satisfiable"
 
 
 class PayloadTooLarge(PfsError):

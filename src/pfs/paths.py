@@ -82,6 +82,35 @@ def check_repo_name(name: str) -> str:
     return name
 
 
+MAX_META = 2048  # bytes of an object's metadata, names and values together: S3's own limit
+_META_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,127}$")
+
+
+def check_meta(items: object) -> tuple[tuple[str, str], ...]:
+    """An object's metadata (content-type, x-amz-meta-*, … as an S3 client sets them):
+    lowercase token names, printable values, at most 2 KiB in all; sorted by name."""
+    if not isinstance(items, dict | tuple | list):
+        raise BadRequest("metadata must be a mapping of names to values")
+    pairs = list(items.items()) if isinstance(items, dict) else list(items)
+    total = 0
+    out: dict[str, str] = {}
+    for pair in pairs:
+        if not (isinstance(pair, tuple | list) and len(pair) == 2):
+            raise BadRequest("metadata must be a mapping of names to values")
+        name, value = pair
+        if not isinstance(name, str) or not isinstance(value, str) or not _META_NAME_RE.fullmatch(name):
+            raise BadRequest(f"invalid metadata name {str(name)[:60]!r}")
+        if _FORBIDDEN.intersection(value) - {"\\", "*"} or "\x7f" in value:
+            raise BadRequest(f"metadata {name!r} has a control character")
+        if name in out:
+            raise BadRequest(f"metadata {name!r} is given twice")
+        total += len(name.encode()) + len(value.encode("utf-8", "surrogatepass"))
+        out[name] = value
+    if total > MAX_META:
+        raise BadRequest(f"metadata larger than {MAX_META} bytes")
+    return tuple(sorted(out.items()))
+
+
 def check_message(message: str) -> str:
     """Commit messages: any text (newlines too; plain-text output escapes what it shows),
     bounded, since every log reader pays for every message."""

@@ -42,6 +42,7 @@ from ..errors import (
     MethodNotAllowed,
     PayloadTooLarge,
     PfsError,
+    RangeNotSatisfiable,
     RunNotFound,
     Unavailable,
 )
@@ -79,9 +80,9 @@ def respond(request: Request, text: str, data: Any, status: int = 200) -> Respon
     return PlainTextResponse(text, status_code=status)
 
 
-def headers_only(media_type: str, headers: dict[str, str] | None = None) -> Response:
+def headers_only(media_type: str, headers: dict[str, str] | None = None, status: int = 200) -> Response:
     """The answer to HEAD on a streamed route: the GET's headers, and nothing is read."""
-    resp = Response(b"", media_type=media_type, headers=headers)
+    resp = Response(b"", status_code=status, media_type=media_type, headers=headers)
     if headers is None or "content-length" not in headers:
         del resp.headers["content-length"]  # unknown until streamed: say nothing rather than 0
     return resp
@@ -136,6 +137,29 @@ async def respond_many(
             yield b"]"
 
     return StreamingResponse(body(), media_type=media)
+
+
+_RANGE = re.compile(r"bytes=(\d*)-(\d*)")
+
+
+def byte_range(header: str | None, size: int) -> tuple[int, int] | None:
+    """One `Range: bytes=a-b` (or `a-`, `-n`) as (first, last); None for no header, or one
+    that is not a single byte range (answered whole, as HTTP allows). 416 if unsatisfiable."""
+    m = _RANGE.fullmatch(header.strip()) if header else None
+    if m is None or m[1] == m[2] == "":
+        return None
+    if m[1] == "":
+        n = int(m[2])
+        if n == 0:
+            raise RangeNotSatisfiable(f"range {header!r} is empty", size=size)
+        return max(size - n, 0), size - 1
+    first = int(m[1])
+    last = min(int(m[2]), size - 1) if m[2] else size - 1
+    if m[2] and int(m[2]) < first:
+        return None  # not a valid range: ignored
+    if first >= size:
+        raise RangeNotSatisfiable(f"range {header!r} starts past the end of {size} bytes", size=size)
+    return first, last
 
 
 def iso(t: float) -> str:
@@ -472,12 +496,18 @@ class Server:
             if wants_json(request):
                 return await self.get_dir(request, view, path)
             raise BadRequest(f"{path or '/'} is a directory; read {path + '/' if path else ''}* to list it")
-        headers = {"content-length": str(entry.size), "etag": f'"{entry.hash}"'}
+        headers = {"content-length": str(entry.size), "etag": f'"{entry.hash}"', "accept-ranges": "bytes"}
+        span = byte_range(request.headers.get("range"), entry.size)
+        if span is not None:
+            first, last = span
+            headers["content-length"] = str(last - first + 1)
+            headers["content-range"] = f"bytes {first}-{last}/{entry.size}"
+        status = 206 if span is not None else 200
         if request.method == "HEAD":
-            return headers_only("application/octet-stream", headers)
-        return StreamingResponse(
-            self._stream(self.repo(request), [entry]), media_type="application/octet-stream", headers=headers
-        )
+            return headers_only("application/octet-stream", headers, status)
+        repo = self.repo(request)
+        body = pump(repo.read_range(entry, *span)) if span is not None else self._stream(repo, [entry])
+        return StreamingResponse(body, status_code=status, media_type="application/octet-stream", headers=headers)
 
     async def get_dir(self, request: Request, view: Reader, path: str) -> Response:
         entry = await run(view.lookup, path)
@@ -967,6 +997,8 @@ async def _error(request: Request, exc: Exception) -> Response:
         log.warning("%s", err.message)
     if "allow" in err.details:
         headers["allow"] = str(err.details["allow"])
+    if isinstance(err, RangeNotSatisfiable):
+        headers["content-range"] = f"bytes */{err.details['size']}"
     if wants_json(request):
         body = {**err.to_json(), "request_id": rid}
         return Response(orjson.dumps(body), status_code=err.status, media_type="application/json", headers=headers)

@@ -22,11 +22,12 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import uvicorn
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ..errors import PfsError, Unavailable
 from .api import Node, OpenNode, create_app
 from .guard import Limits, guarded_protocol
-from .logs import setup_logging
+from .logs import RequestIds, setup_logging
 
 if TYPE_CHECKING:
     from ..config import Config
@@ -106,6 +107,26 @@ class StartingNode(Node):
         return self._repos.default.check_stores()
 
 
+def _shown(sock: socket.socket) -> str:
+    host, port = sock.getsockname()[:2]
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+class ByListener:
+    """One server, two listeners: a request that came in on the S3 gateway's port goes to
+    the gateway, everything else (the lifespan too) to the native API."""
+
+    def __init__(self, api: ASGIApp, s3: ASGIApp, s3_port: int) -> None:
+        self.api, self.s3, self.s3_port = api, s3, s3_port
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        server = scope.get("server")
+        if scope["type"] == "http" and server is not None and server[1] == self.s3_port:
+            await self.s3(scope, receive, send)
+        else:
+            await self.api(scope, receive, send)
+
+
 def bind(host: str, port: int) -> socket.socket:
     """A listening socket, or OSError (address in use, not an address of this machine)."""
     infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
@@ -136,14 +157,21 @@ def serve(
     max_connections: int,
     log_level: str = "warning",
     announce: Callable[[str], None] = lambda line: print(line, file=sys.stderr, flush=True),
+    s3: tuple[str, int] | None = None,
 ) -> int:
-    """Run a node until SIGINT/SIGTERM; returns the process's exit code."""
+    """Run a node until SIGINT/SIGTERM; returns the process's exit code. `s3`: the S3
+    gateway's address, served by the same server on a second socket."""
     setup_logging(log_level)
-    try:
-        sock = bind(host, port)
-    except OSError as exc:
-        announce(f"error: cannot listen on {host}:{port}: {exc.strerror or exc}")
-        return 1
+    socks: list[socket.socket] = []
+    for h, p in [(host, port), *([s3] if s3 else [])]:
+        try:
+            socks.append(bind(h, p))
+        except OSError as exc:
+            for done in socks:
+                done.close()
+            announce(f"error: cannot listen on {h}:{p}: {exc.strerror or exc}")
+            return 1
+    sock = socks[0]
     fatal: list[str] = []
     server: _Uvicorn | None = None
 
@@ -160,13 +188,19 @@ def serve(
             repos = cfg.open_repos()
             node = OpenNode(repos, cfg.jobs(repos))
         except (PfsError, OSError) as exc:
-            sock.close()
+            for done in socks:
+                done.close()
             announce(f"error: {exc.message if isinstance(exc, PfsError) else exc}")
             return 1
-    bound_host, bound_port = sock.getsockname()[:2]
-    shown = f"[{bound_host}]" if ":" in bound_host else bound_host
+    app: ASGIApp = create_app(node)
+    where = _shown(sock)
+    if s3:
+        from .s3.gateway import create_s3_app
+
+        app = ByListener(app, RequestIds(create_s3_app(node)), socks[1].getsockname()[1])
+        where += f", S3 gateway on {_shown(socks[1])}"
     config = uvicorn.Config(
-        create_app(node),
+        app,
         http=guarded_protocol(limits),
         log_level=log_level,
         timeout_keep_alive=30,
@@ -174,8 +208,8 @@ def serve(
         limit_concurrency=max_connections,
         lifespan="on",
     )
-    server = _Uvicorn(config, lambda: announce(f"pfs serving {cfg.describe()} on http://{shown}:{bound_port}"))
-    server.run(sockets=[sock])
+    server = _Uvicorn(config, lambda: announce(f"pfs serving {cfg.describe()} on {where}"))
+    server.run(sockets=socks)
     if fatal:
         announce(f"error: {fatal[0]}")
         return 1

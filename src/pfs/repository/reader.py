@@ -85,9 +85,10 @@ class Reader:
         deleted = {s.path for s in self.meta.staged_under(self.branch, path)}
         return any(p not in deleted for p, _ in self.trees.walk(entry.hash, path))
 
-    def listdir(self, path: str) -> Iterator[tuple[str, Entry]]:
+    def listdir(self, path: str, start: str = "") -> Iterator[tuple[str, Entry]]:
         """Children of a directory, sorted by name, streamed from the tree with the branch's
-        dirty writes merged in (caller checked it is a directory)."""
+        dirty writes merged in (caller checked it is a directory); `start`: only names from
+        it on."""
         while True:
             overlay: dict[str, Entry | None] = {}
             doubtful: set[str] = set()  # committed dirs with deletions below: maybe emptied
@@ -105,7 +106,9 @@ class Reader:
             if not self._moved():
                 break
         base = self.trees.lookup(self.root, path)
-        committed = self.trees.dir_items(base.hash) if base is not None and base.is_dir else iter(())
+        committed = self.trees.dir_items(base.hash, start) if base is not None and base.is_dir else iter(())
+        if start:
+            overlay = {n: e for n, e in overlay.items() if n >= start}
         if self.branch is None:
             yield from committed
             return

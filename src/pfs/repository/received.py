@@ -24,7 +24,7 @@ from ..errors import (
     MissingObject,
     PayloadTooLarge,
 )
-from ..paths import MAX_DEPTH, MAX_PATH, check_branch, check_message, clean_path, join
+from ..paths import MAX_DEPTH, MAX_PATH, check_branch, check_message, check_meta, clean_path, join
 from ..storage.chunking import MAX_CHUNK, MIN_CHUNK
 from ..storage.objects import VERIFY_BUDGET, hash_bytes
 from ..storage.trees import (
@@ -315,7 +315,7 @@ class Received:
         return name, entry
 
     def _check_received_entry(self, node: str, item: Any) -> tuple[str, Entry]:
-        if not isinstance(item, list) or len(item) not in (4, 5) or not isinstance(item[0], str):
+        if not isinstance(item, list) or len(item) not in (4, 5, 6) or not isinstance(item[0], str):
             raise BadObject(f"tree node {node}: an entry is malformed")
         name, tag, h, size = item[0], item[1], item[2], item[3]
         what = f"tree node {node}: entry {name[:100]!r}"
@@ -328,8 +328,16 @@ class Received:
             raise BadObject(f"{what} has a malformed hash or size")
         if tag == "d" and len(item) == 4:
             return name, Entry("dir", h, size)
-        if tag not in ("i", "f") or len(item) != 5:
+        if tag not in ("i", "f") or len(item) not in (5, 6):
             raise BadObject(f"{what} is neither a file nor a directory")
+        meta: tuple[tuple[str, str], ...] = ()
+        if len(item) == 6:
+            try:
+                meta = check_meta(item[5])
+            except BadRequest as exc:
+                raise BadObject(f"{what} has malformed metadata: {exc.message}") from None
+            if not meta or not isinstance(item[5], dict) or list(item[5]) != [k for k, _ in meta]:
+                raise BadObject(f"{what} has metadata that is empty or not sorted")
         if self.repo.max_file_size is not None and size > self.repo.max_file_size:
             raise BadObject(f"{what} is {size} bytes, more than this server's limit of {self.repo.max_file_size}")
         body = item[4]
@@ -339,12 +347,12 @@ class Received:
                 raise BadObject(
                     f"{what}: its inline content does not match its size and hash (or is over {INLINE_DATA} bytes)"
                 )
-            return name, Entry("file", h, size, data=data)
+            return name, Entry("file", h, size, data=data, meta=meta)
         if self._is_key(body):
-            return name, Entry("file", h, size, manifest=body)
+            return name, Entry("file", h, size, manifest=body, meta=meta)
         if not isinstance(body, list) or not 1 <= len(body) <= INLINE_CHUNKS:
             raise BadObject(f"{what} has no chunk list of 1 to {INLINE_CHUNKS} chunks nor a manifest")
-        return name, Entry("file", h, size, chunks=self._chunk_list(what, body, size))
+        return name, Entry("file", h, size, chunks=self._chunk_list(what, body, size), meta=meta)
 
     def _check_received_file(self, entry: Entry, path: str, others: list[str], seen: dict[Any, Any]) -> None:
         """A new chunked file: its manifest (bounded by the file's size), then its content

@@ -158,6 +158,22 @@ class Repository:
         yielded: a damaged chunk raises instead of reaching a reader."""
         return self.trees.read(entry)
 
+    def read_range(self, entry: Entry, first: int, last: int) -> Iterator[bytes]:
+        """Bytes `first`..`last` (inclusive) of a file: chunks wholly outside are not read,
+        the ones read are verified whole (a chunk is the unit of its hash)."""
+        if entry.data is not None:
+            yield entry.data[first : last + 1]
+            return
+        offset = 0
+        for key, size in self.trees.chunks(entry):
+            end = offset + size  # this chunk holds [offset, end)
+            if end > first and offset <= last:
+                data = self.objects.get(key)
+                yield data[max(first - offset, 0) : last + 1 - offset]
+            if end > last:
+                return
+            offset = end
+
     # ---- branches and commits, as they are -----------------------------------------
     def branches(self) -> list[tuple[str, str | None]]:
         """Every branch with its head (None: no commit yet), by name."""

@@ -39,6 +39,8 @@ class Tables:
     runs: sa.Table
     job_runs: sa.Table
     job_failures: sa.Table
+    uploads: sa.Table
+    upload_parts: sa.Table
 
 
 _tables: dict[str, Tables] = {}
@@ -136,7 +138,28 @@ def tables(p: str = "") -> Tables:
         sa.Column("path", sa.Text, primary_key=True),
         sa.Column("error", sa.Text, nullable=False),
     )
-    t = Tables(md, refs, staging, commits, jobs, runs, job_runs, job_failures)
+    # Multipart uploads in progress (the S3 gateway's), and the parts each has received.
+    uploads = sa.Table(
+        p + "uploads",
+        md,
+        sa.Column("id", sa.String(32), primary_key=True),
+        sa.Column("branch", sa.String(100), nullable=False),
+        sa.Column("path", sa.Text, nullable=False),
+        sa.Column("meta", sa.Text, nullable=False),
+        sa.Column("created", sa.Float, nullable=False),
+        sa.Index(p + "uploads_path", "path"),
+    )
+    upload_parts = sa.Table(
+        p + "upload_parts",
+        md,
+        sa.Column("upload", sa.String(32), primary_key=True),
+        sa.Column("number", sa.Integer, primary_key=True),
+        sa.Column("size", sa.BigInteger, nullable=False),
+        sa.Column("md5", sa.String(32), nullable=False),
+        sa.Column("entry", sa.Text, nullable=False),
+        sa.Column("created", sa.Float, nullable=False),
+    )
+    t = Tables(md, refs, staging, commits, jobs, runs, job_runs, job_failures, uploads, upload_parts)
     _tables[p] = t
     return t
 
@@ -400,7 +423,50 @@ class RunStore(ABC):
             after = rows[-1].path
 
 
-class MetaStore(RefStore, StagingStore, CommitIndex, JobStore, RunStore):
+@dataclass(frozen=True)
+class UploadRow:
+    id: str
+    branch: str
+    path: str
+    meta: str  # JSON object
+    created: float
+
+
+@dataclass(frozen=True)
+class PartRow:
+    number: int
+    size: int
+    md5: str
+    entry: Entry
+    created: float
+
+
+class UploadStore(ABC):
+    """Multipart uploads in progress and their parts."""
+
+    @abstractmethod
+    def create_upload(self, row: UploadRow) -> None: ...
+
+    @abstractmethod
+    def get_upload(self, upload_id: str) -> UploadRow | None: ...
+
+    @abstractmethod
+    def list_uploads(self, prefix: str, limit: int) -> list[UploadRow]:
+        """Uploads whose path starts with `prefix`, by path then creation."""
+
+    @abstractmethod
+    def put_part(self, upload_id: str, part: PartRow) -> bool:
+        """Record (or replace) a part; False if the upload is gone."""
+
+    @abstractmethod
+    def list_parts(self, upload_id: str) -> list[PartRow]: ...
+
+    @abstractmethod
+    def end_upload(self, upload_id: str) -> bool:
+        """Forget an upload and its parts; False if it was not there."""
+
+
+class MetaStore(RefStore, StagingStore, CommitIndex, JobStore, RunStore, UploadStore):
     """Everything mutable pfs keeps beside its objects. One SQL class implements every part;
     each caller depends only on the part it uses."""
 
@@ -485,6 +551,8 @@ class Database:
             if c.execute(sa.select(repos_t.c.id).where(repos_t.c.id == 0)).first() is None:
                 c.execute(repos_t.insert().values(name=default_repo, id=0, created=time.time()))
                 c.execute(counters_t.insert().values(name="repo_id", value=0))
+            for r in c.execute(sa.select(repos_t.c.id).where(repos_t.c.id != 0)).all():
+                tables(f"r{r.id}_").md.create_all(c)  # tables added since it was made
 
     def _schema_lock(self, c: Connection) -> None:
         if not self.is_sqlite:
@@ -939,6 +1007,58 @@ class SqlMetaStore(MetaStore):
                 )
             )
 
+    # ---- multipart uploads ---------------------------------------------------------
+    def create_upload(self, row: UploadRow) -> None:
+        with self._write() as c:
+            c.execute(
+                self.t.uploads.insert().values(
+                    id=row.id, branch=row.branch, path=row.path, meta=row.meta, created=row.created
+                )
+            )
+
+    def get_upload(self, upload_id: str) -> UploadRow | None:
+        with self._read() as c:
+            r = c.execute(sa.select(self.t.uploads).where(self.t.uploads.c.id == upload_id)).first()
+        return None if r is None else UploadRow(r.id, r.branch, r.path, r.meta, r.created)
+
+    def list_uploads(self, prefix: str, limit: int) -> list[UploadRow]:
+        u = self.t.uploads
+        q = sa.select(u).order_by(u.c.path, u.c.created).limit(limit)
+        if prefix:
+            q = q.where(u.c.path.like(_escape_like(prefix) + "%", escape="\\"))
+        with self._read() as c:
+            rows = c.execute(q).all()
+        return [UploadRow(r.id, r.branch, r.path, r.meta, r.created) for r in rows]
+
+    def put_part(self, upload_id: str, part: PartRow) -> bool:
+        p = self.t.upload_parts
+        with self._write() as c:
+            if c.execute(sa.select(self.t.uploads.c.id).where(self.t.uploads.c.id == upload_id)).first() is None:
+                return False
+            c.execute(p.delete().where(p.c.upload == upload_id, p.c.number == part.number))
+            c.execute(
+                p.insert().values(
+                    upload=upload_id,
+                    number=part.number,
+                    size=part.size,
+                    md5=part.md5,
+                    entry=part.entry.dumps(),
+                    created=part.created,
+                )
+            )
+        return True
+
+    def list_parts(self, upload_id: str) -> list[PartRow]:
+        p = self.t.upload_parts
+        with self._read() as c:
+            rows = c.execute(sa.select(p).where(p.c.upload == upload_id).order_by(p.c.number)).all()
+        return [PartRow(r.number, r.size, r.md5, Entry.loads(r.entry), r.created) for r in rows]
+
+    def end_upload(self, upload_id: str) -> bool:
+        with self._write() as c:
+            c.execute(self.t.upload_parts.delete().where(self.t.upload_parts.c.upload == upload_id))
+            return bool(c.execute(self.t.uploads.delete().where(self.t.uploads.c.id == upload_id)).rowcount)
+
 
 class _Guard:
     """Opens a connection (or transaction) and maps what a lost or full database raises:
@@ -1009,6 +1129,9 @@ def _sqlite_setup(engine: Engine, immediate: bool) -> None:
         cur.execute("PRAGMA journal_mode=WAL")
         cur.execute("PRAGMA synchronous=FULL")
         cur.execute("PRAGMA busy_timeout=30000")
+        # LIKE is case-insensitive in SQLite by default: "A/x" would be staged "under" "a"
+        # and make it look like a directory. PostgreSQL's LIKE is case-sensitive already.
+        cur.execute("PRAGMA case_sensitive_like=ON")
         cur.close()
 
     @event.listens_for(engine, "begin")

@@ -48,6 +48,9 @@ class Entry:
     chunks: tuple[tuple[str, int], ...] | None = None
     manifest: str | None = None
     data: bytes | None = None  # small files: the content itself, covered by the tree's hash
+    # What an S3 client set on the object (content-type, x-amz-meta-*, …), sorted by name,
+    # lowercase; versioned with the file. Empty for files written through pfs's own API.
+    meta: tuple[tuple[str, str], ...] = ()
 
     @property
     def is_dir(self) -> bool:
@@ -56,21 +59,31 @@ class Entry:
     def to_list(self) -> list[Any]:
         if self.kind == "dir":
             return ["d", self.hash, self.size]
+        out: list[Any]
         if self.data is not None:
-            return ["i", self.hash, self.size, binascii.b2a_base64(self.data, newline=False).decode()]
-        if self.manifest is not None:
-            return ["f", self.hash, self.size, self.manifest]
-        return ["f", self.hash, self.size, [list(c) for c in self.chunks or ()]]
+            out = ["i", self.hash, self.size, binascii.b2a_base64(self.data, newline=False).decode()]
+        elif self.manifest is not None:
+            out = ["f", self.hash, self.size, self.manifest]
+        else:
+            out = ["f", self.hash, self.size, [list(c) for c in self.chunks or ()]]
+        if self.meta:  # absent when empty: entries without metadata keep the form (and hash) they always had
+            out.append(dict(self.meta))
+        return out
 
     @classmethod
     def from_list(cls, item: list[Any]) -> Entry:
         if item[0] == "d":
             return cls("dir", item[1], item[2])
+        meta = tuple(sorted(item[4].items())) if len(item) > 4 else ()
         if item[0] == "i":
-            return cls("file", item[1], item[2], data=binascii.a2b_base64(item[3]))
+            return cls("file", item[1], item[2], data=binascii.a2b_base64(item[3]), meta=meta)
         if isinstance(item[3], str):
-            return cls("file", item[1], item[2], manifest=item[3])
-        return cls("file", item[1], item[2], chunks=tuple((c[0], c[1]) for c in item[3]))
+            return cls("file", item[1], item[2], manifest=item[3], meta=meta)
+        return cls("file", item[1], item[2], chunks=tuple((c[0], c[1]) for c in item[3]), meta=meta)
+
+    def same_content(self, other: Entry | None) -> bool:
+        """The same bytes, whatever metadata each carries."""
+        return other is not None and other.kind == self.kind and other.hash == self.hash
 
     def dumps(self) -> str:
         return orjson.dumps(self.to_list()).decode()
@@ -297,16 +310,23 @@ class TreeStore:
             node = self._node(node.children[i].key)
         return node.by_name.get(name)
 
-    def dir_items(self, key: str | None) -> Iterator[tuple[str, Entry]]:
-        """A directory's entries in name order, streamed node by node."""
+    def dir_items(self, key: str | None, start: str = "") -> Iterator[tuple[str, Entry]]:
+        """A directory's entries in name order, streamed node by node; `start`: only names
+        from it on, found through the index (a page deep in a huge directory reads only
+        the nodes on its way)."""
         if key is None or key == self.empty_tree:
             return
         node = self._node(key)
         if isinstance(node, _Leaf):
-            yield from node.items
+            if start:
+                i = bisect.bisect_left(node.items, start, key=lambda item: item[0])
+                yield from node.items[i:]
+            else:
+                yield from node.items
         else:
-            for c in node.children:
-                yield from self.dir_items(c.key)
+            first = max(0, bisect.bisect_right(node.firsts, start) - 1) if start else 0
+            for c in node.children[first:]:
+                yield from self.dir_items(c.key, start)
 
     def load_tree(self, key: str | None) -> dict[str, Entry]:
         """A whole directory as a dict: for small directories and tests."""

@@ -45,6 +45,7 @@ CODES: dict[str, tuple[int, str]] = {
     "InvalidAccessKeyId": (403, "The AWS access key Id you provided does not exist in our records."),
     "InvalidArgument": (400, "Invalid Argument"),
     "InvalidBucketName": (400, "The specified bucket is not valid."),
+    "InsufficientStorage": (507, "There is not enough storage space left to complete the request."),  # not S3's
     "InvalidDigest": (400, "The Content-MD5 you specified is not valid."),
     "InvalidLocationConstraint": (400, "The specified location constraint is not valid."),
     "InvalidObjectState": (403, "The operation is not valid for the current state of the object."),
@@ -59,6 +60,7 @@ CODES: dict[str, tuple[int, str]] = {
     ),
     "InvalidRange": (416, "The requested range is not satisfiable"),
     "InvalidRequest": (400, "Invalid Request"),
+    "InvalidStorageClass": (400, "The storage class you specified is not valid."),
     "InvalidURI": (400, "Couldn't parse the specified URI."),
     "KeyTooLongError": (400, "Your key is too long"),
     "MalformedXML": (
@@ -66,6 +68,7 @@ CODES: dict[str, tuple[int, str]] = {
         "The XML you provided was not well-formed or did not validate against our published schema",
     ),
     "MaxMessageLengthExceeded": (400, "Your request was too big."),
+    "MetadataTooLarge": (400, "Your metadata headers exceed the maximum allowed metadata size."),
     "MethodNotAllowed": (405, "The specified method is not allowed against this resource."),
     "MissingContentLength": (411, "You must provide the Content-Length HTTP header."),
     "NoSuchBucket": (404, "The specified bucket does not exist"),
@@ -78,6 +81,7 @@ CODES: dict[str, tuple[int, str]] = {
     "NoSuchVersion": (404, "The specified version does not exist."),
     "NotImplemented": (501, "A header you provided implies functionality that is not implemented"),
     "NotModified": (304, "Not Modified"),
+    "OperationAborted": (409, "A conflicting conditional operation is currently in progress against this resource."),
     "PreconditionFailed": (412, "At least one of the pre-conditions you specified did not hold"),
     "RequestTimeout": (
         400,
@@ -510,13 +514,17 @@ class PayloadHasher:
     checked at its end (before it is made visible) without being buffered. The headers that make claims
     about the body are read when the hasher is made, so a malformed one fails before the body is read."""
 
-    def __init__(self, headers: Mapping[str, str] | None = None) -> None:
+    def __init__(self, headers: Mapping[str, str] | None = None, need_md5: bool = True) -> None:
+        """`need_md5`: the MD5 is wanted (a part's ETag) even if no Content-MD5 claims one.
+        A digest nobody needs is not computed: each costs a pass over every byte."""
         h = lower_headers(headers or {})
-        self._md5 = hashlib.md5(usedforsecurity=False)
-        self._sha256 = hashlib.sha256()
         self.size = 0
         self._content_md5 = h.get("content-md5")
         self._content_sha256 = h.get("x-amz-content-sha256")
+        want_md5 = need_md5 or self._content_md5 is not None
+        self._md5 = hashlib.md5(usedforsecurity=False) if want_md5 else None
+        claims_sha = self._content_sha256 is not None and re.fullmatch(r"[0-9a-fA-F]{64}", self._content_sha256)
+        self._sha256 = hashlib.sha256() if claims_sha else None
         claims = [(name, value) for name, value in h.items() if name.startswith("x-amz-checksum-")]
         if len(claims) > 1:
             raise S3Error("InvalidRequest", "Expecting a single x-amz-checksum- header.")
@@ -532,29 +540,35 @@ class PayloadHasher:
             check_sha256(self._content_sha256, None)
 
     def update(self, data: bytes | memoryview) -> None:
-        self._md5.update(data)
-        self._sha256.update(data)
+        if self._md5 is not None:
+            self._md5.update(data)
+        if self._sha256 is not None:
+            self._sha256.update(data)
         if self._checksum is not None:
             self._checksum.update(data)
         self.size += len(data)
 
     @property
     def md5(self) -> bytes:
+        if self._md5 is None:
+            raise ValueError("the MD5 was not asked for (need_md5=False)")
         return self._md5.digest()
 
     @property
-    def sha256_hex(self) -> str:
-        return self._sha256.hexdigest()
+    def sha256_hex(self) -> str | None:
+        """The SHA-256, if the headers claimed one (None: not computed)."""
+        return None if self._sha256 is None else self._sha256.hexdigest()
 
     @property
     def etag(self) -> str:
         """S3's ETag of a single-part object or of a part: the quoted hex MD5."""
-        return f'"{self._md5.hexdigest()}"'
+        return f'"{self.md5.hex()}"'
 
     def check(self) -> None:
         """The body against every claim its headers made: Content-MD5 (BadDigest), x-amz-content-sha256
         (XAmzContentSHA256Mismatch), x-amz-checksum-* (BadDigest)."""
-        check_content_md5(self._content_md5, self.md5)
+        if self._content_md5 is not None:
+            check_content_md5(self._content_md5, self.md5)
         check_sha256(self._content_sha256, self.sha256_hex)
         if self._claim is not None:
             check_checksum(self._claim[0], self._claim[1], self._checksum)

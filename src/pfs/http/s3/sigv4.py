@@ -524,6 +524,21 @@ class AwsChunkedDecoder:
             trailer=trailer,
         )
 
+    @classmethod
+    def unverified(cls, headers: Mapping[str, str], auth: SigV4Auth | None) -> AwsChunkedDecoder:
+        """A decoder for a signed aws-chunked body whose access key's secret is not known (a
+        server that accepts any credentials): the framing, length and trailing checksum are
+        checked, the chunk signatures only for their form. Anonymous or presigned requests
+        cannot send signed chunks (InvalidRequest), as with `from_request`."""
+        h = lower_headers(headers)
+        mode = h.get("x-amz-content-sha256", "")
+        if mode in (STREAMING_SIGNED, STREAMING_SIGNED_TRAILER) and (auth is None or auth.presigned):
+            raise S3Error("InvalidRequest", f"{mode} needs a request signed with the Authorization header")
+        if mode == STREAMING_UNSIGNED_TRAILER:
+            return cls.from_request(headers, auth, None)
+        template = cls.from_request(headers, auth, "")  # every header check, with a throwaway key
+        return cls(decoded_length=template._decoded_length, trailer=template._trailer)
+
     def feed(self, data: bytes) -> bytes:
         """The payload carried by `data` (possibly empty); raises S3Error on a malformed or forged stream."""
         out: list[memoryview] = []

@@ -436,6 +436,19 @@ def list_multipart_uploads_xml(
     return doc.finish()
 
 
+def acl_xml(owner: Owner) -> bytes:
+    """GetBucketAcl / GetObjectAcl of something private to its owner: FULL_CONTROL for the owner only."""
+    doc = _Doc("AccessControlPolicy")
+    doc.owner(owner)
+    doc.open("AccessControlList")
+    doc.raw('<Grant><Grantee xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" xsi:type="CanonicalUser">')
+    doc.el("ID", owner.id)
+    doc.el("DisplayName", owner.display_name)
+    doc.raw("</Grantee><Permission>FULL_CONTROL</Permission></Grant>")
+    doc.close("AccessControlList")
+    return doc.finish()
+
+
 def versioning_xml(status: str | None = "Enabled") -> bytes:
     """GetBucketVersioning: pfs keeps every version (commits), so Enabled; None renders the empty
     configuration S3 gives a bucket that never had versioning."""

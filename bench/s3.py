@@ -1,0 +1,221 @@
+"""The S3 gateway against its baselines, measured in the same run: boto3 through the
+gateway against pfs's own API for one large object (both ways) and a 100,000-key listing,
+and against SeaweedFS's own S3 server for 1,000 small PUTs and GETs."""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+import subprocess
+import sys
+import tarfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import boto3
+import httpx
+from boto3.s3.transfer import TransferConfig
+from botocore.config import Config as BotoConfig
+
+from pfs import Client
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from seaweed import running_seaweed  # noqa: E402
+
+KEYS = 100_000
+SMALL = 1000
+Rows = list[tuple[str, str, str, str]]
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class _Pfs:
+    """`pfs serve --s3-addr` on embedded storage."""
+
+    def __init__(self, data_dir: Path) -> None:
+        port, s3 = _free_port(), _free_port()
+        self.url, self.s3_url = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{s3}"
+        args = ["serve", "--addr", f"127.0.0.1:{port}", "--s3-addr", f"127.0.0.1:{s3}", "--data-dir", str(data_dir)]
+        self.proc = subprocess.Popen([sys.executable, "-m", "pfs", *args], stdout=subprocess.DEVNULL)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(self.url + "/ready", timeout=1).status_code == 200:
+                    return
+            except httpx.TransportError:
+                time.sleep(0.05)
+        raise RuntimeError("pfs did not start")
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(10)
+
+
+def _s3(url: str, key: str = "bench", secret: str = "bench-secret") -> object:
+    return boto3.client(
+        "s3",
+        endpoint_url=url,
+        region_name="us-east-1",
+        aws_access_key_id=key,
+        aws_secret_access_key=secret,
+        config=BotoConfig(s3={"addressing_style": "path"}, retries={"max_attempts": 1}),
+    )
+
+
+def _timed(fn: Callable[[], object]) -> float:
+    t = time.perf_counter()
+    fn()
+    return time.perf_counter() - t
+
+
+def _pieces(path: Path) -> Iterator[bytes]:
+    with open(path, "rb") as f:
+        while piece := f.read(1 << 20):
+            yield piece
+
+
+def _tar_of_empty_names(n: int) -> Iterator[bytes]:
+    """A tar stream of `n` one-byte files in one directory, built as it is sent."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w|") as tar:
+        for i in range(n):
+            info = tarfile.TarInfo(f"k{i:06d}")
+            info.size = 1
+            tar.addfile(info, io.BytesIO(b"x"))
+            if buf.tell() > 1 << 20:
+                yield buf.getvalue()
+                buf.seek(0)
+                buf.truncate()
+    yield buf.getvalue()
+
+
+def bench_s3(work: Path, size: int, rows: Rows) -> None:
+    big = work / "s3-big.bin"
+    with open(big, "wb") as f:
+        for _ in range(size >> 26):
+            f.write(os.urandom(64 << 20))
+        f.write(os.urandom(size & ((64 << 20) - 1)))
+    mb = size / 1e6
+    transfer = TransferConfig(multipart_threshold=8 << 20, multipart_chunksize=16 << 20, max_concurrency=4)
+    pfs = _Pfs(work / "pfs-s3")
+    try:
+        c = Client(pfs.url)
+        c.create_repo("bench")
+        s3 = _s3(pfs.s3_url)
+        ways: dict[str, Callable[[int], object]] = {
+            "up_native": lambda t: c.repo("bench").put_file(f"n{t}.bin", _pieces(big)),
+            "up_put": lambda t: _put_object(s3, big, f"master/p{t}.bin"),
+            "up_multi": lambda t: s3.upload_file(str(big), "bench", f"master/m{t}.bin", Config=transfer),  # type: ignore[attr-defined]
+            "down_native": lambda t: sum(len(p) for p in c.repo("bench").open_file(f"n{t}.bin")),
+            "down_get": lambda t: _get_object(s3, f"master/p{t}.bin"),
+            "down_multi": lambda t: s3.download_file("bench", f"master/m{t}.bin", str(out), Config=transfer),  # type: ignore[attr-defined]
+        }
+        best = dict.fromkeys(ways, 1e9)
+        out = work / "s3-down.bin"
+        for trial in range(2):  # interleaved, best of two
+            for name, way in ways.items():
+                if name == "down_native":
+                    c.repo("bench").commit(message="big")
+                best[name] = min(best[name], _timed(lambda way=way, trial=trial: way(trial)))  # type: ignore[misc]
+            out.unlink()
+            for name in ("n", "p", "m"):
+                c.repo("bench").delete_file(f"{name}{trial}.bin")
+            c.repo("bench").commit(message="drop")
+        for key, what, how in (
+            ("up_put", "PUT", "one PutObject"),
+            ("up_multi", "PUT", "upload_file, 16 MiB parts x 4"),
+            ("down_get", "GET", "one GetObject"),
+            ("down_multi", "GET", "download_file, 16 MiB ranges x 4"),
+        ):
+            native = "up_native" if key.startswith("up") else "down_native"
+            rows.append(
+                (
+                    f"S3 gateway: {what} of a {size >> 20} MiB object (boto3 {how})",
+                    f"{mb / best[key]:.0f} MB/s",
+                    f"native {'POST' if what == 'PUT' else 'GET'} /file {mb / best[native]:.0f} MB/s",
+                    f"{best[native] / best[key]:.2f}x the speed",
+                )
+            )
+
+        c.repo("bench").put_tar("flat", _tar_of_empty_names(KEYS))
+        c.repo("bench").commit(message="keys")
+
+        def native_listing() -> int:
+            with httpx.Client(base_url=pfs.url, timeout=600) as h:
+                r = h.get("/repo/bench/file/flat/*", headers={"accept": "application/json"})
+                r.raise_for_status()
+                return len(r.json())
+
+        def s3_listing() -> int:
+            pages = s3.get_paginator("list_objects_v2").paginate(Bucket="bench", Prefix="master/flat/")  # type: ignore[attr-defined]
+            return sum(len(p.get("Contents", [])) for p in pages)
+
+        def raw_listing() -> int:  # the gateway's share: the pages without botocore's parsing
+            n, token = 0, None
+            with httpx.Client(timeout=600) as h:
+                while True:
+                    params = {
+                        "list-type": "2",
+                        "prefix": "master/flat/",
+                        **({"continuation-token": token} if token else {}),
+                    }
+                    text = h.get(f"{pfs.s3_url}/bench", params=params).text
+                    n += text.count("<Key>")
+                    m = re.search(r"<NextContinuationToken>([^<]+)<", text)
+                    if m is None:
+                        return n
+                    token = m.group(1)
+
+        assert native_listing() == KEYS and s3_listing() == KEYS and raw_listing() == KEYS
+        t_native = min(_timed(native_listing) for _ in range(2))
+        for fn, how in ((s3_listing, "boto3 paginator"), (raw_listing, "plain HTTP pages, no client parsing")):
+            t = min(_timed(fn) for _ in range(2))
+            rows.append(
+                (
+                    f"S3 gateway: ListObjectsV2 of {KEYS:,} keys, 100 pages ({how})",
+                    f"{t:.2f} s",
+                    f"native listing (one JSON answer) {t_native:.2f} s",
+                    f"{t / t_native:.2f}x the time",
+                )
+            )
+        t_pfs = _small_ops(s3, "bench", "master/small/")
+    finally:
+        pfs.stop()
+        big.unlink(missing_ok=True)
+    with running_seaweed(work / "weed-s3") as weed:
+        bucket = weed.new_bucket("small")
+        t_weed = _small_ops(weed.client(), bucket, "small/")
+    for i, what in enumerate(("PUTs", "GETs")):
+        rows.append(
+            (
+                f"S3 gateway: {SMALL} small {what} (1 KiB, one client)",
+                f"{SMALL / t_pfs[i]:.0f} ops/s",
+                f"SeaweedFS's own S3 server {SMALL / t_weed[i]:.0f} ops/s",
+                f"{t_weed[i] / t_pfs[i]:.2f}x the rate",
+            )
+        )
+
+
+def _put_object(s3: object, path: Path, key: str) -> None:
+    with open(path, "rb") as f:
+        s3.put_object(Bucket="bench", Key=key, Body=f)  # type: ignore[attr-defined]
+
+
+def _get_object(s3: object, key: str) -> int:
+    body = s3.get_object(Bucket="bench", Key=key)["Body"]  # type: ignore[attr-defined]
+    return sum(len(p) for p in body.iter_chunks(1 << 20))
+
+
+def _small_ops(s3: object, bucket: str, prefix: str) -> tuple[float, float]:
+    body = os.urandom(1024)
+    put = _timed(lambda: [s3.put_object(Bucket=bucket, Key=f"{prefix}{i}", Body=body) for i in range(SMALL)])  # type: ignore[attr-defined]
+    get = _timed(lambda: [s3.get_object(Bucket=bucket, Key=f"{prefix}{i}")["Body"].read() for i in range(SMALL)])  # type: ignore[attr-defined]
+    return put, get
