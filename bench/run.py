@@ -618,7 +618,8 @@ baseline writes the same bytes straight to SeaweedFS with boto3, which pfs must 
 after chunking, hashing and recording each file in PostgreSQL.
 S3 gateway: client and server share the machine's two cores. A signed PutObject over plain
 HTTP makes botocore hash the whole body (SHA-256) before sending and the gateway hash it
-again to check it, which the native POST does not do: that is most of the PUT gap.
+again to check it, which the native POST does not do: that is most of the PUT gap (over
+HTTPS the SDK streams an unsigned body with a trailing CRC instead: the HTTPS rows).
 upload_file/download_file add boto3's transfer manager (threads, a temporary file, disk
 writes) on the same cores; one GetObject shows the gateway's own read path. Listing: the
 "plain HTTP pages" row is the gateway's share; the rest is botocore parsing 100 XML pages.

@@ -20,6 +20,7 @@ import math
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -196,13 +197,15 @@ class ServerProc:
         env: dict[str, str] | None = None,
         args: list[str] | None = None,
         storage: Storage | None = None,
+        tls: tuple[Path, Path] | None = None,
     ) -> None:
         self.data_dir = data_dir
         self.storage = storage or Storage(data_dir)
         self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}"
         self.extra_env = env or {}
-        self.args = args or []
+        self.args = [*(args or []), *(["--tls-cert", str(tls[0]), "--tls-key", str(tls[1])] if tls else [])]
+        self.verify: ssl.SSLContext | bool = ssl.create_default_context(cafile=str(tls[0])) if tls else True
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = data_dir.parent / f"server-{self.port}.log"
 
@@ -228,7 +231,7 @@ class ServerProc:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"pfs serve exited with {self.proc.returncode}: {self.log()}")
             try:
-                if httpx.get(self.url + "/ready", timeout=1).status_code == 200:
+                if httpx.get(self.url + "/ready", timeout=1, verify=self.verify).status_code == 200:
                     return self
             except httpx.TransportError:
                 time.sleep(0.05)

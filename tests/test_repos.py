@@ -313,3 +313,16 @@ def test_a_data_dir_from_before_repositories_opens_as_the_default(tmp_path: Path
         assert repos.get("next").branches() == [("master", None)]
     finally:
         repos.close()
+
+
+def test_pfs_repo_goes_with_pfs_url(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A url given in code (a sync remote, say) names its repository itself; PFS_REPO only
+    completes PFS_URL, as the CLI's --repo completes --url."""
+    monkeypatch.setenv("PFS_URL", "http://127.0.0.1:1")
+    monkeypatch.setenv("PFS_REPO", "data")
+    assert Client().url == "http://127.0.0.1:1/repo/data"
+    assert Client("http://127.0.0.1:2").url == "http://127.0.0.1:2"
+    assert Client("http://127.0.0.1:2/repo/other").repo_name == "other"
+    assert Client("http://127.0.0.1:2", repo="third").url == "http://127.0.0.1:2/repo/third"
+    with pytest.raises(errors.InvalidName):
+        Client("http://127.0.0.1:2", repo="Bad_Name")

@@ -105,12 +105,12 @@ class InProcessServers:
 class ProcServers:
     """The same as a `pfs serve --s3-addr` subprocess (on `storage`: embedded by default)."""
 
-    def __init__(self, data_dir: Path, storage: Storage | None = None) -> None:
+    def __init__(self, data_dir: Path, storage: Storage | None = None, tls: tuple[Path, Path] | None = None) -> None:
         port = free_port()
         self.data_dir = data_dir
-        self.proc = ServerProc(data_dir, args=["--s3-addr", f"127.0.0.1:{port}"], storage=storage)
+        self.proc = ServerProc(data_dir, args=["--s3-addr", f"127.0.0.1:{port}"], storage=storage, tls=tls)
         self.url = self.proc.url
-        self.s3_url = f"http://127.0.0.1:{port}"
+        self.s3_url = f"{'https' if tls else 'http'}://127.0.0.1:{port}"
 
     def start(self) -> ProcServers:
         self.proc.start()

@@ -265,6 +265,8 @@ class Transfer:
 @main.command()
 @click.option("--addr", envvar="PFS_ADDR", default="127.0.0.1:8080", show_default=True, help="HOST:PORT to listen on")
 @click.option("--s3-addr", envvar="PFS_S3_ADDR", default=None, help="HOST:PORT of the S3 gateway [default: no gateway]")
+@click.option("--tls-cert", envvar="PFS_TLS_CERT", default=None, help="certificate file (PEM): serve HTTPS")
+@click.option("--tls-key", envvar="PFS_TLS_KEY", default=None, help="its private key file (PEM)")
 @click.option("--data-dir", envvar="PFS_DATA_DIR", default=None, help="where data lives [default: ~/.pfs]")
 @click.option("--max-file-size", type=int, default=None, help="reject files larger than this many bytes")
 @click.option(
@@ -377,6 +379,8 @@ class Transfer:
 def serve(
     addr: str,
     s3_addr: str | None,
+    tls_cert: str | None,
+    tls_key: str | None,
     data_dir: str | None,
     max_file_size: int | None,
     meta_url: str | None,
@@ -437,7 +441,13 @@ def serve(
             s3 = parse_addr(s3_addr)
         except ValueError as exc:
             raise click.BadParameter(str(exc), param_hint="--s3-addr") from None
-    sys.exit(run_node(cfg, host, port, limits, max_connections, log_level.lower(), announce=_announce, s3=s3))
+    if (tls_cert is None) != (tls_key is None):
+        raise click.UsageError("--tls-cert and --tls-key go together")
+    for flag, path in (("--tls-cert", tls_cert), ("--tls-key", tls_key)):
+        if path is not None and not os.path.isfile(path):
+            raise click.BadParameter(f"no such file: {path}", param_hint=flag)
+    tls = (tls_cert, tls_key) if tls_cert and tls_key else None
+    sys.exit(run_node(cfg, host, port, limits, max_connections, log_level.lower(), announce=_announce, s3=s3, tls=tls))
 
 
 def _announce(line: str) -> None:

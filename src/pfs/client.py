@@ -74,11 +74,12 @@ class Client:
         repo: str | None = None,
     ) -> None:
         """`url` is a server (its default repository) or one repository of it
-        (`…/repo/<name>`); `repo` names one instead (env PFS_REPO). `transport` replaces the
+        (`…/repo/<name>`); `repo` names one instead. With no `url`, PFS_URL and PFS_REPO. `transport` replaces the
         network (httpx's own): tests pass one that hands requests to a server's ASGI app in
         the same process."""
         self.root, in_url = split_repo_url(url or os.environ.get("PFS_URL") or DEFAULT_URL)
-        self.repo_name = repo or in_url or os.environ.get("PFS_REPO") or None
+        # PFS_REPO goes with PFS_URL: a url given here names its repository itself
+        self.repo_name = repo or in_url or (os.environ.get("PFS_REPO") if url is None else None) or None
         if self.repo_name is not None:
             check_repo_name(self.repo_name)
         self.url = f"{self.root}/repo/{self.repo_name}" if self.repo_name else self.root

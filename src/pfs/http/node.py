@@ -107,9 +107,9 @@ class StartingNode(Node):
         return self._repos.default.check_stores()
 
 
-def _shown(sock: socket.socket) -> str:
+def _shown(sock: socket.socket, scheme: str = "http") -> str:
     host, port = sock.getsockname()[:2]
-    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+    return f"{scheme}://[{host}]:{port}" if ":" in host else f"{scheme}://{host}:{port}"
 
 
 class ByListener:
@@ -158,10 +158,20 @@ def serve(
     log_level: str = "warning",
     announce: Callable[[str], None] = lambda line: print(line, file=sys.stderr, flush=True),
     s3: tuple[str, int] | None = None,
+    tls: tuple[str, str] | None = None,
 ) -> int:
     """Run a node until SIGINT/SIGTERM; returns the process's exit code. `s3`: the S3
-    gateway's address, served by the same server on a second socket."""
+    gateway's address, served by the same server on a second socket. `tls`: (certificate,
+    key) files: both listeners speak HTTPS."""
     setup_logging(log_level)
+    if tls is not None:
+        import ssl
+
+        try:  # what uvicorn will load: a bad file is one line and exit 1, before anything listens
+            ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(*tls)
+        except (OSError, ssl.SSLError) as exc:
+            announce(f"error: cannot use the TLS certificate {tls[0]} and key {tls[1]}: {exc}")
+            return 1
     socks: list[socket.socket] = []
     for h, p in [(host, port), *([s3] if s3 else [])]:
         try:
@@ -193,12 +203,13 @@ def serve(
             announce(f"error: {exc.message if isinstance(exc, PfsError) else exc}")
             return 1
     app: ASGIApp = create_app(node)
-    where = _shown(sock)
+    scheme = "https" if tls else "http"
+    where = _shown(sock, scheme)
     if s3:
         from .s3.gateway import create_s3_app
 
         app = ByListener(app, RequestIds(create_s3_app(node)), socks[1].getsockname()[1])
-        where += f", S3 gateway on {_shown(socks[1])}"
+        where += f", S3 gateway on {_shown(socks[1], scheme)}"
     config = uvicorn.Config(
         app,
         http=guarded_protocol(limits),
@@ -207,6 +218,8 @@ def serve(
         timeout_graceful_shutdown=5,  # long-polls (`/run/<id>?wait=`) must not hold up a shutdown
         limit_concurrency=max_connections,
         lifespan="on",
+        ssl_certfile=tls[0] if tls else None,
+        ssl_keyfile=tls[1] if tls else None,
     )
     server = _Uvicorn(config, lambda: announce(f"pfs serving {cfg.describe()} on {where}"))
     server.run(sockets=socks)

@@ -81,10 +81,6 @@ class Entry:
             return cls("file", item[1], item[2], manifest=item[3], meta=meta)
         return cls("file", item[1], item[2], chunks=tuple((c[0], c[1]) for c in item[3]), meta=meta)
 
-    def same_content(self, other: Entry | None) -> bool:
-        """The same bytes, whatever metadata each carries."""
-        return other is not None and other.kind == self.kind and other.hash == self.hash
-
     def dumps(self) -> str:
         return orjson.dumps(self.to_list()).decode()
 
