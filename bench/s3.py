@@ -24,6 +24,7 @@ from pfs import Client
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from seaweed import running_seaweed  # noqa: E402
+from tlscert import make_cert  # noqa: E402
 
 KEYS = 100_000
 SMALL = 1000
@@ -76,6 +77,13 @@ def _s3(url: str, key: str = "bench", secret: str = "bench-secret", verify: str 
     )
 
 
+def _random_file(path: Path, size: int) -> None:
+    with open(path, "wb") as f:
+        for _ in range(size >> 26):
+            f.write(os.urandom(64 << 20))
+        f.write(os.urandom(size & ((64 << 20) - 1)))
+
+
 def _timed(fn: Callable[[], object]) -> float:
     t = time.perf_counter()
     fn()
@@ -105,10 +113,7 @@ def _tar_of_empty_names(n: int) -> Iterator[bytes]:
 
 def bench_s3(work: Path, size: int, rows: Rows) -> None:
     big = work / "s3-big.bin"
-    with open(big, "wb") as f:
-        for _ in range(size >> 26):
-            f.write(os.urandom(64 << 20))
-        f.write(os.urandom(size & ((64 << 20) - 1)))
+    _random_file(big, size)
     mb = size / 1e6
     transfer = TransferConfig(multipart_threshold=8 << 20, multipart_chunksize=16 << 20, max_concurrency=4)
     pfs = _Pfs(work / "pfs-s3")
@@ -215,34 +220,9 @@ def _bench_tls(work: Path, big_size: int, rows: Rows) -> None:
     """One PutObject and one GetObject over HTTPS, against the native POST and GET over
     HTTPS: there the SDK sends an unsigned, streamed body with a trailing checksum instead
     of hashing the whole body first."""
-    cert, key = work / "cert.pem", work / "key.pem"
-    subprocess.run(
-        [
-            "openssl",
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "1",
-            "-subj",
-            "/CN=127.0.0.1",
-            "-addext",
-            "subjectAltName=IP:127.0.0.1",
-            "-keyout",
-            str(key),
-            "-out",
-            str(cert),
-        ],  # fmt: skip
-        check=True,
-        capture_output=True,
-    )
+    cert, key = make_cert(work)
     big = work / "s3-big-tls.bin"
-    with open(big, "wb") as f:
-        for _ in range(big_size >> 26):
-            f.write(os.urandom(64 << 20))
-        f.write(os.urandom(big_size & ((64 << 20) - 1)))
+    _random_file(big, big_size)
     mb = big_size / 1e6
     pfs = _Pfs(work / "pfs-tls", (cert, key))
     try:

@@ -18,34 +18,7 @@ import pytest
 from botocore.config import Config as BotoConfig
 from conftest import ServerProc
 from test_s3_gateway import ACCESS_KEY, SECRET, ProcServers
-
-
-def make_cert(where: Path) -> tuple[Path, Path]:
-    """A self-signed certificate for 127.0.0.1 (Debian's openssl)."""
-    cert, key = where / "cert.pem", where / "key.pem"
-    subprocess.run(
-        [
-            "openssl",
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=127.0.0.1",
-            "-addext",
-            "subjectAltName=IP:127.0.0.1",
-            "-keyout",
-            str(key),
-            "-out",
-            str(cert),
-        ],  # fmt: skip
-        check=True,
-        capture_output=True,
-    )
-    return cert, key
+from tlscert import make_cert
 
 
 @pytest.fixture(scope="module")
