@@ -117,13 +117,16 @@ class Client:
                 body["error"] = resp.headers["x-pfs-error"]
         raise errors.from_json(resp.status_code, body)
 
-    def _call(self, method: str, url: str, **kw: Any) -> Any:
+    def _request(self, method: str, url: str, **kw: Any) -> httpx.Response:
+        """One request (parameters that are None left out); a network failure is Unavailable."""
         params = {k: v for k, v in (kw.pop("params", None) or {}).items() if v is not None}
         try:
-            resp = self.http.request(method, url, params=params, **kw)
+            return self.http.request(method, url, params=params, **kw)
         except httpx.TransportError as exc:
             raise errors.Unavailable(f"cannot reach pfs at {self.url}: {exc}") from exc
-        return self._json(self._check(resp))
+
+    def _call(self, method: str, url: str, **kw: Any) -> Any:
+        return self._json(self._check(self._request(method, url, **kw)))
 
     def _json(self, resp: httpx.Response) -> Any:
         try:
@@ -199,26 +202,16 @@ class Client:
         self, path: str, first: int, last: int, commit: str | None = None, branch: str | None = None
     ) -> bytes:
         """Bytes `first`..`last` (inclusive) of a file: one ranged request."""
-        params = {k: v for k, v in {"commit": commit, "branch": branch}.items() if v is not None}
-        try:
-            resp = self.http.get(
-                f"/file/{_q(path)}", params=params, headers={"accept": "*/*", "range": f"bytes={first}-{last}"}
-            )
-        except httpx.TransportError as exc:
-            raise errors.Unavailable(f"cannot reach pfs at {self.url}: {exc}") from exc
-        self._check(resp)
+        headers = {"accept": "*/*", "range": f"bytes={first}-{last}"}
+        params = {"commit": commit, "branch": branch}
+        resp = self._check(self._request("GET", f"/file/{_q(path)}", params=params, headers=headers))
         if resp.status_code != 206:  # a server that ignores ranges: cut it here
             return resp.content[first : last + 1]
         return resp.content
 
     def stat(self, path: str, commit: str | None = None, branch: str | None = None) -> FileInfo:
         """A file's or directory's entry, from one HEAD request (FileNotFound if absent)."""
-        params = {k: v for k, v in {"commit": commit, "branch": branch}.items() if v is not None}
-        try:
-            resp = self.http.head(f"/file/{_q(path)}", params=params)
-        except httpx.TransportError as exc:
-            raise errors.Unavailable(f"cannot reach pfs at {self.url}: {exc}") from exc
-        self._check(resp)
+        resp = self._check(self._request("HEAD", f"/file/{_q(path)}", params={"commit": commit, "branch": branch}))
         name = path.rstrip("/").rpartition("/")[2]
         if resp.headers.get("content-type", "").startswith("application/json"):  # a directory's listing
             return FileInfo(path=path, name=name, type="dir")
@@ -325,12 +318,7 @@ class Client:
                 return status
 
     def job_log(self, name: str, commit: str | None = None) -> str:
-        try:
-            resp = self.http.get(
-                f"/job/{_q(name)}/log", params={"commit": commit} if commit else {}, headers={"accept": "text/plain"}
-            )
-        except httpx.TransportError as exc:
-            raise errors.Unavailable(f"cannot reach pfs at {self.url}: {exc}") from exc
+        resp = self._request("GET", f"/job/{_q(name)}/log", params={"commit": commit}, headers={"accept": "text/plain"})
         return self._check(resp).text
 
     def open_job_file(self, name: str, path: str = "", commit: str | None = None) -> Iterator[bytes]:
@@ -404,10 +392,7 @@ class Client:
         """The server's check of its storage. A check that found
         problems answers an error status with that report, returned like a clean one; any
         other error (an unreachable store, not pfs) raises, never passing for a report."""
-        try:
-            resp = self.http.get("/fsck", params={"quick": "1"} if quick else {})
-        except httpx.TransportError as exc:
-            raise errors.Unavailable(f"cannot reach pfs at {self.url}: {exc}") from exc
+        resp = self._request("GET", "/fsck", params={"quick": "1" if quick else None})
         with contextlib.suppress(ValueError):
             body = resp.json()
             if isinstance(body, dict) and isinstance(body.get("problems"), list) and "ok" in body:

@@ -139,9 +139,10 @@ class Repositories:
 def _contents(repo: Repository) -> str:
     """What makes a repository non-empty, for the refusal's message ("" if empty)."""
     found = []
-    if any(head for _, head in repo.branches()):
+    branches = repo.branches()
+    if any(head for _, head in branches):
         found.append("commits")
-    if any(repo.meta.has_staged(b) for b, _ in repo.branches()):
+    if any(repo.meta.has_staged(b) for b, _ in branches):
         found.append("uncommitted writes")
     if repo.meta.list_jobs():
         found.append("jobs")

@@ -99,14 +99,14 @@ class Uploads:
         branch, and end the upload. Reads the parts' bytes back once, to hash the whole
         file; writes again only the chunks at part boundaries."""
         upload = self.get(upload_id)
-        recorded = {p.number: p for p in self.parts(upload_id)}
+        recorded = {r.number: r.entry for r in self.store.list_parts(upload_id)}
         if not numbers or numbers != sorted(set(numbers)):
             raise BadRequest("the parts to complete must be listed once each, in ascending order")
         missing = [n for n in numbers if n not in recorded]
         if missing:
             raise BadRequest(f"part {missing[0]} was not uploaded")
         meta = check_meta(dict(upload.meta) | dict(extra_meta))
-        entry = self._join([recorded[n].entry for n in numbers], meta)
+        entry = self._join([recorded[n] for n in numbers], meta)
         self.repo.stage_file(upload.branch, upload.path, entry)
         self.store.end_upload(upload_id)
         return entry

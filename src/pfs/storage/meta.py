@@ -487,6 +487,10 @@ def _row_staged(row: Any) -> Staged:
     return Staged(row.path, row.seq, Entry.loads(row.entry) if row.entry is not None else None)
 
 
+def _row_upload(row: Any) -> UploadRow:
+    return UploadRow(row.id, row.branch, row.path, row.meta, row.created)
+
+
 def _row_run(row: Any) -> Run:
     fields = dict(row._mapping)
     return Run(**{**fields, "state": RunState(fields["state"])})
@@ -1019,7 +1023,7 @@ class SqlMetaStore(MetaStore):
     def get_upload(self, upload_id: str) -> UploadRow | None:
         with self._read() as c:
             r = c.execute(sa.select(self.t.uploads).where(self.t.uploads.c.id == upload_id)).first()
-        return None if r is None else UploadRow(r.id, r.branch, r.path, r.meta, r.created)
+        return None if r is None else _row_upload(r)
 
     def list_uploads(self, prefix: str, limit: int) -> list[UploadRow]:
         u = self.t.uploads
@@ -1028,7 +1032,7 @@ class SqlMetaStore(MetaStore):
             q = q.where(u.c.path.like(_escape_like(prefix) + "%", escape="\\"))
         with self._read() as c:
             rows = c.execute(q).all()
-        return [UploadRow(r.id, r.branch, r.path, r.meta, r.created) for r in rows]
+        return [_row_upload(r) for r in rows]
 
     def put_part(self, upload_id: str, part: PartRow) -> bool:
         p = self.t.upload_parts
