@@ -29,7 +29,7 @@ FACADES = (ROOT, "pfs.sync")
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("shared", SHARED),
     ("storage", ("pfs.storage",)),
-    ("repository", ("pfs.repository",)),
+    ("repository, access", ("pfs.repository", "pfs.access")),
     ("jobs, sync, config", ("pfs.jobs", "pfs.sync", "pfs.config")),
     ("http", ("pfs.http",)),
     ("client, sync driver, fsspec", ("pfs.client", "pfs.records", "pfs.sync.driver", "pfs.fs", *FACADES)),
@@ -160,7 +160,7 @@ def test_the_check_sees_every_kind_of_import(tmp_path: Path) -> None:
         "pfs.client may import only pfs.errors, pfs.paths, pfs.failpoints, pfs.sync.wire, pfs.records",
         "pfs/http/api.py:2: pfs.http.api (http) imports pfs (client, sync driver, fsspec), a higher layer",
         "pfs/newthing.py: pfs.newthing is in no layer: add it to LAYERS in tests/test_layers.py",
-        "pfs/repository/repo.py:4: pfs.repository.repo (repository) imports pfs.cli (cli), a higher layer",
+        "pfs/repository/repo.py:4: pfs.repository.repo (repository, access) imports pfs.cli (cli), a higher layer",
         "pfs/storage/objects.py:5: pfs.storage.objects (storage) imports pfs.http.api (http), a higher layer",
         "pfs/sync/receiver.py:1: pfs.sync.receiver (jobs, sync, config) imports pfs.sync.driver "
         "(client, sync driver, fsspec), a higher layer",

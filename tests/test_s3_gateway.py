@@ -24,6 +24,7 @@ import uuid
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 from urllib.parse import urlsplit
 from xml.etree import ElementTree as ET
@@ -829,6 +830,12 @@ class _FakeNode(Node):
     def repos(self) -> Any:
         if self.broken:
             return _BrokenRepos()
+        raise Unavailable("the stores are opening")
+
+    @property
+    def access(self) -> Any:
+        if self.broken:  # access control off: the request reaches the broken repositories
+            return SimpleNamespace(identity=SimpleNamespace(enabled=lambda: False, allowed=lambda *a: True))
         raise Unavailable("the stores are opening")
 
 

@@ -375,6 +375,12 @@ class Transfer:
     show_default=True,
     help="the repository that routes without /repo/<name>/ address (made if missing)",
 )
+@click.option(
+    "--insecure",
+    envvar="PFS_INSECURE",
+    is_flag=True,
+    help="serve on a non-loopback address even with no users (anyone who reaches it may do anything)",
+)
 @click.option("--log-level", envvar="PFS_LOG_LEVEL", default="warning", show_default=True, help="info logs requests")
 def serve(
     addr: str,
@@ -398,6 +404,7 @@ def serve(
     job_user: str,
     job_firewall: str,
     default_repo: str,
+    insecure: bool,
     log_level: str,
 ) -> None:
     """Run a pfs node: embedded storage (SQLite + local objects) by default; with PostgreSQL
@@ -447,7 +454,8 @@ def serve(
         if path is not None and not os.path.isfile(path):
             raise click.BadParameter(f"no such file: {path}", param_hint=flag)
     tls = (tls_cert, tls_key) if tls_cert and tls_key else None
-    sys.exit(run_node(cfg, host, port, limits, max_connections, log_level.lower(), announce=_announce, s3=s3, tls=tls))
+    level = log_level.lower()
+    sys.exit(run_node(cfg, host, port, limits, max_connections, level, _announce, s3=s3, tls=tls, insecure=insecure))
 
 
 def _announce(line: str) -> None:

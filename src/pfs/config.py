@@ -8,6 +8,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypeVar
 
+from .access.secrets import ServerKey, check_key_pair
+from .access.service import Access
 from .errors import BadRequest, NotFound
 from .repository.registry import Repositories
 from .repository.repo import Repository
@@ -42,6 +44,12 @@ class Config:
     job_max_parallelism: int | None = None  # workers per map job; None: 4 per core
     job_user: str = "65534:65534"  # who a job's container runs as
     job_firewall: str = "pfs"  # "pfs": pfs adds the host rule that cuts workers off; "operator": it is there
+    # Access control (DESIGN.md section 6). The server key encrypts access-key secrets: base64
+    # in PFS_SERVER_KEY, or a file; by default <data dir>/server.key for embedded metadata.
+    server_key: str | None = None
+    server_key_file: str | None = None
+    admin_key_file: str | None = None  # "KEY_ID:SECRET": the first admin's key, made at start
+    auth_free_failures: int = 10  # failed sign-ins per address and minute before answers slow down
 
     @classmethod
     def from_env(cls, data_dir: str | None = None) -> Config:
@@ -59,6 +67,10 @@ class Config:
             job_max_parallelism=_env(int, "PFS_JOB_MAX_PARALLELISM"),
             job_user=os.environ.get("PFS_JOB_USER") or "65534:65534",
             job_firewall=os.environ.get("PFS_JOB_FIREWALL") or "pfs",
+            server_key=os.environ.get("PFS_SERVER_KEY") or None,
+            server_key_file=os.environ.get("PFS_SERVER_KEY_FILE") or None,
+            admin_key_file=os.environ.get("PFS_ADMIN_KEY_FILE") or None,
+            auth_free_failures=_env(int, "PFS_AUTH_FREE_FAILURES") or 10,
         )
 
     @property
@@ -88,6 +100,39 @@ class Config:
         os.makedirs(self.data_dir, exist_ok=True)
         db = Database(self.db_url(), self.default_repo)
         return Repositories(db, self.open_objects(), self.default_repo, self.max_file_size)
+
+    def open_access(self, repos: Repositories) -> Access:
+        """Identity and audit over the repositories' database."""
+        return Access.open(repos.db, self.load_server_key(), self.admin_key())
+
+    def load_server_key(self) -> ServerKey:
+        if self.server_key:
+            return ServerKey.parse(self.server_key, "PFS_SERVER_KEY")
+        if self.server_key_file:
+            try:
+                with open(self.server_key_file) as f:
+                    return ServerKey.parse(f.read(), self.server_key_file)
+            except OSError as exc:
+                raise BadRequest(f"cannot read the server key file {self.server_key_file}: {exc.strerror}") from None
+        if self.shared:  # one node's own key would lock the others out of every secret
+            return ServerKey(None, "none")
+        os.makedirs(self.data_dir, exist_ok=True)
+        return ServerKey.load_or_create(os.path.join(self.data_dir, "server.key"))
+
+    def admin_key(self) -> tuple[str, str] | None:
+        """The first admin's key pair from PFS_ADMIN_KEY_FILE ("KEY_ID:SECRET", or the two
+        on separate lines), if one is given."""
+        if not self.admin_key_file:
+            return None
+        try:
+            with open(self.admin_key_file) as f:
+                text = f.read(4096).strip()
+        except OSError as exc:
+            raise BadRequest(f"cannot read the admin key file {self.admin_key_file}: {exc.strerror}") from None
+        parts = text.replace(":", "\n", 1).split() if ":" in text else text.split()
+        if len(parts) != 2:
+            raise BadRequest(f"the admin key file {self.admin_key_file} must hold KEY_ID:SECRET")
+        return check_key_pair(parts[0], parts[1])
 
     def db_url(self) -> str:
         return normalize_meta_url(self.meta_url) if self.meta_url else sqlite_url(self.data_dir)

@@ -107,6 +107,35 @@ class BadObject(BadRequest):
     code = "bad_object"
 
 
+class Unauthorized(PfsError):
+    """No credentials where a request needs them, or credentials that do not check out
+    (unknown or disabled key, wrong secret, bad signature): who is asking is not known."""
+
+    status = 401
+    code = "unauthorized"
+
+
+class Forbidden(PfsError):
+    """Who is asking is known, and may not do this."""
+
+    status = 403
+    code = "forbidden"
+
+
+class BranchProtected(Forbidden):
+    """A protected branch changes only by merge from another branch."""
+
+    code = "branch_protected"
+
+
+class TooManyRequests(PfsError):
+    """Too many failed sign-ins from one address: wait (Retry-After) before trying again."""
+
+    status = 429
+    code = "too_many_requests"
+    retry_after = 60  # seconds
+
+
 class JobNotFound(NotFound):
     code = "job_not_found"
 
@@ -194,10 +223,13 @@ def from_json(status: int, body: dict[str, Any]) -> PfsError:
     if cls is None:
         cls = {
             400: BadRequest,
+            401: Unauthorized,
+            403: Forbidden,
             404: NotFound,
             405: MethodNotAllowed,
             409: Conflict,
             413: PayloadTooLarge,
+            429: TooManyRequests,
             503: Unavailable,
             507: InsufficientStorage,
         }.get(status, PfsError)

@@ -65,6 +65,30 @@ _REPO_RE = re.compile(r"^[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$")
 _IPV4_RE = re.compile(r"^\d+\.\d+\.\d+\.\d+$")
 
 
+_USER_RE = re.compile(r"[a-z0-9][a-z0-9._@-]{0,63}")
+_PATTERN_RE = re.compile(r"[A-Za-z0-9_*?\[][A-Za-z0-9._*?\[\]!-]{0,99}")
+
+
+def check_user_name(name: str) -> str:
+    """User names: 1-64 lowercase letters, digits, '.', '_', '@' and '-' (an e-mail address
+    fits), starting with a letter or digit; they appear in audit entries and logs as given."""
+    if not _USER_RE.fullmatch(name):
+        raise InvalidName(
+            f"invalid user name {name[:100]!r}: 1-64 lowercase letters, digits, '.', '_', '@' and '-',"
+            " starting with a letter or digit"
+        )
+    return name
+
+
+def check_branch_pattern(pattern: str) -> str:
+    """A protected-branch rule: a branch name, or a glob of one (`release-*`, `v[0-9]*`)."""
+    if not _PATTERN_RE.fullmatch(pattern) or ".." in pattern:
+        raise InvalidName(
+            f"invalid branch pattern {pattern[:100]!r}: a branch name, with '*', '?' or '[...]' as wildcards"
+        )
+    return pattern
+
+
 def check_repo_name(name: str) -> str:
     """Repository names are S3 bucket names (the gateway's buckets): 3-63 characters,
     lowercase letters, digits and hyphens, a letter or digit at each end; not the forms

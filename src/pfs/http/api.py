@@ -13,33 +13,30 @@ or a repeated parameter is a 400 instead of being silently ignored.
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import functools
 import io
-import itertools
 import logging
 import re
 import urllib.parse
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from typing import Any, TypeVar
+from typing import Any
 
 import anyio.from_thread
 import orjson
 from starlette.applications import Starlette
-from starlette.concurrency import run_in_threadpool
-from starlette.convertors import PathConvertor, register_url_convertor
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import PlainTextResponse, Response, StreamingResponse
-from starlette.routing import BaseRoute, Mount, Route, Router, request_response
+from starlette.routing import BaseRoute, Mount, Route, Router
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from ..access.identity import Permission
+from ..access.service import Access
 from ..errors import (
     BadRequest,
     Conflict,
     FileNotFound,
     InvalidPath,
-    MethodNotAllowed,
     PayloadTooLarge,
     PfsError,
     RangeNotSatisfiable,
@@ -56,87 +53,32 @@ from ..repository.repo import Repository
 from ..storage.meta import Failure, JobRun, JobState, Run
 from ..storage.trees import Commit, Entry
 from ..sync import receiver, sender, wire
+from . import admin
+from .auth import PRINCIPAL_SCOPE, Gate
 from .logs import REQUEST_ID, RequestIds
+from .permissions import REPO_ROUTES, SERVER_ROUTES
+from .web import (
+    Params,
+    accepts,
+    as_aiter,
+    batches,
+    drain,
+    endpoint,
+    headers_only,
+    iso,
+    log_text,
+    one_line,
+    read_json,
+    read_small,
+    respond,
+    respond_many,
+    run,
+    wants_json,
+)
 
 log = logging.getLogger("pfs.server")
-T = TypeVar("T")
 EARLY_CHECK_MIN = 1 << 20  # bodies this small are not checked twice (a few queries each)
 UPLOAD_BUFFER = 1 << 20  # bytes handed to the chunker at a time (bigger: more server RSS per upload)
-DRAIN_LIMIT = 64 << 20  # beyond this a refused upload is cut off rather than read to the end
-FLAG_VALUES = {"": True, "1": True, "true": True, "yes": True, "0": False, "false": False, "no": False}
-
-
-async def run(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-    return await run_in_threadpool(fn, *args, **kwargs)
-
-
-def wants_json(request: Request) -> bool:
-    return "application/json" in request.headers.get("accept", "")
-
-
-def respond(request: Request, text: str, data: Any, status: int = 200) -> Response:
-    if wants_json(request):
-        return Response(orjson.dumps(data), status_code=status, media_type="application/json")
-    return PlainTextResponse(text, status_code=status)
-
-
-def headers_only(media_type: str, headers: dict[str, str] | None = None, status: int = 200) -> Response:
-    """The answer to HEAD on a streamed route: the GET's headers, and nothing is read."""
-    resp = Response(b"", status_code=status, media_type=media_type, headers=headers)
-    if headers is None or "content-length" not in headers:
-        del resp.headers["content-length"]  # unknown until streamed: say nothing rather than 0
-    return resp
-
-
-async def batches(items: Iterator[T], size: int = 500) -> AsyncIterator[list[T]]:
-    """Pull a blocking iterator in a worker thread, a batch at a time."""
-    while batch := await run(lambda: list(itertools.islice(items, size))):
-        yield batch
-
-
-async def _aiter(items: AsyncIterator[T] | list[T]) -> AsyncIterator[T]:
-    if isinstance(items, list):
-        for x in items:
-            yield x
-    else:
-        async for x in items:
-            yield x
-
-
-async def respond_many(
-    request: Request, items: Iterator[T], text: Callable[[T], str], js: Callable[[T], Any]
-) -> Response:
-    """Stream a listing of any length: text lines, or one JSON array written piece by piece.
-
-    The first batch is read before the response starts, so errors such as an unknown
-    branch still get their proper status code."""
-    first = await run(lambda: list(itertools.islice(items, 500)))
-    as_json = wants_json(request)
-    media = "application/json" if as_json else "text/plain; charset=utf-8"
-    if request.method == "HEAD":
-        return headers_only(media)
-
-    async def body() -> AsyncIterator[bytes]:
-        async def all_batches() -> AsyncIterator[list[T]]:
-            yield first
-            if len(first) == 500:
-                async for b in batches(items):
-                    yield b
-
-        if as_json:
-            yield b"["
-        sep = b""
-        async for batch in all_batches():
-            if as_json:
-                for x in batch:
-                    yield sep + orjson.dumps(js(x))
-                    sep = b","
-            else:
-                yield "".join(text(x) for x in batch).encode()
-        if as_json:
-            yield b"]"
-
-    return StreamingResponse(body(), media_type=media)
 
 
 _RANGE = re.compile(r"bytes=(\d*)-(\d*)")
@@ -162,28 +104,6 @@ def byte_range(header: str | None, size: int) -> tuple[int, int] | None:
     return first, last
 
 
-def iso(t: float) -> str:
-    return dt.datetime.fromtimestamp(t, tz=dt.UTC).isoformat()
-
-
-_UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
-_LOG_UNPRINTABLE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029]")  # all but tab and newline
-
-
-def one_line(text: str) -> str:
-    """Text from users on one line of a plain-text answer: control characters (newlines,
-    escape sequences) are shown escaped, so a value can neither forge lines nor drive a
-    terminal."""
-    return _UNPRINTABLE.sub(lambda m: repr(m.group())[1:-1] if m.group() != "\n" else "\\n", text)
-
-
-def log_text(text: str) -> str:
-    """A log as plain text: its own lines and tabs kept, every other control character
-    (escape sequences, carriage returns) shown escaped, so no line can be forged by a
-    lone CR nor the reader's terminal driven by what a job printed."""
-    return _LOG_UNPRINTABLE.sub(lambda m: repr(m.group())[1:-1], text)
-
-
 def commit_json(c: Commit) -> dict[str, Any]:
     return {**c.to_json(), "time": iso(c.time)}
 
@@ -199,16 +119,6 @@ def entry_json(path: str, entry: Entry) -> dict[str, Any]:
     return {"path": path, "name": path.rpartition("/")[2], "type": "file", "size": entry.size, "hash": entry.hash}
 
 
-class AnyPathConvertor(PathConvertor):
-    """Starlette's `path`, but matching newlines too: such a name must reach the validators
-    and get its 400, not the router's bare 404 or, for a final newline, be cut off."""
-
-    regex = "(?s:.*)"
-
-
-register_url_convertor("anypath", AnyPathConvertor())
-
-
 def path_param(request: Request) -> str:
     """The `path` route parameter. The server decodes percent-escapes that are not UTF-8 to
     U+FFFD, which would silently rename the file, so the raw bytes are checked here."""
@@ -222,94 +132,6 @@ def path_param(request: Request) -> str:
 # ---- the query string: each handler says what it takes --------------------------------
 
 
-class Params:
-    """A request's query parameters, checked against what its handler accepts: an unknown,
-    repeated or (where that means nothing) empty parameter is a 400 naming it, so a typo
-    such as `?brnach=test` cannot silently write to master."""
-
-    def __init__(self, request: Request, names: frozenset[str], flags: frozenset[str], empty: frozenset[str]) -> None:
-        self.values: dict[str, str] = {}
-        unknown: list[str] = []
-        repeated: list[str] = []
-        blank: list[str] = []
-        for name, value in request.query_params.multi_items():
-            shown = one_line(name[:40])
-            if name not in names and name not in flags:
-                unknown.append(shown)
-            elif name in self.values:
-                if shown not in repeated:
-                    repeated.append(shown)
-            elif value == "" and name not in flags and name not in empty:
-                blank.append(shown)
-            if "\x00" in value:
-                raise BadRequest(f"query parameter {shown!r} contains a NUL byte")
-            self.values.setdefault(name, value)
-        if unknown:
-            takes = ", ".join(sorted(names | flags)) or "none"
-            raise BadRequest(f"unknown query parameter(s): {', '.join(unknown[:10])} (this route takes: {takes})")
-        if repeated:
-            raise BadRequest(f"query parameter(s) given more than once: {', '.join(repeated[:10])}")
-        if blank:
-            raise BadRequest(f"query parameter(s) may not be empty: {', '.join(blank[:10])}")
-        for name in flags & self.values.keys():
-            if self.values[name].lower() not in FLAG_VALUES:
-                raise BadRequest(f"{name} is a flag: give it as ?{name} or ?{name}=1 (or 0)")
-
-    def get(self, name: str, default: str | None = None) -> str | None:
-        return self.values.get(name, default)
-
-    def flag(self, name: str) -> bool:
-        return name in self.values and FLAG_VALUES[self.values[name].lower()]
-
-    def branch(self) -> str:
-        return check_branch(self.values.get("branch", "master"))
-
-
-Handler = Callable[[Any, Request, Params], Awaitable[Response]]
-
-
-def accepts(
-    *names: str, flags: tuple[str, ...] = (), empty: tuple[str, ...] = ()
-) -> Callable[[Handler], Callable[[Any, Request], Awaitable[Response]]]:
-    """Declare a handler's query parameters; it receives them checked, as `Params`.
-    `flags` are present-or-not (`?run`), `empty` may be given with an empty value."""
-    spec = (frozenset(names), frozenset(flags), frozenset(empty))
-
-    def wrap(fn: Handler) -> Callable[[Any, Request], Awaitable[Response]]:
-        @functools.wraps(fn)
-        async def handler(self: Any, request: Request) -> Response:
-            return await fn(self, request, Params(request, *spec))
-
-        return handler
-
-    return wrap
-
-
-class endpoint:  # noqa: N801 - reads as a function in the route table
-    """One route, one handler per HTTP method. HEAD runs the GET handler (the server sends
-    its headers, never a body) and is never routed to anything that writes; any other
-    method gets 405 with `Allow`. An ASGI app rather than a function, so Starlette routes
-    every method here instead of answering non-GET methods itself."""
-
-    def __init__(self, **methods: Callable[[Request], Awaitable[Response]]) -> None:
-        self.table = {m.upper(): h for m, h in methods.items()}
-        if "GET" in self.table:
-            self.table["HEAD"] = self.table["GET"]
-        self.allow = ", ".join(sorted(self.table))
-        self.app = request_response(self.dispatch)
-
-    async def dispatch(self, request: Request) -> Response:
-        handler = self.table.get(request.method)
-        if handler is None:
-            raise MethodNotAllowed(
-                f"method {request.method} is not allowed here; allowed: {self.allow}", allow=self.allow
-            )
-        return await handler(request)
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await self.app(scope, receive, send)
-
-
 class Node:
     """What the API serves: the repositories and the jobs engine, once the stores answer."""
 
@@ -319,6 +141,11 @@ class Node:
 
     @property
     def jobs(self) -> JobEngine | None:
+        raise NotImplementedError
+
+    @property
+    def access(self) -> Access:
+        """Identity and audit (503 while the stores are being opened)."""
         raise NotImplementedError
 
     def start(self) -> None:
@@ -334,9 +161,10 @@ class Node:
 class OpenNode(Node):
     """A node whose stores are already open (tests, embedded use)."""
 
-    def __init__(self, repos: Repositories, jobs: JobEngine | None = None) -> None:
+    def __init__(self, repos: Repositories, jobs: JobEngine | None = None, access: Access | None = None) -> None:
         self._repos = repos
         self._jobs = jobs
+        self._access = access if access is not None else Access.ephemeral(repos.db)
 
     @property
     def repos(self) -> Repositories:
@@ -346,6 +174,10 @@ class OpenNode(Node):
     def jobs(self) -> JobEngine | None:
         return self._jobs
 
+    @property
+    def access(self) -> Access:
+        return self._access
+
     def start(self) -> None:
         if self._jobs is not None:
             self._jobs.start()
@@ -353,14 +185,61 @@ class OpenNode(Node):
     def close(self) -> None:
         if self._jobs is not None:
             self._jobs.close()
+        self._access.close()
 
     def readiness(self) -> tuple[bool, str]:
         return self._repos.default.check_stores()
 
 
 class Server:
-    def __init__(self, node: Node) -> None:
+    def __init__(self, node: Node, gate: Gate | None = None) -> None:
         self.node = node
+        self.gate = gate or Gate()
+
+    def route(
+        self, table: dict[str, dict[str, Permission]], path: str, **methods: Callable[[Request], Awaitable[Response]]
+    ) -> Route:
+        """A route whose handlers run behind `guard`, with the permissions `table` gives it."""
+        return Route(path, endpoint(**methods).guarded(path, table[path], self.guard))
+
+    async def guard(
+        self, request: Request, need: Permission, action: str, handler: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        """Authenticate, authorize on the repository the request addresses, run the handler,
+        and audit it if it may change something. Public routes (liveness) skip all of it."""
+        if need == Permission.PUBLIC:
+            return await handler(request)
+        access = self.node.access
+        repo = await self._target_repo(request, need)
+        status = 500
+        try:
+            await self.gate.check(request, access, need, repo.id if repo is not None else None)
+            response = await handler(request)
+            status = response.status_code
+            return response
+        except PfsError as exc:
+            status = exc.status
+            raise
+        except ClientDisconnect:
+            status = 499  # nginx's "client closed the request"
+            raise
+        finally:
+            name = repo.name if repo is not None else None
+            if name is None and request.url.path.startswith("/repo/"):
+                name = str(request.path_params.get("name", ""))[:63] or None
+            self.gate.audit(request, access, need, action, name, status)
+
+    async def _target_repo(self, request: Request, need: Permission) -> Repository | None:
+        """The repository whose role a request needs: the `/repo/<name>/` one, the one a
+        `/repo/<name>` route names, or the default one."""
+        if need in (Permission.USER, Permission.SERVER):
+            return None
+        repo: Repository | None = request.scope.get(REPO_SCOPE)
+        if repo is not None:
+            return repo
+        if request.url.path.startswith("/repo/") and "name" in request.path_params:
+            return await run(self.node.repos.get, request.path_params["name"])
+        return self.node.repos.default
 
     def repo(self, request: Request) -> Repository:
         """The repository a request addresses: `/repo/<name>/…` (looked up by `InRepo`
@@ -391,7 +270,14 @@ class Server:
     # ---- repositories --------------------------------------------------------------
     @accepts()
     async def repo_list(self, request: Request, q: Params) -> Response:
-        infos = await run(self.node.repos.list)
+        """The repositories the caller may read."""
+        identity = self.node.access.identity
+        principal = request.scope[PRINCIPAL_SCOPE]
+
+        def readable() -> list[RepoInfo]:
+            return [r for r in self.node.repos.list() if identity.allowed(principal, Permission.READ, r.id)]
+
+        infos = await run(readable)
         return respond(request, "".join(repo_line(r) for r in infos), [repo_json(r) for r in infos])
 
     @accepts()
@@ -532,7 +418,7 @@ class Server:
     async def _stream(self, repo: Repository, entries: AsyncIterator[Entry] | list[Entry]) -> AsyncIterator[bytes]:
         # Each chunk is verified before it is sent; a bad one aborts the response, so a
         # client never receives corrupt bytes as a complete, successful body.
-        async for entry in _aiter(entries):
+        async for entry in as_aiter(entries):
             if entry.data is not None:
                 yield entry.data
                 continue
@@ -913,39 +799,6 @@ def _job_run_line(j: dict[str, Any], with_commit: bool = False) -> str:
     return line + failures
 
 
-async def drain(request: Request, limit: int = DRAIN_LIMIT) -> None:
-    """Read and drop the rest of a refused body (bounded), so the client reads our error
-    response instead of a connection reset in the middle of its upload. Also after a
-    partial read: Starlette's `stream()` goes on from where the last reader stopped."""
-    seen = 0
-    with contextlib.suppress(ClientDisconnect, RuntimeError):
-        async for piece in request.stream():
-            seen += len(piece)
-            if seen > limit:
-                return
-
-
-async def read_small(request: Request, limit: int, what: str = "request body") -> bytes:
-    """A body that is read whole (JSON, a job spec): 413 beyond `limit` bytes, found
-    without holding more than that."""
-    body = bytearray()
-    async for piece in request.stream():
-        body += piece
-        if len(body) > limit:
-            await drain(request)
-            raise PayloadTooLarge(f"{what} larger than {limit} bytes")
-    return bytes(body)
-
-
-async def read_json(request: Request, limit: int) -> Any:
-    """A small JSON request body; 413 beyond `limit` bytes, 400 if it is not JSON."""
-    body = await read_small(request, limit)
-    try:
-        return orjson.loads(body)
-    except orjson.JSONDecodeError:
-        raise BadRequest("request body is not valid JSON") from None
-
-
 async def pump(pieces: Iterator[bytes]) -> AsyncIterator[bytes]:
     """A blocking iterator of byte pieces, each pulled in a worker thread."""
     while (piece := await run(next, pieces, None)) is not None:
@@ -1027,15 +880,17 @@ class InRepo:
 
 
 def routes(s: Server) -> list[BaseRoute]:
-    """Every route and, for each, its handler per method: the whole API at a glance. The
-    repository routes are also under `/repo/<name>/`; unprefixed, they address the
-    default repository (the seed's routes)."""
+    """Every route and, for each, its handler per method: the whole API at a glance (what
+    each needs is in permissions.py). The repository routes are also under `/repo/<name>/`;
+    unprefixed, they address the default repository (the seed's routes)."""
     per_repo = repo_routes(s)
+    route = functools.partial(s.route, SERVER_ROUTES)
     return [
-        Route("/ping", endpoint(get=s.ping)),
-        Route("/ready", endpoint(get=s.ready)),
-        Route("/repo", endpoint(get=s.repo_list)),
-        Route("/repo/{name}", endpoint(get=s.repo_get, post=s.repo_create, put=s.repo_create, delete=s.repo_delete)),
+        route("/ping", get=s.ping),
+        route("/ready", get=s.ready),
+        route("/repo", get=s.repo_list),
+        route("/repo/{name}", get=s.repo_get, post=s.repo_create, put=s.repo_create, delete=s.repo_delete),
+        *admin.server_routes(s, route),
         Mount("/repo/{repo}", app=InRepo(s.node, Router(per_repo))),
         *per_repo,
     ]
@@ -1043,48 +898,46 @@ def routes(s: Server) -> list[BaseRoute]:
 
 def repo_routes(s: Server) -> list[BaseRoute]:
     """The routes of one repository."""
-    job_put = s.job_put
+    route = functools.partial(s.route, REPO_ROUTES)
     return [
-        Route(
-            "/file/{path:anypath}",
-            endpoint(get=s.get_file, post=s.put_file, put=s.put_file, delete=s.delete_file),
-        ),
-        Route("/file", endpoint(get=s.get_file)),
-        Route("/tar/{path:anypath}", endpoint(post=s.put_tar)),
-        Route("/tar", endpoint(post=s.put_tar)),
-        Route("/commit", endpoint(get=s.list_commits, post=s.commit)),
-        Route("/commit/{id}", endpoint(get=s.commit_one)),
-        Route("/branch", endpoint(get=s.list_branches, post=s.create_branch)),
-        Route("/branch/{name:anypath}", endpoint(get=s.get_branch, delete=s.delete_branch)),
-        Route("/log", endpoint(get=s.log)),
-        Route("/diff", endpoint(get=s.diff)),
-        Route("/merge", endpoint(post=s.merge)),
-        Route("/revert", endpoint(post=s.revert)),
-        Route("/discard", endpoint(post=s.discard)),
-        Route("/fsck", endpoint(get=s.fsck)),
-        Route("/job", endpoint(get=s.job_list)),
-        Route("/job/{name}", endpoint(get=s.job_get, post=job_put, put=job_put, delete=s.job_delete)),
-        Route("/job/{name}/file/{path:anypath}", endpoint(get=s.job_file)),
-        Route("/job/{name}/file", endpoint(get=s.job_file)),
-        Route("/job/{name}/log", endpoint(get=s.job_log)),
-        Route("/job/{name}/runs", endpoint(get=s.job_runs)),
-        Route("/run", endpoint(get=s.run_list)),
-        Route("/run/{id}", endpoint(get=s.run_one)),
-        Route("/sync/ancestors", endpoint(post=s.sync_ancestors)),
-        Route("/sync/walk", endpoint(post=s.sync_walk)),
-        Route("/sync/missing", endpoint(post=s.sync_missing)),
-        Route("/sync/fetch", endpoint(post=s.sync_fetch)),
-        Route("/sync/objects", endpoint(post=s.sync_objects)),
-        Route("/sync/ref", endpoint(post=s.sync_ref)),
+        route("/file/{path:anypath}", get=s.get_file, post=s.put_file, put=s.put_file, delete=s.delete_file),
+        route("/file", get=s.get_file),
+        route("/tar/{path:anypath}", post=s.put_tar),
+        route("/tar", post=s.put_tar),
+        route("/commit", get=s.list_commits, post=s.commit),
+        route("/commit/{id}", get=s.commit_one),
+        route("/branch", get=s.list_branches, post=s.create_branch),
+        route("/branch/{name:anypath}", get=s.get_branch, delete=s.delete_branch),
+        route("/log", get=s.log),
+        route("/diff", get=s.diff),
+        route("/merge", post=s.merge),
+        route("/revert", post=s.revert),
+        route("/discard", post=s.discard),
+        route("/fsck", get=s.fsck),
+        route("/job", get=s.job_list),
+        route("/job/{name}", get=s.job_get, post=s.job_put, put=s.job_put, delete=s.job_delete),
+        route("/job/{name}/file/{path:anypath}", get=s.job_file),
+        route("/job/{name}/file", get=s.job_file),
+        route("/job/{name}/log", get=s.job_log),
+        route("/job/{name}/runs", get=s.job_runs),
+        route("/run", get=s.run_list),
+        route("/run/{id}", get=s.run_one),
+        route("/sync/ancestors", post=s.sync_ancestors),
+        route("/sync/walk", post=s.sync_walk),
+        route("/sync/missing", post=s.sync_missing),
+        route("/sync/fetch", post=s.sync_fetch),
+        route("/sync/objects", post=s.sync_objects),
+        route("/sync/ref", post=s.sync_ref),
+        *admin.repo_routes(s, route),
     ]
 
 
-def create_app(node: Node | Repositories, jobs: JobEngine | None = None) -> RequestIds:
+def create_app(node: Node | Repositories, jobs: JobEngine | None = None, gate: Gate | None = None) -> RequestIds:
     """The ASGI app. `node` may be open repositories (with the jobs engine) or a `Node`
     that opens its stores once the server listens."""
     if isinstance(node, Repositories):
         node = OpenNode(node, jobs)
-    s = Server(node)
+    s = Server(node, gate)
     handlers = {PfsError: _error, HTTPException: _error, ClientDisconnect: _error, Exception: _error}
 
     @contextlib.asynccontextmanager

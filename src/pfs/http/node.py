@@ -13,6 +13,7 @@ Order matters to the people and tools around a node:
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import math
 import socket
@@ -26,10 +27,12 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ..errors import PfsError, Unavailable
 from .api import Node, OpenNode, create_app
+from .auth import Gate, Throttle
 from .guard import Limits, guarded_protocol
 from .logs import RequestIds, setup_logging
 
 if TYPE_CHECKING:
+    from ..access.service import Access
     from ..config import Config
     from ..jobs.service import JobEngine
     from ..repository.registry import Repositories
@@ -43,11 +46,13 @@ class StartingNode(Node):
     """A node whose stores are opened by a background thread, retried with backoff until
     they answer. Until then every route that needs them answers 503 with Retry-After."""
 
-    def __init__(self, cfg: Config, on_fatal: Callable[[str], None]) -> None:
+    def __init__(self, cfg: Config, on_fatal: Callable[[str], None], need_users: str | None = None) -> None:
         self.cfg = cfg
         self.on_fatal = on_fatal
+        self.need_users = need_users  # the refusal to give if the server has no users
         self._repos: Repositories | None = None
         self._jobs: JobEngine | None = None
+        self._access: Access | None = None
         self._why = "opening the stores"
         self._delay = FIRST_RETRY
         self._stop = threading.Event()
@@ -66,6 +71,12 @@ class StartingNode(Node):
         self.repos  # noqa: B018 - 503 while starting
         return self._jobs
 
+    @property
+    def access(self) -> Access:
+        self.repos  # noqa: B018 - 503 while starting
+        assert self._access is not None
+        return self._access
+
     def start(self) -> None:
         self._thread = threading.Thread(target=self._open, name="pfs-open-stores", daemon=True)
         self._thread.start()
@@ -74,6 +85,10 @@ class StartingNode(Node):
         while not self._stop.is_set():
             try:
                 repos = self.cfg.open_repos()
+                access = self.cfg.open_access(repos)
+                if self.need_users and not access.identity.enabled():
+                    self.on_fatal(self.need_users)
+                    return
                 jobs = self.cfg.jobs(repos)
                 jobs.start()
             except Unavailable as exc:
@@ -87,7 +102,7 @@ class StartingNode(Node):
                 self._why = f"{type(exc).__name__}: {exc}"
                 log.exception("opening the stores failed; retrying in %.1f s", self._delay)
             else:
-                self._repos, self._jobs = repos, jobs
+                self._access, self._jobs, self._repos = access, jobs, repos
                 if self._delay > FIRST_RETRY:
                     log.warning("the stores answer: ready")
                 return
@@ -100,6 +115,8 @@ class StartingNode(Node):
             self._thread.join(timeout=15)
         if self._jobs is not None:
             self._jobs.close()
+        if self._access is not None:
+            self._access.close()
 
     def readiness(self) -> tuple[bool, str]:
         if self._repos is None:
@@ -125,6 +142,23 @@ class ByListener:
             await self.s3(scope, receive, send)
         else:
             await self.api(scope, receive, send)
+
+
+def is_loopback(sock: socket.socket) -> bool:
+    """Whether a listening socket is reachable from this machine only."""
+    try:
+        return ipaddress.ip_address(sock.getsockname()[0]).is_loopback
+    except ValueError:
+        return False
+
+
+def insecure_refusal(exposed: list[str]) -> str:
+    where = " and ".join(exposed)
+    return (
+        f"refusing to serve on {where} with no users: anyone who reaches it could read, write and delete "
+        "everything. Create the first admin (`pfs admin init`, or PFS_ADMIN_KEY_FILE), listen on 127.0.0.1, "
+        "or pass --insecure to serve anonymously anyway"
+    )
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -159,6 +193,7 @@ def serve(
     announce: Callable[[str], None] = lambda line: print(line, file=sys.stderr, flush=True),
     s3: tuple[str, int] | None = None,
     tls: tuple[str, str] | None = None,
+    insecure: bool = False,
 ) -> int:
     """Run a node until SIGINT/SIGTERM; returns the process's exit code. `s3`: the S3
     gateway's address, served by the same server on a second socket. `tls`: (certificate,
@@ -190,25 +225,33 @@ def serve(
         if server is not None:
             server.should_exit = True
 
+    exposed = [_shown(s).split("://")[1] for s in socks if not is_loopback(s)]
+    need_users = insecure_refusal(exposed) if exposed and not insecure else None
     node: Node
     if cfg.shared or (cfg.objects_url or "").startswith("s3://"):
-        node = StartingNode(cfg, on_fatal)
+        node = StartingNode(cfg, on_fatal, need_users)
     else:
         try:
             repos = cfg.open_repos()
-            node = OpenNode(repos, cfg.jobs(repos))
+            access = cfg.open_access(repos)
+            if need_users and not access.identity.enabled():
+                raise PfsError(need_users)
+            node = OpenNode(repos, cfg.jobs(repos), access)
         except (PfsError, OSError) as exc:
             for done in socks:
                 done.close()
             announce(f"error: {exc.message if isinstance(exc, PfsError) else exc}")
             return 1
-    app: ASGIApp = create_app(node)
+    if exposed and insecure:
+        log.warning("serving on %s with --insecure: without users, anyone who reaches it may do anything", exposed)
+    gate = Gate(Throttle(free=cfg.auth_free_failures))
+    app: ASGIApp = create_app(node, gate=gate)
     scheme = "https" if tls else "http"
     where = _shown(sock, scheme)
     if s3:
         from .s3.gateway import create_s3_app
 
-        app = ByListener(app, RequestIds(create_s3_app(node)), socks[1].getsockname()[1])
+        app = ByListener(app, RequestIds(create_s3_app(node, gate=gate)), socks[1].getsockname()[1])
         where += f", S3 gateway on {_shown(socks[1], scheme)}"
     config = uvicorn.Config(
         app,

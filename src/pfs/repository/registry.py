@@ -17,8 +17,10 @@ from dataclasses import dataclass
 
 from ..errors import Conflict, RepositoryNotEmpty, RepositoryNotFound
 from ..paths import check_repo_name
+from ..storage.identity import IdentityStore
 from ..storage.meta import Database, RepoRow, SqlMetaStore
 from ..storage.objects import ObjectStore
+from .protection import BranchRules
 from .repo import Repository
 
 log = logging.getLogger("pfs.repos")
@@ -31,6 +33,7 @@ class RepoInfo:
     name: str
     created: float
     default: bool
+    id: int = 0  # the catalog's (grants name it)
 
 
 class Repositories:
@@ -78,7 +81,10 @@ class Repositories:
             repo = self._open.get(row.id)
             if repo is None or repo.name != row.name:
                 objects = self.objects if row.id == 0 else self.objects.child(str(row.id))
-                repo = Repository(objects, SqlMetaStore(self.db, row), self.max_file_size, name=row.name)
+                rules = BranchRules(IdentityStore(self.db), row.id)
+                repo = Repository(
+                    objects, SqlMetaStore(self.db, row), self.max_file_size, name=row.name, rules=rules, repo_id=row.id
+                )
                 self._open[row.id] = repo
             return repo
 
@@ -92,7 +98,7 @@ class Repositories:
         return self._info(row)
 
     def _info(self, row: RepoRow) -> RepoInfo:
-        return RepoInfo(row.name, row.created, row.name == self.default_name)
+        return RepoInfo(row.name, row.created, row.name == self.default_name, row.id)
 
     def each(self) -> Iterator[Repository]:
         """Every repository, opened (what the job scheduler and fsck walk)."""

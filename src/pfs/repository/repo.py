@@ -41,6 +41,7 @@ from ..storage.trees import (
     Entry,
     TreeStore,
 )
+from .protection import BranchRules
 from .reader import Reader
 from .received import Received
 from .tarball import unpack_tar
@@ -58,9 +59,17 @@ class MergeResult:
 
 class Repository:
     def __init__(
-        self, objects: ObjectStore, meta: MetaStore, max_file_size: int | None = None, name: str = "default"
+        self,
+        objects: ObjectStore,
+        meta: MetaStore,
+        max_file_size: int | None = None,
+        name: str = "default",
+        rules: BranchRules | None = None,
+        repo_id: int = 0,
     ) -> None:
         self.name = name
+        self.id = repo_id  # the catalog's id: never reused, so grants and rules name it
+        self.rules = rules  # protected branches (None: no rules, as in tools that open a store)
         self.objects = objects
         self.meta = meta
         self.trees = TreeStore(objects)
@@ -195,7 +204,13 @@ class Repository:
     def writer(self, batch: Batch | None = None) -> FileWriter:
         return FileWriter(self.objects, self.trees, self.max_file_size, batch)
 
+    def guard(self, branch: str, what: str) -> None:
+        """BranchProtected unless `branch` may change by `what` (anything but a merge)."""
+        if self.rules is not None:
+            self.rules.check(branch, what)
+
     def check_writable(self, branch: str, path: str) -> None:
+        self.guard(branch, "a write")
         self.view(branch=branch).check_placeable(path)
 
     def stage_file(self, branch: str, path: str, entry: Entry) -> None:
@@ -205,6 +220,7 @@ class Repository:
 
     def stage_files(self, branch: str, items: list[tuple[str, Entry]]) -> None:
         """Stage many files at once (archive upload): all of them or none."""
+        self.guard(branch, "a write")
         self.view(branch=branch).check_placeable_many([p for p, _ in items])
         self.meta.stage_many(branch, list(items))
 
@@ -212,11 +228,13 @@ class Repository:
         """Unpack a tar stream under `prefix` and stage all its files at once, or none. The
         branch is checked before the first byte is read."""
         self.meta.get_ref(check_branch(branch))
+        self.guard(branch, "a write")
         items = unpack_tar(self, raw, prefix)
         self.stage_files(branch, items)
         return items
 
     def delete(self, branch: str, path: str, recursive: bool = False) -> int:
+        self.guard(branch, "a delete")
         view = self.view(branch=branch)
         entry = view.lookup(path)
         if entry is None:
@@ -242,6 +260,7 @@ class Repository:
             raise BadRequest("expect must be a full 64-digit commit id, or empty for a branch with no commits")
         check_branch(branch)
         check_message(message)
+        self.guard(branch, "a commit")
         with self._lock(branch):
             for _ in range(CAS_RETRIES):
                 head, tree = self.head_tree(branch)
@@ -277,6 +296,7 @@ class Repository:
         """Drops the ref and its dirty writes; its commits stay reachable by id."""
         if check_branch(name) == "master":
             raise Conflict("master is the default branch and cannot be deleted")
+        self.guard(name, "deleting it")
         self.meta.delete_ref(name)
 
     # ---- history -------------------------------------------------------------------
@@ -376,6 +396,7 @@ class Repository:
         check_branch(branch)
         if message is not None:
             check_message(message)
+        self.guard(branch, "a revert")
         dest = self.resolve(target)
         with self._lock(branch):
             if self.meta.has_staged(branch):
@@ -451,6 +472,7 @@ class Repository:
         already contains `new`. A branch with uncommitted writes is refused (DirtyBranch).
         Returns created | fast-forward | forced | up-to-date | ahead."""
         check_branch(branch)
+        self.guard(branch, "a push")
         commit = self.meta.get_commit(new)
         if commit is None:
             raise CommitNotFound(f"commit {new} is not on this server; send its objects first")

@@ -23,6 +23,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from ..errors import AlreadyExists, BranchMoved, BranchNotFound, InsufficientStorage, Unavailable
+from .identity import grants_t, identity_md, protected_t
 from .trees import Commit, Entry
 
 
@@ -550,6 +551,7 @@ class Database:
             self._schema_lock(c)
             _default.md.create_all(c)
             catalog_md.create_all(c)
+            identity_md.create_all(c)
             self._upgrade_job_runs(c)
             _master(c, _default)
             if c.execute(sa.select(repos_t.c.id).where(repos_t.c.id == 0)).first() is None:
@@ -617,6 +619,8 @@ class Database:
         with self.write() as c:
             self._schema_lock(c)
             c.execute(repos_t.delete().where(repos_t.c.id == row.id))
+            c.execute(grants_t.delete().where(grants_t.c.repo == row.id))
+            c.execute(protected_t.delete().where(protected_t.c.repo == row.id))
             tables(row.prefix).md.drop_all(c)
 
     def _upgrade_job_runs(self, c: Connection) -> None:

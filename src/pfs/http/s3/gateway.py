@@ -7,12 +7,15 @@ branch like `POST /file`, and committed with pfs's own commit). A request goes:
 1. addressing (`protocol.bucket_and_key`: path style, or virtual host under one of the
    base domains) and the query string (strict decoding);
 2. authentication: `sigv4.authenticate` checks the structure and time of any SigV4
-   credentials (anonymous requests pass). Any access key is accepted for now: `secret_for`
-   is where the key lookup goes, and with a secret the signature (and an aws-chunked
-   body's chunk signatures) are verified;
-3. dispatch: `operations` maps (level, method, subresources) to one handler each; a method
-   S3 does not have is 405 MethodNotAllowed, an S3 operation pfs does not serve (tagging,
-   policy, ...) is 501 NotImplemented;
+   credentials (15 minutes of clock skew; a presigned URL until it expires); the access
+   key's secret comes from `pfs.access` (InvalidAccessKeyId for an unknown or disabled
+   key) and the signature, and an aws-chunked body's chunk signatures, are verified. No
+   credentials: anonymous, who may do nothing once the server has users;
+3. dispatch: `operations` maps (level, method, subresources) to one operation and its
+   handler; a method S3 does not have is 405 MethodNotAllowed, an S3 operation pfs does not
+   serve (tagging, policy, ...) is 501 NotImplemented. The operation's permission
+   (`permissions.S3_OPERATIONS`) is checked on the bucket's repository before the handler
+   runs (AccessDenied), and an operation that may change something is audited;
 4. errors: every failure is S3's XML error with S3's code (`PFS_TO_S3` maps pfs's errors
    in one table), the request id in `<RequestId>` and `x-amz-request-id`. A bug is a 500
    InternalError naming the request id, logged with its traceback, which is never sent.
@@ -54,14 +57,19 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response, StreamingResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ...errors import BadRequest, Conflict, FileNotFound, NotFound, PathConflict, PfsError, Unavailable
+from ...access.identity import ANONYMOUS, OPEN, Permission, Principal
+from ...errors import BadRequest, Conflict, FileNotFound, NotFound, PathConflict, PfsError, Unauthorized, Unavailable
 from ...paths import MAX_META, check_meta, is_commit_like
 from ...repository.keys import key_versions
+from ...repository.registry import RepoInfo
 from ...repository.repo import Repository
 from ...repository.uploads import Part, Upload, Uploads
 from ...storage.trees import Entry
-from ..api import DRAIN_LIMIT, UPLOAD_BUFFER, Node, pump, run
+from ..api import UPLOAD_BUFFER, Node, pump
+from ..auth import Gate, audit_target, client_addr
 from ..logs import REQUEST_ID, RequestIds
+from ..permissions import S3_OPERATIONS, is_mutation
+from ..web import DRAIN_LIMIT, run
 from . import sigv4
 from . import xml as s3xml
 from .keyspace import S3_ETAG, BucketKeys, RefView, etag_of, open_commit, open_ref
@@ -195,6 +203,10 @@ PFS_TO_S3: dict[str, str] = {
     "method_not_allowed": "MethodNotAllowed",
     "branch_moved": "OperationAborted",
     "conflict": "OperationAborted",
+    "unauthorized": "AccessDenied",
+    "forbidden": "AccessDenied",
+    "branch_protected": "AccessDenied",
+    "too_many_requests": "SlowDown",
     "corrupt_object": "InternalError",
     "missing_object": "InternalError",
 }
@@ -223,7 +235,9 @@ class Ctx:
     key: str | None
     query: dict[str, str]  # the first value of each parameter
     auth: sigv4.SigV4Auth | None
-    secret: str | None  # the access key's secret, when known: signatures are then verified
+    secret: str | None  # the access key's secret, when signed: chunk signatures are verified with it
+    principal: Principal = ANONYMOUS
+    operation: str = ""
     reading: bool = False  # the body is being read: an error drains it
 
     @property
@@ -250,15 +264,10 @@ class Ctx:
         return ref, path
 
 
-def secret_for(auth: sigv4.SigV4Auth) -> str | None:
-    """The secret of an access key, to verify signatures with. Any key is accepted until pfs
-    has identities (DESIGN.md section 6): then an unknown key is InvalidAccessKeyId here."""
-    return None
-
-
 class Gateway:
-    def __init__(self, node: Node, base_domains: Sequence[str]) -> None:
+    def __init__(self, node: Node, base_domains: Sequence[str], gate: Gate | None = None) -> None:
         self.node = node
+        self.gate = gate or Gate()
         self.base_domains = tuple(base_domains)
         self.ops = operations(self)
         self._with_ids = RequestIds(self.handle)
@@ -296,14 +305,17 @@ class Gateway:
 
         request = Request(scope, receive)
         ctx: Ctx | None = None
+        status = 500
         try:
             try:
-                ctx = self.parse(request)
+                ctx = await self.parse(request)
                 response = await self.dispatch(ctx)
             except PfsError as exc:
                 raise _s3_error(exc) from None
+            status = response.status_code
             await response(scope, receive, send_with_id)
         except S3Error as error:
+            status = error.status
             if started:
                 raise
             response = error_response(error, request, rid)
@@ -311,6 +323,7 @@ class Gateway:
                 response.headers["connection"] = "close"
             await response(scope, receive, send_with_id)
         except ClientDisconnect:
+            status = 499
             return
         except Exception:
             if started:
@@ -318,8 +331,34 @@ class Gateway:
             log.exception("internal error on %s %r", request.method, scope.get("path", "")[:200])
             bug = S3Error("InternalError", f"We encountered an internal error (request {rid}). Please try again.")
             await error_response(bug, request, rid)(scope, receive, send_with_id)
+        finally:
+            self.audit(request, ctx, status)
 
-    def parse(self, request: Request) -> Ctx:
+    def audit(self, request: Request, ctx: Ctx | None, status: int) -> None:
+        """An entry for every request that may change something, refused ones included."""
+        if request.method in ("GET", "HEAD"):
+            return
+        if ctx is not None and ctx.operation and not is_mutation(request.method, S3_OPERATIONS[ctx.operation]):
+            return
+        try:
+            access = self.node.access
+        except PfsError:
+            return  # still starting: nothing could have changed
+        principal = ctx.principal if ctx is not None else ANONYMOUS
+        access.audit.record(
+            user=principal.user,
+            key=principal.key,
+            addr=client_addr(request.scope),
+            listener="s3",
+            method=request.method,
+            action=(ctx.operation if ctx is not None else "") or "-",
+            repo=ctx.bucket if ctx is not None else None,
+            target=audit_target(request),
+            status=status,
+            request_id=REQUEST_ID.get(),
+        )
+
+    async def parse(self, request: Request) -> Ctx:
         scope = request.scope
         host = request.headers.get("host", "")
         bucket, key = bucket_and_key(host, scope.get("raw_path") or scope["path"].encode(), self.base_domains)
@@ -328,32 +367,67 @@ class Gateway:
         for name, value in pairs:
             query.setdefault(name, value)
         auth = sigv4.authenticate(request.headers, pairs)
-        secret = secret_for(auth) if auth is not None else None
-        if auth is not None and secret is not None:
-            sigv4.verify(
-                auth,
-                request.method,
-                scope.get("raw_path") or scope["path"],
-                pairs,
-                request.headers,
-                sigv4.payload_hash(auth, request.headers),
-                secret,
-            )
+        identity = self.node.access.identity
+        secret: str | None = None
+        enabled = await run(identity.enabled)
+        if auth is None or not enabled:  # no users: any key is taken, as anonymous is
+            principal = OPEN if not enabled else ANONYMOUS
+        else:
+            addr = client_addr(scope)
+            self.gate.throttle.check(addr)
+            try:
+                principal, secret = await run(identity.key_secret, auth.access_key)
+                assert secret is not None
+                sigv4.verify(
+                    auth,
+                    request.method,
+                    scope.get("raw_path") or scope["path"],
+                    pairs,
+                    request.headers,
+                    sigv4.payload_hash(auth, request.headers),
+                    secret,
+                )
+            except (Unauthorized, S3Error) as exc:
+                delay = self.gate.throttle.failed(addr)
+                if delay:
+                    await asyncio.sleep(delay)
+                if isinstance(exc, Unauthorized):
+                    raise S3Error("InvalidAccessKeyId", extra={"AWSAccessKeyId": auth.access_key[:128]}) from None
+                raise
         if bucket is not None and not valid_bucket_name(bucket):
             raise S3Error("InvalidBucketName", resource="/" + bucket[:100])
-        return Ctx(request, bucket, key, query, auth, secret)
+        return Ctx(request, bucket, key, query, auth, secret, principal)
 
     async def dispatch(self, ctx: Ctx) -> Response:
         method = ctx.method
         level = "object" if ctx.key is not None else "bucket" if ctx.bucket is not None else "service"
         sub = "+".join(sorted(name for name in ctx.query if name in SUBRESOURCES))
-        handler = self.ops.get((level, method, sub))
-        if handler is None:
+        op = self.ops.get((level, method, sub))
+        if op is None:
             if method not in S3_METHODS or not any(lv == level and m == method for lv, m, _ in self.ops):
                 raise S3Error("MethodNotAllowed", resource=ctx.resource[:1100])
             what = f"?{sub}" if sub else method
             raise S3Error("NotImplemented", f"{what} on a {level} is not supported by pfs", resource=ctx.resource)
+        name, handler = op
+        if name == "PutObject" and "x-amz-copy-source" in ctx.headers:
+            name = "CopyObject"
+        ctx.operation = name
+        await self.authorize(ctx, S3_OPERATIONS[name], ctx.bucket)
         return await handler(ctx)
+
+    async def authorize(self, ctx: Ctx, need: Permission, bucket: str | None) -> None:
+        """AccessDenied unless the caller may do `need` on `bucket`'s repository. Anonymous
+        callers (with access control on) learn nothing, not even whether the bucket exists."""
+        identity = self.node.access.identity
+        if ctx.principal.open:
+            return
+        repo_id: int | None = None
+        if need not in (Permission.USER, Permission.SERVER) and bucket is not None:
+            if ctx.principal.user is None:
+                raise S3Error("AccessDenied")
+            repo_id = (await run(self.node.repos.get, bucket)).id
+        if not identity.allowed(ctx.principal, need, repo_id):
+            raise S3Error("AccessDenied")
 
     async def repo(self, ctx: Ctx) -> Repository:
         assert ctx.bucket is not None
@@ -361,7 +435,12 @@ class Gateway:
 
     # ---- service and buckets -------------------------------------------------------
     async def list_buckets(self, ctx: Ctx) -> Response:
-        infos = await run(self.node.repos.list)
+        identity, p = self.node.access.identity, ctx.principal
+
+        def readable() -> list[RepoInfo]:
+            return [r for r in self.node.repos.list() if identity.allowed(p, Permission.READ, r.id)]
+
+        infos = await run(readable)
         return xml_response(s3xml.list_buckets_xml([(r.name, r.created) for r in infos], OWNER))
 
     async def head_bucket(self, ctx: Ctx) -> Response:
@@ -587,6 +666,8 @@ class Gateway:
         if directive not in ("COPY", "REPLACE"):
             raise S3Error("InvalidArgument", "Unknown metadata directive.")
         same_bucket = src_bucket == ctx.bucket
+        if not same_bucket:
+            await self.authorize(ctx, Permission.READ, src_bucket)
         src_repo = dest_repo if same_bucket else await run(self.node.repos.get, src_bucket)
         view, entry = await run(_read_entry, src_repo, src_ref, src_path, src_version)
         etag = etag_of(entry)
@@ -760,38 +841,40 @@ class Gateway:
 MAX_UPLOADS_LISTED = 10_000  # uploads in progress looked at for one ListMultipartUploads
 
 
-def operations(g: Gateway) -> dict[tuple[str, str, str], Handler]:
-    """(level, method, subresources joined by '+') -> handler: every operation at a glance.
-    HEAD runs GetObject's handler, which sends headers only; no HEAD reaches a writer."""
+def operations(g: Gateway) -> dict[tuple[str, str, str], tuple[str, Handler]]:
+    """(level, method, subresources joined by '+') -> (S3 operation, handler): every operation
+    at a glance. HEAD runs GetObject's handler, which sends headers only; no HEAD reaches a
+    writer. PutObject with x-amz-copy-source is CopyObject."""
     return {
-        ("service", "GET", ""): g.list_buckets,
-        ("bucket", "HEAD", ""): g.head_bucket,
-        ("bucket", "GET", ""): g.list_objects,  # ListObjects, or ListObjectsV2 with list-type=2
-        ("bucket", "GET", "location"): g.get_bucket_location,
-        ("bucket", "GET", "versioning"): g.get_bucket_versioning,
-        ("bucket", "GET", "versions"): g.list_object_versions,
-        ("bucket", "GET", "uploads"): g.list_multipart_uploads,
-        ("bucket", "GET", "acl"): g.get_acl,
-        ("bucket", "PUT", ""): g.create_bucket,
-        ("bucket", "DELETE", ""): g.delete_bucket,
-        ("bucket", "POST", "delete"): g.delete_objects,
-        ("object", "GET", ""): g.get_object,
-        ("object", "HEAD", ""): g.get_object,
-        ("object", "GET", "acl"): g.get_acl,
-        ("object", "PUT", ""): g.put_object,  # CopyObject with x-amz-copy-source
-        ("object", "DELETE", ""): g.delete_object,
-        ("object", "POST", "uploads"): g.create_multipart_upload,
-        ("object", "PUT", "partNumber+uploadId"): g.upload_part,
-        ("object", "POST", "uploadId"): g.complete_multipart_upload,
-        ("object", "GET", "uploadId"): g.list_parts,
-        ("object", "DELETE", "uploadId"): g.abort_multipart_upload,
+        ("service", "GET", ""): ("ListBuckets", g.list_buckets),
+        ("bucket", "HEAD", ""): ("HeadBucket", g.head_bucket),
+        ("bucket", "GET", ""): ("ListObjects", g.list_objects),  # or ListObjectsV2, with list-type=2
+        ("bucket", "GET", "location"): ("GetBucketLocation", g.get_bucket_location),
+        ("bucket", "GET", "versioning"): ("GetBucketVersioning", g.get_bucket_versioning),
+        ("bucket", "GET", "versions"): ("ListObjectVersions", g.list_object_versions),
+        ("bucket", "GET", "uploads"): ("ListMultipartUploads", g.list_multipart_uploads),
+        ("bucket", "GET", "acl"): ("GetBucketAcl", g.get_acl),
+        ("bucket", "PUT", ""): ("CreateBucket", g.create_bucket),
+        ("bucket", "DELETE", ""): ("DeleteBucket", g.delete_bucket),
+        ("bucket", "POST", "delete"): ("DeleteObjects", g.delete_objects),
+        ("object", "GET", ""): ("GetObject", g.get_object),
+        ("object", "HEAD", ""): ("HeadObject", g.get_object),
+        ("object", "GET", "acl"): ("GetObjectAcl", g.get_acl),
+        ("object", "PUT", ""): ("PutObject", g.put_object),
+        ("object", "DELETE", ""): ("DeleteObject", g.delete_object),
+        ("object", "POST", "uploads"): ("CreateMultipartUpload", g.create_multipart_upload),
+        ("object", "PUT", "partNumber+uploadId"): ("UploadPart", g.upload_part),
+        ("object", "POST", "uploadId"): ("CompleteMultipartUpload", g.complete_multipart_upload),
+        ("object", "GET", "uploadId"): ("ListParts", g.list_parts),
+        ("object", "DELETE", "uploadId"): ("AbortMultipartUpload", g.abort_multipart_upload),
     }
 
 
-def create_s3_app(node: Node, base_domains: Sequence[str] = ("s3.localhost",)) -> ASGIApp:
+def create_s3_app(node: Node, base_domains: Sequence[str] = ("s3.localhost",), gate: Gate | None = None) -> ASGIApp:
     """The S3 gateway's ASGI app over a node's repositories. `base_domains`: hosts under
-    which `<bucket>.<domain>` is virtual-host addressing (path style always works)."""
-    return Gateway(node, base_domains)
+    which `<bucket>.<domain>` is virtual-host addressing (path style always works). `gate`:
+    the native API's, so that failed sign-ins on either listener count together."""
+    return Gateway(node, base_domains, gate)
 
 
 # ---- answers ---------------------------------------------------------------------------
