@@ -16,7 +16,6 @@ import argparse
 import os
 import random
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -24,7 +23,7 @@ import tempfile
 import textwrap
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -32,7 +31,9 @@ import httpx
 from pfs import Client
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from auth import bench_auth  # noqa: E402
 from cluster import bench_cluster  # noqa: E402
+from common import Proc, free_port, start_pfs, timed  # noqa: E402
 from s3 import bench_s3  # noqa: E402
 
 PIECE = 1 << 20
@@ -72,44 +73,6 @@ SINK_APP = textwrap.dedent(
 )
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_up(url: str, proc: subprocess.Popen[bytes]) -> None:
-    for _ in range(300):
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited with {proc.returncode}")
-        try:
-            httpx.get(url + "/ping", timeout=1)
-            return
-        except httpx.TransportError:
-            time.sleep(0.05)
-    raise RuntimeError("server did not start")
-
-
-class Proc:
-    def __init__(self, args: list[str], url: str, env: dict[str, str] | None = None) -> None:
-        self.url = url
-        self.proc = subprocess.Popen(args, env={**os.environ, **(env or {})}, stdout=subprocess.DEVNULL)
-        wait_up(url, self.proc)
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(10)
-
-
-def start_pfs(data_dir: Path, env: dict[str, str] | None = None) -> Proc:
-    port = free_port()
-    return Proc(
-        [sys.executable, "-m", "pfs", "serve", "--addr", f"127.0.0.1:{port}", "--data-dir", str(data_dir)],
-        f"http://127.0.0.1:{port}",
-        env,
-    )
-
-
 def start_sink(work: Path) -> Proc:
     port = free_port()
     script = work / "sink.py"
@@ -122,12 +85,6 @@ def file_pieces(path: Path) -> Iterator[bytes]:
     with open(path, "rb") as f:
         while piece := f.read(PIECE):
             yield piece
-
-
-def timed(fn: Callable[[], object]) -> float:
-    t = time.perf_counter()
-    fn()
-    return time.perf_counter() - t
 
 
 def dir_size(path: Path) -> int:
@@ -632,7 +589,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--size-mb", type=int, default=1024, help="size of the large file (MiB)")
     ap.add_argument("--out", help="also write the report to this Markdown file")
-    ap.add_argument("--only", help="comma-separated subset: throughput,small,scaling,storage,jobs,sync,cluster,s3")
+    ap.add_argument("--only", help="comma-separated subset: throughput,small,scaling,storage,jobs,sync,cluster,s3,auth")
     ap.add_argument("--work", help="scratch directory (default: a temp dir on the same disk as /tmp)")
     args = ap.parse_args()
     size = args.size_mb << 20
@@ -649,6 +606,7 @@ def main() -> None:
             ("sync", lambda: bench_sync(work, rows)),
             ("cluster", lambda: bench_cluster(work, rows)),
             ("s3", lambda: bench_s3(work, size, rows)),
+            ("auth", lambda: bench_auth(work, rows)),
         ):
             if args.only and name not in args.only.split(","):
                 continue

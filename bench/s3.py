@@ -26,24 +26,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from seaweed import running_seaweed  # noqa: E402
 from tlscert import make_cert  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import Rows, free_port, timed  # noqa: E402
+
 KEYS = 100_000
 SMALL = 1000
-Rows = list[tuple[str, str, str, str]]
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class _Pfs:
     """`pfs serve --s3-addr` on embedded storage (HTTPS with `tls`: certificate, key)."""
 
     def __init__(self, data_dir: Path, tls: tuple[Path, Path] | None = None) -> None:
-        port, s3 = _free_port(), _free_port()
+        port, s3 = free_port(), free_port()
         scheme = "https" if tls else "http"
         self.url, self.s3_url = f"{scheme}://127.0.0.1:{port}", f"{scheme}://127.0.0.1:{s3}"
         self.verify: ssl.SSLContext | bool = ssl.create_default_context(cafile=str(tls[0])) if tls else True
@@ -82,12 +76,6 @@ def _random_file(path: Path, size: int) -> None:
         for _ in range(size >> 26):
             f.write(os.urandom(64 << 20))
         f.write(os.urandom(size & ((64 << 20) - 1)))
-
-
-def _timed(fn: Callable[[], object]) -> float:
-    t = time.perf_counter()
-    fn()
-    return time.perf_counter() - t
 
 
 def _pieces(path: Path) -> Iterator[bytes]:
@@ -135,7 +123,7 @@ def bench_s3(work: Path, size: int, rows: Rows) -> None:
             for name, way in ways.items():
                 if name == "down_native":
                     c.repo("bench").commit(message="big")
-                best[name] = min(best[name], _timed(lambda way=way, trial=trial: way(trial)))  # type: ignore[misc]
+                best[name] = min(best[name], timed(lambda way=way, trial=trial: way(trial)))  # type: ignore[misc]
             out.unlink()
             for name in ("n", "p", "m"):
                 c.repo("bench").delete_file(f"{name}{trial}.bin")
@@ -186,9 +174,9 @@ def bench_s3(work: Path, size: int, rows: Rows) -> None:
                     token = m.group(1)
 
         assert native_listing() == KEYS and s3_listing() == KEYS and raw_listing() == KEYS
-        t_native = min(_timed(native_listing) for _ in range(2))
+        t_native = min(timed(native_listing) for _ in range(2))
         for fn, how in ((s3_listing, "boto3 paginator"), (raw_listing, "plain HTTP pages, no client parsing")):
-            t = min(_timed(fn) for _ in range(2))
+            t = min(timed(fn) for _ in range(2))
             rows.append(
                 (
                     f"S3 gateway: ListObjectsV2 of {KEYS:,} keys, 100 pages ({how})",
@@ -243,7 +231,7 @@ def _bench_tls(work: Path, big_size: int, rows: Rows) -> None:
             best = dict.fromkeys(ways, 1e9)
             for trial in range(2):
                 for name, way in ways.items():
-                    best[name] = min(best[name], _timed(lambda way=way, trial=trial: way(trial)))  # type: ignore[misc]
+                    best[name] = min(best[name], timed(lambda way=way, trial=trial: way(trial)))  # type: ignore[misc]
                 h.post("/repo/bench/discard").raise_for_status()
     finally:
         pfs.stop()
@@ -272,6 +260,6 @@ def _get_object(s3: object, key: str) -> int:
 
 def _small_ops(s3: object, bucket: str, prefix: str) -> tuple[float, float]:
     body = os.urandom(1024)
-    put = _timed(lambda: [s3.put_object(Bucket=bucket, Key=f"{prefix}{i}", Body=body) for i in range(SMALL)])  # type: ignore[attr-defined]
-    get = _timed(lambda: [s3.get_object(Bucket=bucket, Key=f"{prefix}{i}")["Body"].read() for i in range(SMALL)])  # type: ignore[attr-defined]
+    put = timed(lambda: [s3.put_object(Bucket=bucket, Key=f"{prefix}{i}", Body=body) for i in range(SMALL)])  # type: ignore[attr-defined]
+    get = timed(lambda: [s3.get_object(Bucket=bucket, Key=f"{prefix}{i}")["Body"].read() for i in range(SMALL)])  # type: ignore[attr-defined]
     return put, get

@@ -138,6 +138,16 @@ class Identity:
             self._enabled = (time.monotonic(), on)
         return on
 
+    def needs_lookup(self, key_id: str | None = None, user: str | None = None) -> bool:
+        """Whether an answer about `key_id` or `user`'s grants needs the database (a cache
+        miss): callers on an event loop then ask from a worker thread, and otherwise
+        answer at once (most requests: the bench's authenticated small files)."""
+        if time.monotonic() - self._enabled[0] >= CACHE_TTL:
+            return True
+        if key_id is not None and self._keys.get(key_id) is None:
+            return True
+        return user is not None and self._grants.get(user) is None
+
     def _changed(self) -> None:
         self._keys.clear()
         self._grants.clear()
@@ -198,14 +208,15 @@ class Identity:
         role = self.role(principal, repo_id)
         return role is not None and _ROLE_PERMISSION[role] >= need
 
-    def require(self, principal: Principal, need: Permission, repo_id: int | None = None, what: str = "") -> None:
-        """Unauthorized (401) for anonymous, Forbidden (403) for a user, unless allowed."""
+    def require(self, principal: Principal, need: Permission, repo_id: int | None = None, repo: str = "") -> None:
+        """Unauthorized (401) for anonymous, Forbidden (403) for a user, unless allowed.
+        `repo`: the repository's name, for the message."""
         if self.allowed(principal, need, repo_id):
             return
-        doing = f" to {what}" if what else ""
+        on = f" on repository {repo!r}" if repo and Permission.READ <= need <= Permission.ADMIN else ""
         if principal.user is None:
-            raise Unauthorized(f"sign in{doing}: this needs {need.label} permission (curl -u KEY_ID:SECRET)")
-        raise Forbidden(f"{principal.user} may not{' ' + what if what else ' do this'}: it needs {need.label}")
+            raise Unauthorized(f"sign in: this needs {need.label} permission{on} (curl -u KEY_ID:SECRET)")
+        raise Forbidden(f"{principal.user} may not do this: it needs {need.label} permission{on}")
 
     def require_self(self, principal: Principal, user: str) -> None:
         """A user's own keys and record, or a server admin's."""
@@ -234,6 +245,8 @@ class Identity:
         """The first user, a server admin, with a key (given, or made): only while there
         are no users (AlreadyExists afterwards)."""
         key_id, secret = check_key_pair(*key) if key is not None else (new_key_id(), new_secret())
+        if self.store.count_users():  # before the secret is encrypted: a node without the key can say so
+            raise AlreadyExists("users exist already: this server has been initialised")
         row = self._key_row(key_id, check_user_name(name), secret)
         self.store.create_user(name, True, row, only_first=True)
         self.store.set_setting_once(KEY_CHECK, self._key_check())

@@ -41,6 +41,7 @@ from ..errors import (
     PfsError,
     RangeNotSatisfiable,
     RunNotFound,
+    TooManyRequests,
     Unavailable,
 )
 from ..jobs.service import JobEngine, Jobs
@@ -213,7 +214,7 @@ class Server:
         repo = await self._target_repo(request, need)
         status = 500
         try:
-            await self.gate.check(request, access, need, repo.id if repo is not None else None)
+            await self.gate.check(request, access, need, repo)
             response = await handler(request)
             status = response.status_code
             return response
@@ -848,6 +849,8 @@ async def _error(request: Request, exc: Exception) -> Response:
     if isinstance(err, Unavailable):
         headers["retry-after"] = str(err.retry_after)
         log.warning("%s", err.message)
+    if isinstance(err, TooManyRequests):
+        headers["retry-after"] = str(err.retry_after)
     if "allow" in err.details:
         headers["allow"] = str(err.details["allow"])
     if isinstance(err, RangeNotSatisfiable):

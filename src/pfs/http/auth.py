@@ -21,8 +21,8 @@ import hashlib
 import hmac
 import re
 import time
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
 
 from starlette.concurrency import run_in_threadpool as run
 from starlette.requests import Request
@@ -31,11 +31,13 @@ from starlette.types import Message, Receive
 from ..access.identity import ANONYMOUS, OPEN, Identity, Permission, Principal
 from ..access.service import Access
 from ..errors import BadRequest, TooManyRequests, Unauthorized
+from ..repository.repo import Repository
 from .logs import REQUEST_ID
 from .permissions import is_mutation
 from .s3 import sigv4
 from .s3.protocol import STREAMING_PAYLOADS, UNSIGNED_PAYLOAD, S3Error
 
+T = TypeVar("T")
 PRINCIPAL_SCOPE = "pfs.principal"
 MAX_DELAY = 5.0  # seconds a failed sign-in may be held back
 MAX_ADDRESSES = 10_000  # addresses whose failures are remembered
@@ -79,6 +81,15 @@ class Throttle:
         return 0.0 if over <= 0 else min(MAX_DELAY, 0.05 * (2**over))
 
 
+async def ask(
+    identity: Identity, fn: Callable[..., T], *args: Any, key: str | None = None, user: str | None = None
+) -> T:
+    """`fn(*args)`, from a worker thread only if it may have to read the database."""
+    if identity.needs_lookup(key, user):
+        return await run(fn, *args)
+    return fn(*args)
+
+
 def client_addr(scope: Mapping[str, Any]) -> str:
     client = scope.get("client")
     return str(client[0]) if client else "-"
@@ -119,14 +130,14 @@ class Gate:
     async def _authenticate(self, request: Request, identity: Identity, addr: str) -> Principal:
         header = request.headers.get("authorization")
         presigned = sigv4.presigned_kind(request.query_params.multi_items()) is not None
-        if not await run(identity.enabled):
+        if not await ask(identity, identity.enabled):
             return OPEN  # no users: access control is off, credentials or not
         if header is None and not presigned:
             return ANONYMOUS
         self.throttle.check(addr)
         if header is not None and header[:6].lower() == "basic ":
             key_id, secret = _basic(header)
-            return await run(identity.check_password, key_id, secret)
+            return await ask(identity, identity.check_password, key_id, secret, key=key_id)
         return await run(self._sigv4, request, identity)
 
     def _sigv4(self, request: Request, identity: Identity) -> Principal:
@@ -149,9 +160,13 @@ class Gate:
             request._receive = _hash_checked(request.receive, declared.lower())
         return principal
 
-    async def check(self, request: Request, access: Access, need: Permission, repo_id: int | None) -> Principal:
+    async def check(self, request: Request, access: Access, need: Permission, repo: Repository | None) -> Principal:
         principal = await self.principal(request, access.identity)
-        access.identity.require(principal, need, repo_id)
+        if repo is None:
+            access.identity.require(principal, need)
+        else:
+            identity = access.identity
+            await ask(identity, identity.require, principal, need, repo.id, repo.name, user=principal.user)
         return principal
 
     def audit(
@@ -190,13 +205,19 @@ def _hash_checked(receive: Receive, expected: str) -> Receive:
     """`receive`, hashing the body as it passes; the last piece fails if it does not match
     the SHA-256 the request signed."""
     h = hashlib.sha256()
+    done = False
 
     async def checked() -> Message:
+        nonlocal done
+        if done:  # a reader after the end (draining on an error) must not wait for more
+            return {"type": "http.request", "body": b"", "more_body": False}
         message = await receive()
         if message["type"] == "http.request":
             h.update(message.get("body", b""))
-            if not message.get("more_body", False) and not hmac.compare_digest(h.hexdigest(), expected):
-                raise BadRequest("the body does not match its x-amz-content-sha256")
+            if not message.get("more_body", False):
+                done = True
+                if not hmac.compare_digest(h.hexdigest(), expected):
+                    raise BadRequest("the body does not match its x-amz-content-sha256")
         return message
 
     return checked

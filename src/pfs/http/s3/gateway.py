@@ -66,7 +66,7 @@ from ...repository.repo import Repository
 from ...repository.uploads import Part, Upload, Uploads
 from ...storage.trees import Entry
 from ..api import UPLOAD_BUFFER, Node, pump
-from ..auth import Gate, audit_target, client_addr
+from ..auth import Gate, ask, audit_target, client_addr
 from ..logs import REQUEST_ID, RequestIds
 from ..permissions import S3_OPERATIONS, is_mutation
 from ..web import DRAIN_LIMIT, run
@@ -238,6 +238,7 @@ class Ctx:
     secret: str | None  # the access key's secret, when signed: chunk signatures are verified with it
     principal: Principal = ANONYMOUS
     operation: str = ""
+    repo: Repository | None = None  # the bucket's, once looked up
     reading: bool = False  # the body is being read: an error drains it
 
     @property
@@ -369,14 +370,14 @@ class Gateway:
         auth = sigv4.authenticate(request.headers, pairs)
         identity = self.node.access.identity
         secret: str | None = None
-        enabled = await run(identity.enabled)
+        enabled = await ask(identity, identity.enabled)
         if auth is None or not enabled:  # no users: any key is taken, as anonymous is
             principal = OPEN if not enabled else ANONYMOUS
         else:
             addr = client_addr(scope)
             self.gate.throttle.check(addr)
             try:
-                principal, secret = await run(identity.key_secret, auth.access_key)
+                principal, secret = await ask(identity, identity.key_secret, auth.access_key, key=auth.access_key)
                 assert secret is not None
                 sigv4.verify(
                     auth,
@@ -425,13 +426,18 @@ class Gateway:
         if need not in (Permission.USER, Permission.SERVER) and bucket is not None:
             if ctx.principal.user is None:
                 raise S3Error("AccessDenied")
-            repo_id = (await run(self.node.repos.get, bucket)).id
-        if not identity.allowed(ctx.principal, need, repo_id):
+            repo = await run(self.node.repos.get, bucket)
+            if bucket == ctx.bucket:
+                ctx.repo = repo  # the handler's, looked up once
+            repo_id = repo.id
+        if not await ask(identity, identity.allowed, ctx.principal, need, repo_id, user=ctx.principal.user):
             raise S3Error("AccessDenied")
 
     async def repo(self, ctx: Ctx) -> Repository:
         assert ctx.bucket is not None
-        return await run(self.node.repos.get, ctx.bucket)
+        if ctx.repo is None:
+            ctx.repo = await run(self.node.repos.get, ctx.bucket)
+        return ctx.repo
 
     # ---- service and buckets -------------------------------------------------------
     async def list_buckets(self, ctx: Ctx) -> Response:
