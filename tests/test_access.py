@@ -716,14 +716,40 @@ def test_admin_key_file_bootstraps_and_secrets_never_reach_the_log(tmp_path: Pat
     key_file = tmp_path / "admin.key"
     kid, secret = "PFSTESTADMIN00000001", "s3cr3t-" + "A" * 33
     key_file.write_text(f"{kid}:{secret}\n")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        s3_port = probe.getsockname()[1]
     proc = ServerProc(
         tmp_path / "data",
-        env={"PFS_ADMIN_KEY_FILE": str(key_file), "PFS_LOG_LEVEL": "info"},
-        args=["--log-level", "info"],
+        env={"PFS_ADMIN_KEY_FILE": str(key_file)},
+        args=["--log-level", "info", "--s3-addr", f"127.0.0.1:{s3_port}"],
     )
     proc.start()
     try:
         url = proc.url
+        gw = boto3.client(
+            "s3",
+            endpoint_url=f"http://127.0.0.1:{s3_port}",
+            region_name="us-east-1",
+            aws_access_key_id=kid,
+            aws_secret_access_key=secret,
+            config=BotoConfig(retries={"max_attempts": 1}, s3={"addressing_style": "path"}, signature_version="s3v4"),
+        )
+        gw.put_object(Bucket="default", Key="master/s3.txt", Body=b"s")
+        presigned = gw.generate_presigned_url("get_object", Params={"Bucket": "default", "Key": "master/s3.txt"})
+        assert httpx.get(presigned).content == b"s"
+        wrong = boto3.client(
+            "s3",
+            endpoint_url=f"http://127.0.0.1:{s3_port}",
+            region_name="us-east-1",
+            aws_access_key_id=kid,
+            aws_secret_access_key=secret[::-1],
+            config=BotoConfig(retries={"max_attempts": 1}),
+        )
+        with pytest.raises(ClientError) as e:
+            wrong.put_object(Bucket="default", Key="master/no.txt", Body=b"n")
+        assert e.value.response["Error"]["Code"] == "SignatureDoesNotMatch"
+        assert secret not in str(e.value.response) and secret[::-1] not in str(e.value.response)
         assert httpx.get(url + "/file/x").status_code == 401
         made = httpx.post(url + "/user/dave", auth=(kid, secret), headers={"accept": "application/json"}).json()
         httpx.put(url + "/access/dave", params={"role": "write"}, auth=(kid, secret)).raise_for_status()
@@ -735,8 +761,9 @@ def test_admin_key_file_bootstraps_and_secrets_never_reach_the_log(tmp_path: Pat
     finally:
         proc.stop()
     log = proc.log_path.read_text()
-    assert "GET '/file/x'" in log  # the log is at INFO: requests are in it
-    for text in (secret, made["secret"], basic):
+    assert "GET '/file/x'" in log and "PUT '/default/master/s3.txt'" in log  # INFO: requests are in it
+    signature = presigned.split("X-Amz-Signature=")[1]
+    for text in (secret, secret[::-1], made["secret"], basic, signature):
         assert text not in log and text not in audit
     # the restart keeps the first admin (the file is only for a server with no users)
     proc2 = ServerProc(tmp_path / "data", env={"PFS_ADMIN_KEY_FILE": str(key_file)}).start()

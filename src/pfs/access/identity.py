@@ -241,6 +241,16 @@ class Identity:
         self._changed()
         return row
 
+    def create_user_with_key(self, name: str, admin: bool = False) -> NewKey:
+        """A user and its first key in one transaction (no keyless user is left behind when
+        the key cannot be made)."""
+        key_id, secret = new_key_id(), new_secret()
+        row = self._key_row(key_id, check_user_name(name), secret)
+        self.store.set_setting_once(KEY_CHECK, self._key_check())
+        self.store.create_user(name, admin, row)
+        self._changed()
+        return NewKey(name, key_id, secret)
+
     def init_admin(self, name: str = "admin", key: tuple[str, str] | None = None) -> NewKey:
         """The first user, a server admin, with a key (given, or made): only while there
         are no users (AlreadyExists afterwards)."""

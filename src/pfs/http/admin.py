@@ -16,7 +16,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute
 
-from ..access.identity import KeyInfo, NewKey, Principal
+from ..access.identity import Identity, KeyInfo, NewKey, Principal
 from ..errors import BadRequest, NotFound
 from ..paths import check_branch_pattern, check_user_name
 from ..storage.identity import AuditRow, UserRow
@@ -84,7 +84,7 @@ class Admin:
         self.s = s
 
     @property
-    def identity(self) -> Any:
+    def identity(self) -> Identity:
         return self.s.node.access.identity
 
     # ---- who am I ----------------------------------------------------------------------
@@ -131,11 +131,7 @@ class Admin:
         await drain(request)
         name = check_user_name(request.path_params["name"])
 
-        def create() -> NewKey:
-            self.identity.create_user(name, q.flag("admin"))
-            return self.identity.create_key(name)  # type: ignore[no-any-return]
-
-        key = await run(create)
+        key = await run(self.identity.create_user_with_key, name, q.flag("admin"))
         return new_key_answer(request, key, f"Created user {name}{' (server admin)' if q.flag('admin') else ''}.")
 
     @accepts(flags=("admin",))

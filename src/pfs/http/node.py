@@ -257,6 +257,7 @@ def serve(
         app,
         http=guarded_protocol(limits),
         log_level=log_level,
+        access_log=False,  # pfs's own (logs.RequestIds) has the request id and never the query string
         timeout_keep_alive=30,
         timeout_graceful_shutdown=5,  # long-polls (`/run/<id>?wait=`) must not hold up a shutdown
         limit_concurrency=max_connections,
