@@ -1,8 +1,21 @@
 #!/usr/bin/env bash
-# Makes the secret files deploy/stack.yaml reads (random passwords), in DIR (default
-# deploy/secrets, ignored by git), unless they exist. `docker stack deploy` turns them
-# into Docker secrets (and `docker stack rm` removes those); a container sees only its own,
-# under /run/secrets, never in its environment or in `docker service inspect`.
+# Makes the secret files deploy/stack.yaml reads, in DIR (default deploy/secrets, ignored
+# by git), each unless it exists; deploy/compose-setup.sh makes the same directory for
+# deploy/compose.yaml. Owner-only files (umask 077), random contents:
+#
+#   db_password, pgpass            PostgreSQL's password, and the same as libpq's PGPASSFILE
+#   s3_secret_key, aws_credentials SeaweedFS's S3 secret, and the same as an AWS credentials file
+#   server_key                     pfs's PFS_SERVER_KEY_FILE: base64 of 32 random bytes, which
+#                                  encrypt access-key secrets at rest; every node gets this one
+#   admin_key                      pfs's PFS_ADMIN_KEY_FILE, KEY_ID:SECRET: the server admin
+#                                  `admin` is made with it when the server has no user yet, and
+#                                  it is what you sign in with: curl -u "$(cat deploy/secrets/admin_key)"
+#
+# `docker stack deploy` turns them into Docker secrets (pfs_server_key, pfs_admin_key, ...
+# for a stack named pfs; `docker stack rm` removes them); a container sees only its own,
+# under /run/secrets, never in its environment or in `docker service inspect`. Keep the
+# files: a new server_key cannot read the access keys the old one encrypted, and the
+# admin_key only takes effect on a server with no users (change keys with pfs's key API).
 #
 #   bash deploy/stack-secrets.sh [DIR]        # PFS_DB_USER / PFS_S3_ACCESS_KEY: default pfs
 set -euo pipefail
@@ -24,5 +37,15 @@ if [ ! -s "$dir/s3_secret_key" ] || [ ! -s "$dir/aws_credentials" ]; then
     printf '%s' "$key" >"$dir/s3_secret_key"                 # SeaweedFS's S3_SECRET_KEY_FILE
     printf '[default]\naws_access_key_id = %s\naws_secret_access_key = %s\n' "$access" "$key" \
         >"$dir/aws_credentials"                              # pfs's AWS_SHARED_CREDENTIALS_FILE
+fi
+if [ ! -s "$dir/server_key" ]; then                          # pfs's PFS_SERVER_KEY_FILE
+    python3 -c 'import base64, secrets; print(base64.b64encode(secrets.token_bytes(32)).decode())' \
+        >"$dir/server_key"
+fi
+if [ ! -s "$dir/admin_key" ]; then                           # pfs's PFS_ADMIN_KEY_FILE: KEY_ID:SECRET
+    python3 -c 'import secrets
+ids = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"  # an id like the ones pfs makes: PFS and 17 base32 letters
+print("PFS" + "".join(secrets.choice(ids) for _ in range(17)) + ":" + secrets.token_urlsafe(30), end="")' \
+        >"$dir/admin_key"
 fi
 echo "stack-secrets: $(cd "$dir" && pwd)" >&2

@@ -3,6 +3,11 @@ the compose file (PostgreSQL + SeaweedFS + two pfs nodes) and the swarm stack wi
 job runtime. Images are built by the deploy scripts themselves (cached by Docker), and every
 test removes what it made: containers, services, networks, volumes and secrets.
 
+Access control as deployed: the image refuses to serve 0.0.0.0 with no users (unless
+PFS_INSECURE), compose and the stack get the server key and the admin key as files made by
+deploy/compose-setup.sh / deploy/stack-secrets.sh, every request is made with the admin key
+(anonymous ones get 401), and the secrets appear in no `docker inspect` and no log.
+
 When Docker, Compose or the swarm cannot be made to work, these tests fail; never skip."""
 
 from __future__ import annotations
@@ -34,14 +39,61 @@ from pfs import Client
 IMAGE = "pfs:local"
 
 
-def sh(*cmd: str, timeout: float = 900, env: dict[str, str] | None = None, check: bool = True) -> str:
+def sh(
+    *cmd: str, timeout: float = 900, env: dict[str, str] | None = None, check: bool = True, input: str | None = None
+) -> str:
     """Run a command; its stdout, or an AssertionError with its output."""
     proc = subprocess.run(
-        cmd, capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})}, check=False
+        cmd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+        input=input,
+        check=False,
     )
     if check and proc.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}{proc.stderr[-5000:]}")
     return proc.stdout
+
+
+def output(*cmd: str, timeout: float = 120) -> str:
+    """stdout and stderr of a command, together (`docker logs` splits a container's streams)."""
+    proc = subprocess.run(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=timeout, check=False
+    )
+    assert proc.returncode == 0, f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}"
+    return proc.stdout
+
+
+def admin_key(secrets_dir: Path) -> tuple[str, str]:
+    """KEY_ID, SECRET of the admin key file the deploy scripts made (PFS_ADMIN_KEY_FILE)."""
+    key_id, _, secret = (secrets_dir / "admin_key").read_text().strip().partition(":")
+    assert key_id and secret
+    return key_id, secret
+
+
+def signed_in(url: str, key: tuple[str, str]) -> Client:
+    """A client of `url` that signs every request in with `key` (HTTP Basic)."""
+    client = Client(url)
+    client.http.auth = httpx.BasicAuth(*key)
+    return client
+
+
+def assert_anonymous_refused(url: str, key: tuple[str, str]) -> None:
+    """A node with users: reading or writing without a key is 401, with the admin key it works."""
+    assert httpx.get(url + "/branch", timeout=10).status_code == 401
+    assert httpx.post(url + "/file/anonymous.txt", content=b"x", timeout=10).status_code == 401
+    assert httpx.get(url + "/branch", auth=key, timeout=10).status_code == 200
+    assert httpx.get(url + "/branch", auth=(key[0], "x" * 40), timeout=10).status_code == 401
+    who = httpx.get(url + "/whoami", auth=key, headers={"accept": "application/json"}, timeout=10).json()
+    assert who["user"] == "admin" and who["admin"] is True and who["key"] == key[0]
+
+
+def assert_hidden(text: str, secrets_: list[str], where: str) -> None:
+    """None of the secrets in `text` (docker inspect, logs): only files' paths may be."""
+    for value in secrets_:
+        assert value.strip() and value.strip() not in text, f"a secret is in {where}"
 
 
 def ids(kind: str, label: str) -> list[str]:
@@ -86,31 +138,41 @@ def store_images(pfs_image: str) -> None:
     sh("bash", str(ROOT / "deploy" / "build-store-images.sh"))
 
 
-@pytest.fixture(scope="session")
-def compose() -> list[str]:
-    """The Compose command here, installed by deploy/compose-setup.sh (Debian's docker-compose) if need be."""
-    if subprocess.run(["docker", "compose", "version"], capture_output=True, check=False).returncode == 0:
-        return ["docker", "compose"]
-    return sh("bash", str(ROOT / "deploy" / "compose-setup.sh")).split()
-
-
 # ---- the image --------------------------------------------------------------------------
 
 
-def test_image_serves_as_non_root(pfs_image: str) -> None:
+def key_file(d: Path) -> tuple[Path, tuple[str, str]]:
+    """An admin key file as deploy/compose-setup.sh leaves it: KEY_ID:SECRET, mode 0440,
+    group 10001 (the image's `pfs` group; readable by all where this test may not chgrp)."""
+    d.mkdir(mode=0o700, parents=True, exist_ok=True)
+    key = ("PFS" + secrets.token_hex(9).upper(), secrets.token_urlsafe(30))
+    path = d / "admin_key"
+    path.write_text(f"{key[0]}:{key[1]}")
+    try:
+        os.chown(path, -1, 10001)
+        path.chmod(0o440)
+    except PermissionError:
+        path.chmod(0o444)  # in a private directory (0700); the bind mount is the only way in
+    return path, key
+
+
+def test_image_serves_as_non_root(pfs_image: str, tmp_path: Path) -> None:
     name = "pfs-test-image-" + uuid.uuid4().hex[:8]
+    path, key = key_file(tmp_path / "secrets")
     sh(
         "docker", "run", "-d", "--name", name, "--label", "pfs.test=deploy",
         "-p", "127.0.0.1::8080", "--memory", "512m", "--pids-limit", "256", "--cpus", "1",
         "--cap-drop", "ALL", "--security-opt", "no-new-privileges",
         "--health-interval", "1s", "--health-start-period", "1s",  # the image's check, sooner
+        "-v", f"{path}:/run/secrets/admin_key:ro", "-e", "PFS_ADMIN_KEY_FILE=/run/secrets/admin_key",
         pfs_image,
     )  # fmt: skip
     try:
         port = sh("docker", "port", name, "8080/tcp").split()[0].rsplit(":", 1)[1]
         url = f"http://127.0.0.1:{port}"
         wait_ping(url, 60)
-        with Client(url) as c:
+        assert_anonymous_refused(url, key)
+        with signed_in(url, key) as c:
             c.put_file("data/a.txt", b"hello from a container\n")
             cid = c.commit(message="first").id
             assert c.get_file("data/a.txt", commit=cid) == b"hello from a container\n"
@@ -125,6 +187,35 @@ def test_image_serves_as_non_root(pfs_image: str) -> None:
         assert eventually(
             lambda: sh("docker", "inspect", "-f", "{{.State.Health.Status}}", name).strip() == "healthy", 30
         )
+        # The server key it made for itself (embedded metadata): in the data dir, the pfs user's only.
+        server_key = sh("docker", "exec", name, "cat", "/var/lib/pfs/server.key")
+        assert sh("docker", "exec", name, "stat", "-c", "%a %U", "/var/lib/pfs/server.key").split() == ["600", "pfs"]
+        logs = output("docker", "logs", name)
+        assert key[0] in logs  # "created the first server admin ... with the access key <id>"
+        assert_hidden(json.dumps(info) + logs, [key[1], server_key], f"docker inspect / logs of {name}")
+    finally:
+        sh("docker", "rm", "-f", "-v", name, check=False)
+    assert ids("container", "pfs.test=deploy") == []
+
+
+def test_image_refuses_to_serve_anonymously(pfs_image: str) -> None:
+    """No users and no PFS_INSECURE: `pfs serve` on 0.0.0.0 exits at once, saying why. With
+    PFS_INSECURE=1 it serves anyone, and says so in its log."""
+    name = "pfs-test-refuse-" + uuid.uuid4().hex[:8]
+    limits = ["--label", "pfs.test=deploy", "--memory", "512m", "--pids-limit", "256", "--cap-drop", "ALL"]
+    proc = subprocess.run(
+        ["docker", "run", "--rm", "--name", name, *limits, pfs_image],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert proc.returncode != 0
+    assert "refusing to serve on 0.0.0.0:8080 with no users" in proc.stdout + proc.stderr, proc.stderr
+    sh("docker", "run", "-d", "--name", name, *limits, "-p", "127.0.0.1::8080", "-e", "PFS_INSECURE=1", pfs_image)
+    try:
+        url = "http://127.0.0.1:" + sh("docker", "port", name, "8080/tcp").split()[0].rsplit(":", 1)[1]
+        wait_ping(url, 60)
+        assert httpx.post(url + "/file/a.txt", content=b"anyone\n", timeout=10).status_code < 300
+        assert httpx.get(url + "/file/a.txt", timeout=10).content == b"anyone\n"
+        assert "--insecure" in output("docker", "logs", name)
     finally:
         sh("docker", "rm", "-f", "-v", name, check=False)
     assert ids("container", "pfs.test=deploy") == []
@@ -133,10 +224,18 @@ def test_image_serves_as_non_root(pfs_image: str) -> None:
 # ---- compose ----------------------------------------------------------------------------
 
 
-def test_compose_two_nodes_share_postgres_and_s3(
-    pfs_image: str, store_images: None, compose: list[str], tmp_path: Path
-) -> None:
+def test_compose_two_nodes_share_postgres_and_s3(pfs_image: str, store_images: None, tmp_path: Path) -> None:
     project = "pfs-test-" + uuid.uuid4().hex[:8]
+    keys = tmp_path / "secrets"
+    # Compose (Debian's docker-compose, installed if none) and pfs's keys, readable by the image's group
+    compose = sh("bash", str(ROOT / "deploy" / "compose-setup.sh"), str(keys)).split()
+    for f in ("server_key", "admin_key"):
+        st = (keys / f).stat()
+        assert oct(st.st_mode & 0o777) == "0o440" and st.st_gid == 10001, f
+    assert oct(keys.stat().st_mode & 0o777) == "0o700"
+    assert compose == sh("bash", str(ROOT / "deploy" / "compose-setup.sh"), str(keys)).split()  # idempotent
+    key = admin_key(keys)
+    server_key = (keys / "server_key").read_text()
     p1, p2, p3 = free_port(), free_port(), free_port()
     env_file = tmp_path / "env"
     env_file.write_text(
@@ -144,6 +243,7 @@ def test_compose_two_nodes_share_postgres_and_s3(
         f"PFS_S3_ACCESS_KEY=pfs-{secrets.token_hex(4)}\n"
         f"PFS_S3_SECRET_KEY={secrets.token_hex(16)}\n"
         f"PFS1_PORT={p1}\nPFS2_PORT={p2}\nPFS_S3_PORT={p3}\n"
+        f"PFS_SECRETS_DIR={keys}\n"
     )
     base = [*compose, "--env-file", str(env_file), "-p", project, "-f", str(ROOT / "deploy" / "compose.yaml")]
     label = f"com.docker.compose.project={project}"
@@ -152,7 +252,11 @@ def test_compose_two_nodes_share_postgres_and_s3(
         a, b = f"http://127.0.0.1:{p1}", f"http://127.0.0.1:{p2}"
         wait_ping(a)
         wait_ping(b)
-        with Client(a) as c1, Client(b) as c2:
+        # One node made `admin` with the key, encrypted under the server key in PostgreSQL; the
+        # other checks it too: both have the same server key.
+        assert_anonymous_refused(a, key)
+        assert_anonymous_refused(b, key)
+        with signed_in(a, key) as c1, signed_in(b, key) as c2:
             c1.put_file("shared/big.bin", os.urandom(3 << 20))  # chunks, so objects really go to S3
             c1.put_file("shared/a.txt", b"written through node 1\n")
             cid = c1.commit(message="via node 1").id
@@ -163,12 +267,32 @@ def test_compose_two_nodes_share_postgres_and_s3(
             assert c1.get_file("shared/b.txt", branch="master") == b"and node 2\n"
         containers = ids("container", label)
         assert len(containers) == 4
-        for info in json.loads(sh("docker", "inspect", *containers)):
+        infos = json.loads(sh("docker", "inspect", *containers))
+        for info in infos:
             hc = info["HostConfig"]
             assert hc["Memory"] > 0 and hc["PidsLimit"] > 0 and hc["CapDrop"] == ["ALL"]
             assert not hc["Privileged"] and "docker.sock" not in json.dumps(info["Mounts"])
             for bindings in (hc.get("PortBindings") or {}).values():
                 assert all(bnd["HostIp"] == "127.0.0.1" for bnd in bindings)
+        nodes = [i for i in infos if i["Config"]["Labels"]["com.docker.compose.service"] in ("pfs1", "pfs2")]
+        assert len(nodes) == 2
+        for info in nodes:
+            mounts = {m["Destination"]: m for m in info["Mounts"]}
+            for f in ("server_key", "admin_key"):  # the same files for both nodes, read-only
+                m = mounts[f"/run/secrets/{f}"]
+                assert m["Type"] == "bind" and m["Source"] == str(keys / f) and m["RW"] is False
+            env = info["Config"]["Env"]
+            assert "PFS_SERVER_KEY_FILE=/run/secrets/server_key" in env
+            assert "PFS_ADMIN_KEY_FILE=/run/secrets/admin_key" in env
+            name = info["Name"].lstrip("/")
+            logs = output("docker", "logs", name)
+            assert "refusing" not in logs and "Traceback" not in logs, logs
+            assert_hidden(json.dumps(info) + logs, [key[1], server_key], f"docker inspect / logs of {name}")
+        # the admin was made once, by whichever node came first
+        assert (
+            sum(output("docker", "logs", i["Name"].lstrip("/")).count("created the first server admin") for i in nodes)
+            == 1
+        )
         assert len(ids("volume", label)) == 4  # what `down -v` must remove
     finally:
         sh(*base, "down", "-v", "--remove-orphans", "-t", "10", timeout=300, check=False)
@@ -261,10 +385,12 @@ def make_certs(d: Path, ip: str) -> None:
 
 # Runs in a container on the stack's attachable `backend` network: the routing mesh (ingress)
 # needs IPVS, which some kernels lack, so the replicas are reached by their task addresses.
+# The admin key comes on stdin: an argument would be in the container's `docker inspect`.
 CHECK = """
 import json, socket, sys, time
 import httpx
 from pfs import Client
+key = tuple(sys.stdin.read().strip().split(":", 1))
 deadline = time.monotonic() + 180
 while True:
     try:
@@ -278,14 +404,18 @@ while True:
     if time.monotonic() > deadline:
         sys.exit("the pfs replicas did not come up")
     time.sleep(0.5)
+anonymous = [httpx.get(f"http://{ip}:8080/branch", timeout=10).status_code for ip in ips]
+signed = [httpx.get(f"http://{ip}:8080/branch", auth=key, timeout=10).status_code for ip in ips]
 a, b = (Client(f"http://{ip}:8080") for ip in ips)
+for c in (a, b):
+    c.http.auth = httpx.BasicAuth(*key)
 for i in range(6):
     a.put_file(f"in/f{i}.txt", f"hello {i}\\n".encode())
 cmd = ["python3", "/jobserver.py", "upper"]
 a.put_job("up", {"type": "map", "input": "in", "image": sys.argv[1], "command": cmd, "parallelism": 2})
 cid = a.commit(run=True).id
 st = b.wait_run(cid, timeout=180)
-out = {"state": st.state, "error": st.error, "log": b.job_log("up", cid)}
+out = {"state": st.state, "error": st.error, "log": b.job_log("up", cid), "anonymous": anonymous, "signed": signed}
 if st.state == "succeeded":
     out["files"] = {f"f{i}.txt": b.get_job_file("up", f"f{i}.txt", commit=cid).decode() for i in range(6)}
     out["read_b"] = b.get_file("in/f3.txt", commit=cid).decode()
@@ -300,6 +430,8 @@ def test_stack_with_swarm_runtime(pfs_image: str, store_images: None, job_image:
     certs = tmp_path / "certs"
     make_certs(certs, gateway)
     sh("bash", str(ROOT / "deploy" / "stack-secrets.sh"), str(tmp_path / "secrets"))
+    key = admin_key(tmp_path / "secrets")
+    hidden = [key[1], (tmp_path / "secrets" / "server_key").read_text()]
     api = TlsDockerApi(gateway, certs).start()
     env = {
         "PFS_SECRETS_DIR": str(tmp_path / "secrets"),
@@ -335,11 +467,12 @@ def test_stack_with_swarm_runtime(pfs_image: str, store_images: None, job_image:
         assert len(ids("service", label)) == 3
         watcher.start()
         out = sh(
-            "docker", "run", "--rm", "--label", "pfs.test=deploy", "--network", f"{stack}_backend",
+            "docker", "run", "--rm", "-i", "--label", "pfs.test=deploy", "--network", f"{stack}_backend",
             "--memory", "256m", "--pids-limit", "64", "--cap-drop", "ALL", "--entrypoint", "python3",
-            pfs_image, "-c", CHECK, job_image, timeout=400,
+            pfs_image, "-c", CHECK, job_image, timeout=400, input=f"{key[0]}:{key[1]}",
         )  # fmt: skip
         result = json.loads(out.strip().splitlines()[-1])
+        assert result["anonymous"] == [401, 401] and result["signed"] == [200, 200], result
         assert result["state"] == "succeeded", result
         assert result["files"] == {f"f{i}.txt": f"HELLO {i}\n" for i in range(6)}
         assert result["read_b"] == "hello 3\n"  # written through one replica, read through the other
@@ -355,6 +488,21 @@ def test_stack_with_swarm_runtime(pfs_image: str, store_images: None, job_image:
             assert spec["Labels"]["pfs.owner-task"]  # a replica's task: reaped if that replica dies
         assert jobs_net["Internal"] is True
         assert eventually(lambda: service_ids("pfs.image=" + job_image) == [], 30)
+        # The keys are Docker secrets, files of the pfs user's: in no inspect and no log.
+        pfs = json.loads(sh("docker", "service", "inspect", f"{stack}_pfs"))[0]
+        mounted = {s["File"]["Name"]: s for s in pfs["Spec"]["TaskTemplate"]["ContainerSpec"]["Secrets"]}
+        for f in ("server_key", "admin_key"):
+            assert mounted[f]["SecretName"] == f"{stack}_{f}"
+            assert (mounted[f]["File"]["UID"], mounted[f]["File"]["Mode"]) == ("10001", 0o400)
+        env = pfs["Spec"]["TaskTemplate"]["ContainerSpec"]["Env"]
+        assert (
+            "PFS_SERVER_KEY_FILE=/run/secrets/server_key" in env and "PFS_ADMIN_KEY_FILE=/run/secrets/admin_key" in env
+        )
+        services = sh("docker", "service", "inspect", *ids("service", label))
+        containers = sh("docker", "inspect", *ids("container", f"com.docker.swarm.service.name={stack}_pfs"))
+        logs = output("docker", "service", "logs", "--raw", f"{stack}_pfs")
+        assert "created the first server admin" in logs and "refusing" not in logs, logs
+        assert_hidden(services + containers + logs, hidden, f"docker inspect / logs of {stack}")
     finally:
         done.set()
         sh("docker", "stack", "rm", stack, check=False)
