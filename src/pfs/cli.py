@@ -35,8 +35,8 @@ from rich.progress import (
 from rich.text import Text
 
 from . import errors
-from .client import DEFAULT_URL, Client
-from .records import Run
+from .client import DEFAULT_URL, ENV_KEY_ID, ENV_SECRET, Client, write_credentials_file
+from .records import NewKey, Run
 
 err_console = Console(stderr=True)
 
@@ -786,7 +786,8 @@ def clone(ctx: click.Context, source: str, dest: str | None) -> None:
     """Copy every branch of the pfs at SOURCE, with its full history, into an empty pfs."""
     from . import sync
 
-    _run_sync("clone", lambda show: sync.clone(source, dest or client(ctx).url, on_progress=show))
+    # --url's client, with its credentials; a URL given here resolves its own
+    _run_sync("clone", lambda show: sync.clone(source, dest or client(ctx), on_progress=show))
 
 
 @main.command()
@@ -799,7 +800,7 @@ def pull(ctx: click.Context, remote: str, branches: tuple[str, ...], force: bool
     from . import sync
 
     specs = _refspecs(branches)
-    _run_sync("pull", lambda show: sync.pull(remote, client(ctx).url, specs, force=force, on_progress=show))
+    _run_sync("pull", lambda show: sync.pull(remote, client(ctx), specs, force=force, on_progress=show))
 
 
 @main.command()
@@ -812,7 +813,7 @@ def push(ctx: click.Context, remote: str, branches: tuple[str, ...], force: bool
     from . import sync
 
     specs = _refspecs(branches)
-    _run_sync("push", lambda show: sync.push(client(ctx).url, remote, specs, force=force, on_progress=show))
+    _run_sync("push", lambda show: sync.push(client(ctx), remote, specs, force=force, on_progress=show))
 
 
 @main.group()
@@ -941,6 +942,344 @@ def job_cat(ctx: click.Context, name: str, path: str, commit: str | None) -> Non
     for piece in client(ctx).open_job_file(name, path, commit):
         sys.stdout.buffer.write(piece)
     sys.stdout.buffer.flush()
+
+
+# ---- identity and access ------------------------------------------------------------------
+
+
+def _print_new_key(what: str, key: NewKey) -> None:
+    """A key pair just made: the only output that ever holds a secret, and it says so."""
+    click.echo(printable(what))
+    click.echo(f"access key id:     {printable(key.id)}")
+    click.echo(f"secret access key: {printable(key.secret)}")
+    click.echo("The secret is shown only now: keep it safe.")
+
+
+def _not_signed_in(c: Client) -> errors.Unauthorized:
+    return errors.Unauthorized(
+        f"not signed in to {c.root}: `pfs login`, {ENV_KEY_ID} and {ENV_SECRET} with PFS_URL, or ID:SECRET@ in --url"
+    )
+
+
+@main.command()
+@click.pass_context
+def whoami(ctx: click.Context) -> None:
+    """Who the server takes you for, and with which access key (exit 1: anonymous)."""
+    c = client(ctx)
+    me = c.whoami()
+    if not me.access_control:
+        click.echo("anonymous (access control is off: this server has no users)")
+    elif me.user is None:
+        raise _not_signed_in(c)
+    else:
+        click.echo(f"{printable(me.user)}{' (server admin)' if me.admin else ''}, key {printable(me.key or '-')}")
+
+
+def _read_key_pair() -> tuple[str, str]:
+    """The key id and secret: asked for on a terminal (the secret not echoed), else the
+    first two lines of stdin (`pfs login < file`, or a password manager's pipe)."""
+    if sys.stdin.isatty():
+        key_id = click.prompt("Access key id", err=True)
+        secret = click.prompt("Secret access key", hide_input=True, err=True)
+        return key_id.strip(), secret.strip()
+    lines = [ln.strip() for ln in sys.stdin.read(16384).splitlines() if ln.strip()]
+    if len(lines) < 2:
+        raise click.UsageError("give the access key id and the secret on two lines of stdin")
+    return lines[0], lines[1]
+
+
+@main.command()
+@click.pass_context
+def login(ctx: click.Context) -> None:
+    """Check an access key with the --url server, then save it as that server's section of
+    the credentials file (PFS_CREDENTIALS_FILE, default ~/.config/pfs/credentials), which
+    only you may read. Asks for the key id and the secret (not echoed); off a terminal,
+    reads them from two lines of stdin."""
+    url, _ = ctx.find_root().obj
+    key_id, secret = _read_key_pair()
+    with Client(url, key_id=key_id, secret=secret) as c:
+        me = c.whoami()
+        creds = c.credentials
+    if not me.access_control:
+        raise errors.Conflict(
+            f"{c.root} has no users (access control is off): nothing to sign in to; `pfs admin init` makes the first"
+        )
+    assert creds is not None and me.user is not None
+    path = write_credentials_file(c.root, creds)
+    admin = " (server admin)" if me.admin else ""
+    click.echo(f"Signed in to {printable(c.root)} as {printable(me.user)}{admin}; key {key_id} saved in {path}")
+
+
+@main.group()
+def admin() -> None:
+    """Set up a server's access control."""
+
+
+@admin.command("init")
+@click.option("--name", default="admin", show_default=True, help="the first server admin's user name")
+@click.option("--data-dir", envvar="PFS_DATA_DIR", default=None, help="the server's data dir [default: ~/.pfs]")
+@click.option(
+    "--meta-url",
+    envvar="PFS_META_URL",
+    default=None,
+    help="a cluster's metadata (as for serve; give PFS_SERVER_KEY_FILE too) [default: SQLite in the data dir]",
+)
+def admin_init(name: str, data_dir: str | None, meta_url: str | None) -> None:
+    """Create the first user, a server admin, with an access key, directly in the server's
+    storage (offline, as `pfs fsck --data-dir`): access control is on from then on, also
+    for a server already running on it (within seconds). Refused once there are users."""
+    from .config import Config  # storage loads only for the verbs using it
+
+    cfg = Config.from_env(data_dir)
+    cfg.meta_url = meta_url or cfg.meta_url
+    repos = cfg.open_repos()
+    try:
+        access = cfg.open_access(repos)
+        try:
+            taken = errors.AlreadyExists(
+                f"{cfg.describe()} has users already: a server admin makes more with `pfs user create`"
+            )
+            if access.identity.enabled():  # said first: before a missing server key, say
+                raise taken
+            try:
+                key = access.identity.init_admin(name)
+            except errors.AlreadyExists:  # made meanwhile
+                raise taken from None
+            access.audit.record(  # the first admin was made here, not through the API: still on record
+                user=None,
+                key=None,
+                addr="local",
+                listener="cli",
+                method="CLI",
+                action="admin init",
+                repo=None,
+                target=f"pfs admin init --name {name}",
+                status=201,
+                request_id="-",
+            )
+        finally:
+            access.close()  # writes the audit entry
+    finally:
+        close = getattr(repos.objects, "close", None)
+        if close is not None:
+            close()
+        repos.close()
+    _print_new_key(f"Created user {name} (server admin) in {cfg.describe()}.", NewKey(key.user, key.id, key.secret))
+
+
+@main.group("user")
+def user_group() -> None:
+    """Users of the server: list, show, create, delete, admin (server admins)."""
+
+
+@user_group.command("list")
+@click.pass_context
+def user_list(ctx: click.Context) -> None:
+    """Every user, one per line (server admins marked)."""
+    for u in client(ctx).users():
+        click.echo(f"{printable(u.name)}\t{printable(u.created[:19])}" + ("\tadmin" if u.admin else ""))
+
+
+@user_group.command("show")
+@click.argument("name")
+@click.pass_context
+def user_show(ctx: click.Context, name: str) -> None:
+    """A user's keys (never their secrets) and roles."""
+    u = client(ctx).user(name)
+    click.echo(f"{printable(u.name)}{' (server admin)' if u.admin else ''}, created {printable(u.created[:19])}")
+    for k in u.keys:
+        click.echo(f"  key   {printable(k.id)}\t{'disabled' if k.disabled else 'active'}")
+    for repo, role in sorted(u.roles.items()):
+        click.echo(f"  role  {printable(repo)}\t{printable(role)}")
+
+
+@user_group.command("create")
+@click.argument("name")
+@click.option("--admin", "is_admin", is_flag=True, help="a server admin, who may do anything")
+@click.pass_context
+def user_create(ctx: click.Context, name: str, is_admin: bool) -> None:
+    """Create user NAME and its first access key; the secret is printed this once."""
+    key = client(ctx).create_user(name, is_admin)
+    _print_new_key(f"Created user {name}{' (server admin)' if is_admin else ''}.", key)
+
+
+@user_group.command("delete")
+@click.argument("name")
+@click.pass_context
+def user_delete(ctx: click.Context, name: str) -> None:
+    """Delete user NAME, its keys and its roles."""
+    client(ctx).delete_user(name)
+    click.echo(f"Deleted user {printable(name)} and its keys.")
+
+
+@user_group.command("admin")
+@click.argument("name")
+@click.option("--on/--off", "on", default=None, help="make NAME a server admin, or not")
+@click.pass_context
+def user_admin(ctx: click.Context, name: str, on: bool | None) -> None:
+    """Make user NAME a server admin (--on) or not (--off)."""
+    if on is None:
+        raise click.UsageError("give --on or --off")
+    u = client(ctx).set_admin(name, on)
+    click.echo(f"{printable(u.name)}: {'server admin' if u.admin else 'not a server admin'}")
+
+
+@main.group("key")
+def key_group() -> None:
+    """Access keys: list, create, disable, enable, rotate, delete (yours, or any as a server admin)."""
+
+
+def _me(c: Client) -> str:
+    """The signed-in user: what `pfs key` verbs act on when no USER is named."""
+    me = c.whoami()
+    if not me.access_control:
+        raise errors.Conflict(f"{c.root} has no users (access control is off): `pfs admin init` makes the first")
+    if me.user is None:
+        raise _not_signed_in(c)
+    return me.user
+
+
+@key_group.command("list")
+@click.argument("user", required=False)
+@click.pass_context
+def key_list(ctx: click.Context, user: str | None) -> None:
+    """USER's access keys (default: yours), one per line; never their secrets."""
+    c = client(ctx)
+    for k in c.keys(user or _me(c)):
+        click.echo(f"{printable(k.id)}\t{printable(k.created[:19])}\t{'disabled' if k.disabled else 'active'}")
+
+
+@key_group.command("create")
+@click.argument("user", required=False)
+@click.pass_context
+def key_create(ctx: click.Context, user: str | None) -> None:
+    """Another access key for USER (default: you); the secret is printed this once."""
+    c = client(ctx)
+    key = c.create_key(user or _me(c))
+    _print_new_key(f"Created an access key for {key.user}.", key)
+
+
+@key_group.command("disable")
+@click.argument("key_id")
+@click.pass_context
+def key_disable(ctx: click.Context, key_id: str) -> None:
+    """Refuse KEY_ID from now on (it is kept: `pfs key enable` undoes this)."""
+    client(ctx).disable_key(key_id)
+    click.echo(f"Access key {printable(key_id)} disabled.")
+
+
+@key_group.command("enable")
+@click.argument("key_id")
+@click.pass_context
+def key_enable(ctx: click.Context, key_id: str) -> None:
+    """Accept a disabled KEY_ID again."""
+    client(ctx).enable_key(key_id)
+    click.echo(f"Access key {printable(key_id)} enabled.")
+
+
+@key_group.command("rotate")
+@click.argument("key_id")
+@click.pass_context
+def key_rotate(ctx: click.Context, key_id: str) -> None:
+    """A new key for KEY_ID's user, printed this once; KEY_ID is disabled (delete it once
+    nothing uses it)."""
+    new = client(ctx).rotate_key(key_id)
+    _print_new_key(f"Created access key {new.id} for {new.user}; {key_id} is disabled.", new)
+
+
+@key_group.command("delete")
+@click.argument("key_id")
+@click.pass_context
+def key_delete(ctx: click.Context, key_id: str) -> None:
+    """Delete KEY_ID for good."""
+    client(ctx).delete_key(key_id)
+    click.echo(f"Deleted access key {printable(key_id)}.")
+
+
+def _repo_shown(c: Client) -> str:
+    return printable(c.repo_name) if c.repo_name else "the default repository"
+
+
+@main.group("access")
+def access_group() -> None:
+    """Roles on the --repo repository: list, grant, revoke (its admins)."""
+
+
+@access_group.command("list")
+@click.pass_context
+def access_list(ctx: click.Context) -> None:
+    """Who has which role on the repository, one per line."""
+    for g in client(ctx).grants():
+        click.echo(f"{printable(g.user)}\t{printable(g.role)}")
+
+
+@access_group.command("grant")
+@click.argument("user")
+@click.argument("role", type=click.Choice(["read", "write", "admin"]))
+@click.pass_context
+def access_grant(ctx: click.Context, user: str, role: str) -> None:
+    """Give USER the ROLE on the repository: read, write (and read), or admin (and write:
+    also its roles, protected branches and job specs). Replaces USER's role."""
+    c = client(ctx)
+    g = c.grant(user, role)
+    click.echo(f"{printable(g.user)} has {printable(g.role)} on {printable(g.repo) if g.repo else _repo_shown(c)}.")
+
+
+@access_group.command("revoke")
+@click.argument("user")
+@click.pass_context
+def access_revoke(ctx: click.Context, user: str) -> None:
+    """Take USER's role on the repository away."""
+    c = client(ctx)
+    c.revoke(user)
+    click.echo(f"{printable(user)} has no role on {_repo_shown(c)} now.")
+
+
+@main.group("protect")
+def protect_group() -> None:
+    """Protected branches of the --repo repository: they change only by merge."""
+
+
+@protect_group.command("list")
+@click.pass_context
+def protect_list(ctx: click.Context) -> None:
+    """The protection rules, one per line."""
+    for p in client(ctx).protected():
+        click.echo(printable(p))
+
+
+@protect_group.command("add")
+@click.argument("pattern")
+@click.pass_context
+def protect_add(ctx: click.Context, pattern: str) -> None:
+    """Protect branches matching PATTERN (a name, or a glob: 'release-*'): writes, commits,
+    reverts, pushes and deletes are refused on them; merges into them are not."""
+    added = client(ctx).protect(pattern)
+    click.echo(f"Branches matching {printable(pattern)} are protected{'' if added else ' (they were already)'}.")
+
+
+@protect_group.command("remove")
+@click.argument("pattern")
+@click.pass_context
+def protect_remove(ctx: click.Context, pattern: str) -> None:
+    """Drop the rule PATTERN."""
+    client(ctx).unprotect(pattern)
+    click.echo(f"Branches matching {printable(pattern)} are no longer protected.")
+
+
+@main.command()
+@click.option("-n", "--limit", type=click.IntRange(1, 1000), default=100, show_default=True)
+@click.option("--user", default=None, help="only this user's requests")
+@click.option("--in-repo", default=None, help="only requests on this repository")
+@click.option("--before", type=click.IntRange(1), default=None, help="entries older than this id (the next page)")
+@click.pass_context
+def audit(ctx: click.Context, limit: int, user: str | None, in_repo: str | None, before: int | None) -> None:
+    """The audit log, newest first (server admins): every request that could change
+    something, refused ones too: id, time, user, address, request, status."""
+    for a in client(ctx).audit(limit, before, user, in_repo):
+        who = printable(a.user or "anonymous")
+        request = printable(f"{a.method} {a.target}")
+        click.echo(f"{a.id}  {printable(a.time[:19])}  {who}  {printable(a.addr)}  {request}  {a.status}")
 
 
 if __name__ == "__main__":

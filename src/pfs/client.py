@@ -6,6 +6,7 @@ raised, so `except pfs.errors.BranchMoved` works the same in-process and over th
 
 from __future__ import annotations
 
+import configparser
 import contextlib
 import os
 import queue
@@ -17,29 +18,36 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
 from typing import IO, Any, cast
-from urllib.parse import quote
+from urllib.parse import quote, unquote, urlsplit
 
 import httpx
 import orjson
 
 from . import errors
-from .paths import check_repo_name
+from .paths import check_branch_pattern, check_repo_name, check_user_name
 from .records import (
     Ancestor,
+    AuditEntry,
     BranchInfo,
     Change,
     CommitInfo,
     FileInfo,
     FsckReport,
+    Grant,
     Job,
     JobRun,
+    KeyInfo,
     Merged,
+    NewKey,
     ReceiveCounts,
     RefUpdate,
     RepoInfo,
     Run,
     Unpacked,
+    User,
+    WhoAmI,
     Written,
 )
 
@@ -65,6 +73,153 @@ def split_repo_url(url: str) -> tuple[str, str | None]:
     return (m["root"], m["repo"]) if m else (url.rstrip("/"), None)
 
 
+# ---- credentials -------------------------------------------------------------------------
+
+_KEY_ID = re.compile(r"[A-Z0-9]{16,32}")  # the server's access key ids (pfs.access.secrets)
+_AUTHORITY = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<authority>[^/?#]*)(?P<rest>.*)$", re.S)
+ENV_KEY_ID, ENV_SECRET = "PFS_ACCESS_KEY_ID", "PFS_SECRET_ACCESS_KEY"
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """An access key pair and where it was found (for messages: the secret never is in one,
+    nor in the repr)."""
+
+    key_id: str
+    secret: str = field(repr=False)
+    source: str = "arguments"
+
+
+def credentials_file() -> str:
+    """Where `pfs login` keeps key pairs: PFS_CREDENTIALS_FILE, else ~/.config/pfs/credentials."""
+    return os.environ.get("PFS_CREDENTIALS_FILE") or os.path.join(
+        os.path.expanduser("~"), ".config", "pfs", "credentials"
+    )
+
+
+def strip_userinfo(url: str) -> tuple[str, tuple[str, str] | None]:
+    """ "http://ID:SECRET@h:8080/x" -> ("http://h:8080/x", (ID, SECRET)); percent-escapes in
+    the pair are decoded. The url comes back unchanged when it holds none."""
+    m = _AUTHORITY.match(url)
+    if m is None or "@" not in m["authority"]:
+        return url, None
+    userinfo, _, host = m["authority"].rpartition("@")
+    key_id, _, secret = userinfo.partition(":")
+    return m["scheme"] + host + m["rest"], (unquote(key_id), unquote(secret))
+
+
+def server_id(url: str) -> tuple[str, str, int | None]:
+    """What names a server, so that spellings of one compare equal: scheme, host (lower
+    case) and port (the scheme's default filled in)."""
+    try:
+        parts = urlsplit(strip_userinfo(url)[0].strip())
+        port = parts.port
+    except ValueError:
+        return (url, "", None)
+    scheme = parts.scheme.lower()
+    return scheme, (parts.hostname or "").lower(), port or {"http": 80, "https": 443}.get(scheme)
+
+
+def _checked(key_id: str, secret: str, source: str) -> Credentials:
+    """The pair, if it has the form of one: a mistyped pair fails here, naming where it came
+    from, rather than as a 401 that does not say which of several places was read."""
+    if not _KEY_ID.fullmatch(key_id) or not secret:
+        raise errors.BadRequest(
+            f"the credentials from {source} are not ACCESS_KEY_ID:SECRET "
+            "(a key id is 16-32 uppercase letters and digits; both parts are needed)"
+        )
+    return Credentials(key_id, secret, source)
+
+
+def _read_ini(path: str) -> configparser.RawConfigParser | None:
+    """The credentials file parsed (None: there is none). A parse error says where, never
+    what: its line may hold a secret."""
+    parser = configparser.RawConfigParser(default_section="pfs-no-defaults")
+    try:
+        with open(path, encoding="utf-8") as f:
+            parser.read_file(f, path)
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError) as exc:
+        why = exc.strerror if isinstance(exc, OSError) else "not UTF-8"
+        raise errors.BadRequest(f"cannot read the credentials file {path}: {why}") from None
+    except configparser.Error as exc:
+        line = getattr(exc, "lineno", None) or next(iter(getattr(exc, "errors", [])), (None,))[0]
+        where = f" (line {line})" if line else ""
+        raise errors.BadRequest(f"the credentials file {path} is not INI{where}: [section], then key = value") from None
+    return parser
+
+
+def read_credentials_file(root: str, path: str | None = None) -> Credentials | None:
+    """The pair for the server at `root` in an INI credentials file: the section named by
+    the server's URL (`[http://127.0.0.1:8080]`), else `[default]`; None without either or
+    without the file. Keys `access_key_id` and `secret_access_key`."""
+    path = path or credentials_file()
+    parser = _read_ini(path)
+    if parser is None:
+        return None
+    want = server_id(root)
+    name = next((s for s in parser.sections() if want[1] and server_id(s) == want), None)
+    if name is None:
+        name = "default" if parser.has_section("default") else None
+    if name is None:
+        return None
+    section = parser[name]
+    key_id, secret = section.get("access_key_id", "").strip(), section.get("secret_access_key", "").strip()
+    return _checked(key_id, secret, f"{path} [{name}]")
+
+
+def resolve_credentials(
+    root: str,
+    in_url: tuple[str, str] | None = None,
+    key_id: str | None = None,
+    secret: str | None = None,
+) -> Credentials | None:
+    """The key pair for the server at `root`, from the first place that has one: the
+    arguments; the URL's userinfo; PFS_ACCESS_KEY_ID and PFS_SECRET_ACCESS_KEY, which are
+    the credentials of the server PFS_URL names (default http://127.0.0.1:8080) and are
+    sent to that server only; the credentials file. None: anonymous."""
+    if key_id is not None or secret is not None:
+        if key_id is None or secret is None:
+            raise errors.BadRequest("key_id and secret go together: one of them is not given")
+        return _checked(key_id, secret, "the key_id and secret arguments")
+    if in_url is not None:
+        return _checked(*in_url, "the URL")
+    env_id, env_secret = os.environ.get(ENV_KEY_ID), os.environ.get(ENV_SECRET)
+    if (env_id or env_secret) and server_id(root) == server_id(os.environ.get("PFS_URL") or DEFAULT_URL):
+        if not (env_id and env_secret):
+            raise errors.BadRequest(f"{ENV_KEY_ID} and {ENV_SECRET} go together: one of them is not set")
+        return _checked(env_id.strip(), env_secret.strip(), ENV_KEY_ID)
+    return read_credentials_file(root)
+
+
+def write_credentials_file(root: str, creds: Credentials, path: str | None = None) -> str:
+    """Save `creds` as the section of the server at `root` (replacing it; the other
+    sections kept) in a file only its owner may read; the file's path."""
+    path = path or credentials_file()
+    parser = _read_ini(path) or configparser.RawConfigParser(default_section="pfs-no-defaults")
+    want = server_id(root)
+    for old in [s for s in parser.sections() if want[1] and server_id(s) == want]:
+        parser.remove_section(old)
+    parser[root] = {"access_key_id": creds.key_id, "secret_access_key": creds.secret}
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, mode=0o700, exist_ok=True)
+    tmp = f"{path}.{os.getpid()}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.fchmod(fd, 0o600)  # a leftover tmp file of other permissions is not trusted either
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            parser.write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    return path
+
+
 class Client:
     def __init__(
         self,
@@ -72,24 +227,50 @@ class Client:
         timeout: float = 300.0,
         transport: httpx.BaseTransport | None = None,
         repo: str | None = None,
+        *,
+        key_id: str | None = None,
+        secret: str | None = None,
     ) -> None:
         """`url` is a server (its default repository) or one repository of it
-        (`…/repo/<name>`); `repo` names one instead. With no `url`, PFS_URL and PFS_REPO. `transport` replaces the
+        (`…/repo/<name>`); `repo` names one instead. With no `url`, PFS_URL and PFS_REPO.
+        Credentials (an access key, sent as HTTP Basic): `key_id` and `secret`, else
+        `http://ID:SECRET@host` in the url, else PFS_ACCESS_KEY_ID and PFS_SECRET_ACCESS_KEY
+        (for the server PFS_URL names only), else the credentials file's section for the
+        server (see `resolve_credentials`); none: anonymous. `transport` replaces the
         network (httpx's own): tests pass one that hands requests to a server's ASGI app in
         the same process."""
-        self.root, in_url = split_repo_url(url or os.environ.get("PFS_URL") or DEFAULT_URL)
+        plain, in_url_creds = strip_userinfo(url or os.environ.get("PFS_URL") or DEFAULT_URL)
+        self.root, in_url = split_repo_url(plain)
         # PFS_REPO goes with PFS_URL: a url given here names its repository itself
         self.repo_name = repo or in_url or (os.environ.get("PFS_REPO") if url is None else None) or None
         if self.repo_name is not None:
             check_repo_name(self.repo_name)
         self.url = f"{self.root}/repo/{self.repo_name}" if self.repo_name else self.root
+        try:
+            self.credentials = resolve_credentials(self.root, in_url_creds, key_id, secret)
+        except errors.BadRequest as exc:  # say which server, without the url's secret
+            raise errors.BadRequest(f"{exc.message} (server {self.root})") from None
         self._timeout, self._transport = timeout, transport
         self.http = httpx.Client(
             base_url=self.url,
             timeout=httpx.Timeout(timeout, connect=10.0),
             headers={"accept": "application/json"},
             transport=transport,
+            auth=self._auth(),
         )
+
+    def _auth(self) -> httpx.Auth:
+        """HTTP Basic with the key pair; without one, httpx's no-op auth (anonymous)."""
+        c = self.credentials
+        return httpx.BasicAuth(c.key_id, c.secret) if c is not None else httpx.Auth()
+
+    @property
+    def key_id(self) -> str | None:
+        """The access key this client signs in with (None: anonymous)."""
+        return self.credentials.key_id if self.credentials is not None else None
+
+    def __repr__(self) -> str:
+        return f"Client({self.url!r}, key_id={self.key_id!r})"
 
     def close(self) -> None:
         self.http.close()
@@ -101,8 +282,7 @@ class Client:
         self.close()
 
     # ---- plumbing ------------------------------------------------------------------
-    @staticmethod
-    def _check(resp: httpx.Response) -> httpx.Response:
+    def _check(self, resp: httpx.Response) -> httpx.Response:
         if resp.is_success:
             return resp
         if not resp.is_stream_consumed:
@@ -115,7 +295,24 @@ class Client:
             body = {"message": resp.text.strip() or f"HTTP {resp.status_code}"}
             if "x-pfs-error" in resp.headers:  # a plain-text error (file reads) still names its type
                 body["error"] = resp.headers["x-pfs-error"]
-        raise errors.from_json(resp.status_code, body)
+        err = errors.from_json(resp.status_code, body)
+        if isinstance(err, errors.Unauthorized):
+            err.message += self._sign_in_hint()
+            err.args = (err.message,)
+        retry = resp.headers.get("retry-after", "")
+        if isinstance(err, (errors.TooManyRequests, errors.Unavailable)) and retry.isdigit():
+            err.retry_after = int(retry)
+        raise err
+
+    def _sign_in_hint(self) -> str:
+        """What a 401 adds: which key was refused, or where a key could have come from."""
+        c = self.credentials
+        if c is not None:
+            return f" [access key {c.key_id} from {c.source}]"
+        return (
+            f" [no credentials for {self.root}: `pfs login`, {ENV_KEY_ID} and {ENV_SECRET} with PFS_URL,"
+            " or ID:SECRET@ in the URL]"
+        )
 
     def _request(self, method: str, url: str, **kw: Any) -> httpx.Response:
         """One request (parameters that are None left out); a network failure is Unavailable."""
@@ -137,12 +334,17 @@ class Client:
     # ---- repositories ----------------------------------------------------------------
     def repo(self, name: str | None) -> Client:
         """A client of repository `name` of the same server (None: its default one)."""
+        c = self.credentials
+        pair = {"key_id": c.key_id, "secret": c.secret} if c is not None else {}
         if name is None:
             # `repo=None` would fall back to PFS_REPO: the default repository is the bare url
-            other = Client(self.root, self._timeout, self._transport)
+            other = Client(self.root, self._timeout, self._transport, **pair)
             other.repo_name, other.url = None, self.root
-            return other
-        return Client(self.root, self._timeout, self._transport, repo=name)
+        else:
+            other = Client(self.root, self._timeout, self._transport, repo=name, **pair)
+        other.credentials = c  # the same key, named by where it was found; or none
+        other.http.auth = other._auth()
+        return other
 
     def repos(self) -> list[RepoInfo]:
         return [RepoInfo.from_json(r) for r in self._call("GET", f"{self.root}/repo")]
@@ -339,6 +541,97 @@ class Client:
     def ls_job(self, name: str, path: str = "", commit: str | None = None) -> list[FileInfo]:
         target = f"/job/{_q(name)}/file/" + (f"{_q(path.strip('/'))}/*" if path.strip("/") else "*")
         return [FileInfo.from_json(e) for e in self._call("GET", target, params={"commit": commit})]
+
+    # ---- identity and access: users, keys and the audit log are the server's -----------
+    def whoami(self) -> WhoAmI:
+        """Who the server takes this client for (also a check of its credentials)."""
+        return WhoAmI.from_json(self._call("GET", f"{self.root}/whoami"))
+
+    def users(self) -> list[User]:
+        """Every user (server admins only)."""
+        return [User.from_json(u) for u in self._call("GET", f"{self.root}/user")]
+
+    def user(self, name: str) -> User:
+        """A user with its keys and roles (the user itself, or a server admin)."""
+        return User.from_json(self._call("GET", self._user_url(name)))
+
+    def create_user(self, name: str, admin: bool = False) -> NewKey:
+        """A new user (`admin`: a server admin) and its first access key, secret included:
+        the only time it is shown."""
+        return NewKey.from_json(self._call("POST", self._user_url(name), params={"admin": "1" if admin else None}))
+
+    def set_admin(self, name: str, admin: bool) -> User:
+        """Make a user a server admin, or not (the last admin cannot stop being one)."""
+        return User.from_json(self._call("PUT", self._user_url(name), params={"admin": "1" if admin else "0"}))
+
+    def delete_user(self, name: str) -> None:
+        """Delete a user, its keys and its roles."""
+        self._call("DELETE", self._user_url(name))
+
+    def keys(self, user: str) -> list[KeyInfo]:
+        """A user's access keys, without their secrets."""
+        return [KeyInfo.from_json(k) for k in self._call("GET", self._user_url(user) + "/key")]
+
+    def create_key(self, user: str) -> NewKey:
+        """Another access key for `user`; its secret is returned this once."""
+        return NewKey.from_json(self._call("POST", self._user_url(user) + "/key"))
+
+    def key(self, key_id: str) -> KeyInfo:
+        return KeyInfo.from_json(self._call("GET", self._key_url(key_id)))
+
+    def disable_key(self, key_id: str) -> None:
+        """Refuse the key from now on (kept, so it can be enabled again)."""
+        self._call("POST", self._key_url(key_id) + "/disable")
+
+    def enable_key(self, key_id: str) -> None:
+        self._call("POST", self._key_url(key_id) + "/enable")
+
+    def rotate_key(self, key_id: str) -> NewKey:
+        """A new key for the same user, the old one disabled (delete it once nothing uses it)."""
+        return NewKey.from_json(self._call("POST", self._key_url(key_id) + "/rotate"))
+
+    def delete_key(self, key_id: str) -> None:
+        self._call("DELETE", self._key_url(key_id))
+
+    def audit(
+        self, limit: int = 100, before: int | None = None, user: str | None = None, repo: str | None = None
+    ) -> list[AuditEntry]:
+        """The newest audit entries first (server admins only); `before` an entry id pages
+        back, `user` and `repo` filter."""
+        params = {"limit": str(limit), "before": None if before is None else str(before), "user": user, "repo": repo}
+        return [AuditEntry.from_json(a) for a in self._call("GET", f"{self.root}/audit", params=params)]
+
+    def _user_url(self, name: str) -> str:
+        return f"{self.root}/user/{_q(check_user_name(name))}"
+
+    def _key_url(self, key_id: str) -> str:
+        return f"{self.root}/key/{_q(key_id)}"
+
+    # ---- roles and protected branches of this client's repository --------------------------
+    def grants(self) -> list[Grant]:
+        """Who has which role on the repository (its admins only)."""
+        return [Grant.from_json(g) for g in self._call("GET", "/access")]
+
+    def grant(self, user: str, role: str) -> Grant:
+        """Give `user` the role read, write or admin on the repository (replacing its role)."""
+        return Grant.from_json(self._call("PUT", f"/access/{_q(check_user_name(user))}", params={"role": role}))
+
+    def revoke(self, user: str) -> None:
+        """Take `user`'s role on the repository away (NotFound if it had none)."""
+        self._call("DELETE", f"/access/{_q(check_user_name(user))}")
+
+    def protected(self) -> list[str]:
+        """The repository's protected-branch patterns: branches that change only by merge."""
+        return [str(p) for p in self._call("GET", "/protected")]
+
+    def protect(self, pattern: str) -> bool:
+        """Protect the branches matching `pattern` (a name, or a glob: `release-*`);
+        False if they already were."""
+        return bool(self._call("PUT", f"/protected/{_q(check_branch_pattern(pattern))}")["added"])
+
+    def unprotect(self, pattern: str) -> None:
+        """Drop a protection rule (NotFound if there is none by that pattern)."""
+        self._call("DELETE", f"/protected/{_q(check_branch_pattern(pattern))}")
 
     # ---- sync: the two ends of a clone, pull or push (driven by pfs.sync.transfer) --------
     def sync_ancestors(self, commits: list[str], limit: int) -> list[Ancestor]:

@@ -2,7 +2,9 @@
 anything else that opens fsspec URLs reads and writes pfs with no pfs code of its own.
 
 `ref` is a branch (read and write; writes are dirty until `commit`) or a commit id (read
-only). The server is `url=` in the storage options, else `PFS_URL`, as for the CLI.
+only). The server is `url=` in the storage options, else `PFS_URL`, as for the CLI; the
+access key is `key=` and `secret=` (s3fs's names, so code written for s3fs carries over),
+else what `pfs.Client` finds (the URL, PFS_ACCESS_KEY_ID, the credentials file).
 Registered under the `pfs` protocol through fsspec's entry point, so
 `pandas.read_parquet("pfs://data/master/x.parquet")` works once pfs is installed.
 
@@ -27,14 +29,22 @@ from .records import CommitInfo, FileInfo
 
 
 class PfsFileSystem(AbstractFileSystem):  # type: ignore[misc]
-    """`pfs://<repo>/<ref>/<path>` on the server at `url` (env PFS_URL)."""
+    """`pfs://<repo>/<ref>/<path>` on the server at `url` (env PFS_URL), signed in with the
+    access key `key` and its `secret` if given."""
 
     protocol = "pfs"
     root_marker = ""
 
-    def __init__(self, url: str | None = None, timeout: float = 300.0, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        url: str | None = None,
+        timeout: float = 300.0,
+        key: str | None = None,
+        secret: str | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
-        self.server = Client(url, timeout=timeout)
+        self.server = Client(url, timeout=timeout, key_id=key, secret=secret)
         self._clients: dict[str, Client] = {}
         self._lock = threading.Lock()
 

@@ -304,3 +304,104 @@ class Run:
     def from_json(cls, data: Mapping[str, Any]) -> Run:
         jobs = tuple(JobRun.from_json(j) for j in data.get("jobs") or ())
         return cls(**{**_fields(cls, data), "jobs": jobs})
+
+
+# ---- identity and access ----------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class WhoAmI:
+    """Who the server takes the caller for: `user` None is anonymous; `access_control`
+    False means the server has no users yet and lets everyone do everything."""
+
+    user: str | None
+    admin: bool
+    key: str | None = None
+    access_control: bool = True
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> WhoAmI:
+        return cls(**_fields(cls, data))
+
+
+@dataclasses.dataclass(frozen=True)
+class KeyInfo:
+    """An access key as listed: never its secret, which only the answer that made it held."""
+
+    id: str
+    user: str
+    created: str
+    disabled: bool
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> KeyInfo:
+        return cls(**_fields(cls, data))
+
+
+@dataclasses.dataclass(frozen=True)
+class NewKey:
+    """A key pair just made (a new user's first key, `create_key`, `rotate_key`): the one
+    time its secret is returned. The secret is left out of the repr, so it cannot reach a
+    log line by way of a record printed for debugging."""
+
+    user: str
+    id: str
+    secret: str = dataclasses.field(repr=False)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> NewKey:
+        return cls(**_fields(cls, data))
+
+
+@dataclasses.dataclass(frozen=True)
+class User:
+    """A user: `admin` is a server admin. `keys` and `roles` (repository -> role) are
+    filled in by `Client.user`, not by `Client.users`."""
+
+    name: str
+    admin: bool
+    created: str
+    keys: tuple[KeyInfo, ...] = ()
+    roles: Mapping[str, str] = dataclasses.field(default_factory=dict)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> User:
+        keys = tuple(KeyInfo.from_json(k) for k in data.get("keys") or ())
+        return cls(**{**_fields(cls, data), "keys": keys, "roles": dict(data.get("roles") or {})})
+
+
+@dataclasses.dataclass(frozen=True)
+class Grant:
+    """A user's role on a repository: read, write or admin (`repo` is named by `grant`'s
+    answer; a listing is of one repository)."""
+
+    user: str
+    role: str
+    repo: str | None = None
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Grant:
+        return cls(**_fields(cls, data))
+
+
+@dataclasses.dataclass(frozen=True)
+class AuditEntry:
+    """One entry of the audit log: a request that could change something, refused or not
+    (`status` is its HTTP status), who made it (`user` None: anonymous) and from where."""
+
+    id: int
+    time: str
+    user: str | None
+    key: str | None
+    addr: str
+    listener: str
+    method: str
+    action: str
+    repo: str | None
+    target: str
+    status: int
+    request_id: str | None = None
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> AuditEntry:
+        return cls(**_fields(cls, data))

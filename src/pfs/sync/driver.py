@@ -7,6 +7,7 @@ URL. This is the client side: no server imports it.
 
 from __future__ import annotations
 
+import contextlib
 import graphlib
 import re
 import time
@@ -284,42 +285,51 @@ def transfer(
     return report
 
 
-def _clients(a: str, b: str) -> tuple[Client, Client]:
-    return Client(check_url(a)), Client(check_url(b))
+End = str | Client  # a URL (credentials resolved for it alone), or a client made by the caller
 
 
-def clone(source: str, dest: str, *, on_progress: Progress | None = None) -> TransferReport:
+def _client(end: End, made: contextlib.ExitStack) -> Client:
+    """A client of one end. Each resolves its own credentials, from its URL's userinfo or
+    its server's section of the credentials file (see `pfs.client.resolve_credentials`),
+    so neither server is sent the other's key. Clients made here are closed by `made`; a
+    caller's are left open."""
+    if isinstance(end, Client):
+        return end
+    return made.enter_context(Client(check_url(end)))
+
+
+def clone(source: End, dest: End, *, on_progress: Progress | None = None) -> TransferReport:
     """Copy every branch of the pfs at `source`, with full history, into the (empty) pfs at `dest`."""
-    src, dst = _clients(source, dest)
-    with src, dst:
+    with contextlib.ExitStack() as made:
+        src, dst = _client(source, made), _client(dest, made)
         return transfer(src, dst, clone=True, on_progress=on_progress)
 
 
 def pull(
-    remote: str,
-    local: str,
+    remote: End,
+    local: End,
     refspecs: list[tuple[str, str]] | None = None,
     *,
     force: bool = False,
     on_progress: Progress | None = None,
 ) -> TransferReport:
     """Bring `remote`'s branches (or `refspecs`: remote -> local names) into `local`."""
-    src, dst = _clients(remote, local)
-    with src, dst:
+    with contextlib.ExitStack() as made:
+        src, dst = _client(remote, made), _client(local, made)
         return transfer(src, dst, refspecs, force=force, on_progress=on_progress)
 
 
 def push(
-    local: str,
-    remote: str,
+    local: End,
+    remote: End,
     refspecs: list[tuple[str, str]] | None = None,
     *,
     force: bool = False,
     on_progress: Progress | None = None,
 ) -> TransferReport:
     """Send `local`'s branches (or `refspecs`: local -> remote names) to `remote`."""
-    src, dst = _clients(local, remote)
-    with src, dst:
+    with contextlib.ExitStack() as made:
+        src, dst = _client(local, made), _client(remote, made)
         return transfer(src, dst, refspecs, force=force, on_progress=on_progress)
 
 
@@ -330,9 +340,10 @@ def parse_refspec(spec: str) -> tuple[str, str]:
 
 
 def check_url(url: str) -> str:
-    """A remote pfs server: http(s), a host, nothing else. Credentials are refused (pfs has
-    no authentication) so that they can never end up in an error message or a log."""
-    shown = re.sub(r"//[^/?#]*@", "//***@", url)[:200]  # never echo a password
+    """A remote pfs server: http(s), a host, and optionally an access key pair
+    (`http://ID:SECRET@host`, checked and taken out of the URL by `Client`). Messages show
+    the URL with its credentials masked."""
+    shown = re.sub(r"//[^/?#]*@", "//***@", url)[:200]  # never echo a secret
     try:
         parts = urllib.parse.urlsplit(url)
         port = parts.port  # raises on a malformed port
@@ -340,8 +351,6 @@ def check_url(url: str) -> str:
         raise BadRequest(f"not a valid URL: {shown!r}") from None
     if parts.scheme not in ("http", "https") or not parts.hostname or port == 0:
         raise BadRequest(f"a remote must be an http:// or https:// URL with a host, not {shown!r}")
-    if parts.username is not None or parts.password is not None:
-        raise BadRequest(f"a remote URL must not contain credentials (user:password@): {shown!r}")
     if parts.query or parts.fragment:
         raise BadRequest(f"a remote URL must not have a query or fragment: {shown!r}")
     path = parts.path.rstrip("/")
