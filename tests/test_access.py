@@ -34,7 +34,7 @@ from pfs.access.identity import NewKey, Permission
 from pfs.access.secrets import ServerKey
 from pfs.access.service import Access
 from pfs.config import Config
-from pfs.errors import PfsError
+from pfs.errors import BranchProtected, PfsError
 from pfs.http.api import OpenNode, create_app
 from pfs.http.auth import Gate, Throttle
 from pfs.http.logs import RequestIds
@@ -600,6 +600,23 @@ def test_protected_branches_change_only_by_merge(tmp_path: Path) -> None:
                 s3(s, "writer").put_object(Bucket=REPO, Key="master/s3.txt", Body=b"s")
             assert e.value.response["Error"]["Code"] == "AccessDenied"
             assert fingerprint(s) == before
+            # nor by a push (a fast-forward from a copy of the repository)
+            from pfs import Client, sync
+
+            owner_key = s.keys["owner"]
+            with s.root() as h:
+                h.post("/repo/copy").raise_for_status()
+            s.identity.grant("writer", s.repos.get("copy").id, "write")
+            src = Client(s.url, repo=REPO, key_id=owner_key.id, secret=owner_key.secret)
+            kid, secret = s.auth("writer") or ("", "")
+            copy = Client(s.url, repo="copy", key_id=kid, secret=secret)
+            sync.pull(src, copy, [("master", "master")])
+            copy.put_file("pushed.txt", b"p")
+            copy.commit()
+            dest = Client(s.url, repo=REPO, key_id=kid, secret=secret)
+            with pytest.raises(BranchProtected, match="not by a push"):
+                sync.push(copy, dest, [("master", "master")])
+            assert s.repos.get(REPO).branch_head("master") == head
             # a merge from another branch is the way in
             merged = w.post(f"{base}/merge", params={"from": "feature", "into": "master"})
             assert merged.is_success, merged.text
