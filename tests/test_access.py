@@ -8,6 +8,7 @@ throttle, SigV4 on the native API, secrets at rest and in logs, and the safe def
 from __future__ import annotations
 
 import base64
+import contextlib
 import itertools
 import os
 import socket
@@ -28,18 +29,16 @@ import pytest
 from botocore.config import Config as BotoConfig
 from botocore.exceptions import ClientError
 from conftest import AppServer, ServerProc, Storage
-from test_s3_gateway import _Uvicorn
+from test_s3_gateway import InProcessServers
 
 from pfs.access.identity import NewKey, Permission
 from pfs.access.secrets import ServerKey
 from pfs.access.service import Access
 from pfs.config import Config
 from pfs.errors import BranchProtected, PfsError
-from pfs.http.api import OpenNode, create_app
+from pfs.http.api import create_app
 from pfs.http.auth import Gate, Throttle
-from pfs.http.logs import RequestIds
 from pfs.http.permissions import REPO_ROUTES, S3_OPERATIONS, SERVER_ROUTES, markdown
-from pfs.http.s3.gateway import create_s3_app
 from pfs.storage.identity import IdentityStore
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -50,31 +49,17 @@ MAY = {"reader": Permission.READ, "writer": Permission.WRITE, "owner": Permissio
 JOB_SPEC = b'{"type": "map", "input": "m", "image": "none:latest", "command": ["true"]}'
 
 
-class Servers:
+class Servers(InProcessServers):
     """The native API and the S3 gateway over one node with access control on, served by
     uvicorn on 127.0.0.1 in this process (so the test can reach the node's identity)."""
 
     def __init__(self, data_dir: Path, throttle: Throttle | None = None) -> None:
-        self.repos = Config(str(data_dir)).open_repos()
-        self.access = Access.ephemeral(self.repos.db)
-        node = OpenNode(self.repos, None, self.access)
-        gate = Gate(throttle or Throttle(free=1_000_000, block=1_000_000))  # the matrix fails on purpose, a lot
-        self.native = _Uvicorn(create_app(node, gate=gate))
-        self.s3 = _Uvicorn(RequestIds(create_s3_app(node, gate=gate)))
-        self.url = f"http://127.0.0.1:{self.native.port}"
-        self.s3_url = f"http://127.0.0.1:{self.s3.port}"
+        # the matrix fails sign-ins on purpose, a lot: no throttle unless a test gives one
+        gate = Gate(throttle or Throttle(free=1_000_000, block=1_000_000))
+        super().__init__(data_dir, lambda repos: Access.ephemeral(repos.db), gate)
+        self.access = self.node.access
         self.keys: dict[str, NewKey] = {}
         self._n = itertools.count()
-
-    def start(self) -> Servers:
-        self.native.start()
-        self.s3.start()
-        return self
-
-    def stop(self) -> None:
-        self.s3.stop()
-        self.native.stop()
-        self.repos.close()
 
     @property
     def identity(self) -> Any:
@@ -119,12 +104,28 @@ def setup_world(s: Servers) -> None:
         h.post(f"{base}/commit", params={"branch": "feature"}).raise_for_status()
 
 
+@contextlib.contextmanager
+def running_world(data_dir: Path, throttle: Throttle | None = None) -> Iterator[Servers]:
+    s = Servers(data_dir, throttle).start()
+    try:
+        setup_world(s)
+        yield s
+    finally:
+        s.stop()
+
+
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
-    s = Servers(tmp_path_factory.mktemp("access") / "data").start()
-    setup_world(s)
-    yield s
-    s.stop()
+    """One world for the matrix and the tests that change nothing it relies on."""
+    with running_world(tmp_path_factory.mktemp("access") / "data") as s:
+        yield s
+
+
+@pytest.fixture
+def fresh_world(tmp_path: Path) -> Iterator[Servers]:
+    """A world of its own, for a test that changes rules or reads the whole audit log."""
+    with running_world(tmp_path / "data") as s:
+        yield s
 
 
 def fingerprint(s: Servers) -> Any:
@@ -572,115 +573,105 @@ def test_secrets_are_encrypted_at_rest_and_need_the_same_server_key(tmp_path: Pa
 # ---- protected branches -------------------------------------------------------------------
 
 
-def test_protected_branches_change_only_by_merge(tmp_path: Path) -> None:
-    s = Servers(tmp_path / "data").start()
-    try:
-        setup_world(s)
-        base = f"/repo/{REPO}"
-        with s.http("owner") as owner:
-            assert owner.put(f"{base}/protected/master").status_code == 201
-            assert owner.put(f"{base}/protected/release-*").status_code == 201
-            assert owner.get(f"{base}/protected").json() == ["master", "release-*"]
-            owner.post(f"{base}/branch", params={"commit": "master", "branch": "release-1"}).raise_for_status()
-        head = s.repos.get(REPO).branch_head("master")
-        before = fingerprint(s)
-        with s.http("writer") as w:
-            refusals = [
-                w.post(f"{base}/file/m/z.txt", content=b"z"),
-                w.delete(f"{base}/file/m/x.txt"),
-                w.post(f"{base}/tar", content=b""),
-                w.post(f"{base}/commit"),
-                w.post(f"{base}/revert", params={"branch": "master", "commit": head}),
-                w.delete(f"{base}/branch/release-1"),
-                w.post(f"{base}/file/a.txt", params={"branch": "release-1"}, content=b"a"),
-            ]
-            for r in refusals:
-                assert r.status_code == 403 and r.json()["error"] == "branch_protected", r.text
-            with pytest.raises(ClientError) as e:
-                s3(s, "writer").put_object(Bucket=REPO, Key="master/s3.txt", Body=b"s")
-            assert e.value.response["Error"]["Code"] == "AccessDenied"
-            assert fingerprint(s) == before
-            # nor by a push (a fast-forward from a copy of the repository)
-            from pfs import Client, sync
+def test_protected_branches_change_only_by_merge(fresh_world: Servers) -> None:
+    s = fresh_world
+    base = f"/repo/{REPO}"
+    with s.http("owner") as owner:
+        assert owner.put(f"{base}/protected/master").status_code == 201
+        assert owner.put(f"{base}/protected/release-*").status_code == 201
+        assert owner.get(f"{base}/protected").json() == ["master", "release-*"]
+        owner.post(f"{base}/branch", params={"commit": "master", "branch": "release-1"}).raise_for_status()
+    head = s.repos.get(REPO).branch_head("master")
+    before = fingerprint(s)
+    with s.http("writer") as w:
+        refusals = [
+            w.post(f"{base}/file/m/z.txt", content=b"z"),
+            w.delete(f"{base}/file/m/x.txt"),
+            w.post(f"{base}/tar", content=b""),
+            w.post(f"{base}/commit"),
+            w.post(f"{base}/revert", params={"branch": "master", "commit": head}),
+            w.delete(f"{base}/branch/release-1"),
+            w.post(f"{base}/file/a.txt", params={"branch": "release-1"}, content=b"a"),
+        ]
+        for r in refusals:
+            assert r.status_code == 403 and r.json()["error"] == "branch_protected", r.text
+        with pytest.raises(ClientError) as e:
+            s3(s, "writer").put_object(Bucket=REPO, Key="master/s3.txt", Body=b"s")
+        assert e.value.response["Error"]["Code"] == "AccessDenied"
+        assert fingerprint(s) == before
+        # nor by a push (a fast-forward from a copy of the repository)
+        from pfs import Client, sync
 
-            owner_key = s.keys["owner"]
-            with s.root() as h:
-                h.post("/repo/copy").raise_for_status()
-            s.identity.grant("writer", s.repos.get("copy").id, "write")
-            src = Client(s.url, repo=REPO, key_id=owner_key.id, secret=owner_key.secret)
-            kid, secret = s.auth("writer") or ("", "")
-            copy = Client(s.url, repo="copy", key_id=kid, secret=secret)
-            sync.pull(src, copy, [("master", "master")])
-            copy.put_file("pushed.txt", b"p")
-            copy.commit()
-            dest = Client(s.url, repo=REPO, key_id=kid, secret=secret)
-            with pytest.raises(BranchProtected, match="not by a push"):
-                sync.push(copy, dest, [("master", "master")])
-            assert s.repos.get(REPO).branch_head("master") == head
-            # a merge from another branch is the way in
-            merged = w.post(f"{base}/merge", params={"from": "feature", "into": "master"})
-            assert merged.is_success, merged.text
-            assert w.get(f"{base}/file/m/y.txt", params={"branch": "master"}).content == b"y"
-            # other branches are not protected
-            assert w.post(f"{base}/file/m/z.txt", params={"branch": "feature"}, content=b"z").status_code == 201
-            assert w.put(f"{base}/protected/feature").status_code == 403  # rules are the repository admin's
-        with s.http("owner") as owner:
-            assert owner.delete(f"{base}/protected/master").status_code == 200
-            assert owner.delete(f"{base}/protected/master").status_code == 404
-        with s.http("writer") as w:
-            assert w.post(f"{base}/file/m/z.txt", content=b"z").status_code == 201
-    finally:
-        s.stop()
+        owner_key = s.keys["owner"]
+        with s.root() as h:
+            h.post("/repo/copy").raise_for_status()
+        s.identity.grant("writer", s.repos.get("copy").id, "write")
+        src = Client(s.url, repo=REPO, key_id=owner_key.id, secret=owner_key.secret)
+        kid, secret = s.auth("writer") or ("", "")
+        copy = Client(s.url, repo="copy", key_id=kid, secret=secret)
+        sync.pull(src, copy, [("master", "master")])
+        copy.put_file("pushed.txt", b"p")
+        copy.commit()
+        dest = Client(s.url, repo=REPO, key_id=kid, secret=secret)
+        with pytest.raises(BranchProtected, match="not by a push"):
+            sync.push(copy, dest, [("master", "master")])
+        assert s.repos.get(REPO).branch_head("master") == head
+        # a merge from another branch is the way in
+        merged = w.post(f"{base}/merge", params={"from": "feature", "into": "master"})
+        assert merged.is_success, merged.text
+        assert w.get(f"{base}/file/m/y.txt", params={"branch": "master"}).content == b"y"
+        # other branches are not protected
+        assert w.post(f"{base}/file/m/z.txt", params={"branch": "feature"}, content=b"z").status_code == 201
+        assert w.put(f"{base}/protected/feature").status_code == 403  # rules are the repository admin's
+    with s.http("owner") as owner:
+        assert owner.delete(f"{base}/protected/master").status_code == 200
+        assert owner.delete(f"{base}/protected/master").status_code == 404
+    with s.http("writer") as w:
+        assert w.post(f"{base}/file/m/z.txt", content=b"z").status_code == 201
 
 
 # ---- the audit log ---------------------------------------------------------------------
 
 
-def test_every_mutation_is_audited_without_secrets(tmp_path: Path) -> None:
-    s = Servers(tmp_path / "data").start()
-    try:
-        setup_world(s)
-        base = f"/repo/{REPO}"
-        with s.http("writer") as w:
-            w.post(f"{base}/file/audit/a.txt", content=b"a").raise_for_status()
-            w.get(f"{base}/file/audit/a.txt").raise_for_status()  # a read: not audited
-            assert w.post(f"{base}/job/wc", content=JOB_SPEC).status_code == 403
-        with s.http("wrong-secret") as bad:
-            assert bad.post(f"{base}/file/audit/b.txt", content=b"b").status_code == 401
-        s3(s, "writer").put_object(Bucket=REPO, Key="master/audit/c.txt", Body=b"c")
-        with s.http("reader") as r:
-            assert r.get("/audit").status_code == 403
-        with s.root() as h:
-            entries = h.get("/audit", params={"limit": "4"}).json()
-            assert [(e["user"], e["method"], e["status"], e["listener"]) for e in entries] == [
-                ("writer", "PUT", 200, "s3"),
-                (None, "POST", 401, "api"),
-                ("writer", "POST", 403, "api"),
-                ("writer", "POST", 201, "api"),
-            ]
-            first = entries[-1]
-            assert first["action"] == "/file/{path}" and first["repo"] == REPO
-            assert first["target"] == f"{base}/file/audit/a.txt" and first["addr"] == "127.0.0.1"
-            assert entries[0]["action"] == "PutObject" and entries[0]["target"] == f"/{REPO}/master/audit/c.txt"
-            assert entries[1]["key"] is None  # a claimed key id is recorded only if it is a key: here it is
-            mine = h.get("/audit", params={"user": "writer"}).json()
-            assert {e["user"] for e in mine} == {"writer"} and len(mine) == 3
-            page = h.get("/audit", params={"limit": "2", "before": str(entries[1]["id"])}).json()
-            assert [e["id"] for e in page] == [entries[2]["id"], entries[3]["id"]]
-            everything = h.get("/audit", params={"limit": "1000"}).text
-        for key in s.keys.values():
-            assert key.secret not in everything
-    finally:
-        s.stop()
+def test_every_mutation_is_audited_without_secrets(fresh_world: Servers) -> None:
+    s = fresh_world
+    base = f"/repo/{REPO}"
+    with s.http("writer") as w:
+        w.post(f"{base}/file/audit/a.txt", content=b"a").raise_for_status()
+        w.get(f"{base}/file/audit/a.txt").raise_for_status()  # a read: not audited
+        assert w.post(f"{base}/job/wc", content=JOB_SPEC).status_code == 403
+    with s.http("wrong-secret") as bad:
+        assert bad.post(f"{base}/file/audit/b.txt", content=b"b").status_code == 401
+    s3(s, "writer").put_object(Bucket=REPO, Key="master/audit/c.txt", Body=b"c")
+    with s.http("reader") as r:
+        assert r.get("/audit").status_code == 403
+    with s.root() as h:
+        entries = h.get("/audit", params={"limit": "4"}).json()
+        assert [(e["user"], e["method"], e["status"], e["listener"]) for e in entries] == [
+            ("writer", "PUT", 200, "s3"),
+            (None, "POST", 401, "api"),
+            ("writer", "POST", 403, "api"),
+            ("writer", "POST", 201, "api"),
+        ]
+        first = entries[-1]
+        assert first["action"] == "/file/{path}" and first["repo"] == REPO
+        assert first["target"] == f"{base}/file/audit/a.txt" and first["addr"] == "127.0.0.1"
+        assert entries[0]["action"] == "PutObject" and entries[0]["target"] == f"/{REPO}/master/audit/c.txt"
+        assert entries[1]["key"] is None  # a claimed key id is recorded only if it is a key: here it is
+        mine = h.get("/audit", params={"user": "writer"}).json()
+        assert {e["user"] for e in mine} == {"writer"} and len(mine) == 3
+        page = h.get("/audit", params={"limit": "2", "before": str(entries[1]["id"])}).json()
+        assert [e["id"] for e in page] == [entries[2]["id"], entries[3]["id"]]
+        everything = h.get("/audit", params={"limit": "1000"}).text
+    for key in s.keys.values():
+        assert key.secret not in everything
 
 
 # ---- throttling failed sign-ins ----------------------------------------------------------
 
 
 def test_repeated_failures_from_one_address_are_slowed_then_refused(tmp_path: Path) -> None:
-    s = Servers(tmp_path / "data", throttle=Throttle(free=3, block=8, window=60)).start()
-    try:
-        setup_world(s)
+    with running_world(tmp_path / "data", Throttle(free=3, block=8, window=60)) as s:
         bad = (s.keys["reader"].id, "not-the-secret-" * 3)
         times = []
         for _ in range(8):
@@ -694,8 +685,6 @@ def test_repeated_failures_from_one_address_are_slowed_then_refused(tmp_path: Pa
         with pytest.raises(ClientError) as e:
             s3(s, "reader").list_buckets()
         assert e.value.response["Error"]["Code"] == "SlowDown"
-    finally:
-        s.stop()
 
 
 # ---- defaults and the documentation --------------------------------------------------------

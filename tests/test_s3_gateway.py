@@ -45,6 +45,7 @@ from test_sync import tar_of
 from pfs.config import Config
 from pfs.errors import Unavailable
 from pfs.http.api import Node, OpenNode, create_app
+from pfs.http.logs import RequestIds
 from pfs.http.s3 import gateway, protocol, sigv4
 from pfs.http.s3.gateway import create_s3_app
 
@@ -83,12 +84,15 @@ class _Uvicorn:
 class InProcessServers:
     """The native API and the S3 gateway over one node, as `pfs serve --s3-addr` serves them."""
 
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, access: Any = None, gate: Any = None) -> None:
+        """`access`: a function of the repositories giving the node's `Access` (default: one
+        with an in-memory server key); `gate`: the sign-in gate both listeners share."""
         self.data_dir = data_dir
         self.repos = Config(str(data_dir)).open_repos()
-        node = OpenNode(self.repos)
-        self.native = _Uvicorn(create_app(node))
-        self.s3 = _Uvicorn(create_s3_app(node))
+        node = OpenNode(self.repos, None, access(self.repos) if access else None)
+        self.node = node
+        self.native = _Uvicorn(create_app(node, gate=gate))
+        self.s3 = _Uvicorn(RequestIds(create_s3_app(node, gate=gate)))
         self.url = f"http://127.0.0.1:{self.native.port}"
         self.s3_url = f"http://127.0.0.1:{self.s3.port}"
 
