@@ -75,9 +75,7 @@ def admin_key(secrets_dir: Path) -> tuple[str, str]:
 
 def signed_in(url: str, key: tuple[str, str]) -> Client:
     """A client of `url` that signs every request in with `key` (HTTP Basic)."""
-    client = Client(url)
-    client.http.auth = httpx.BasicAuth(*key)
-    return client
+    return Client(url, key_id=key[0], secret=key[1])
 
 
 def assert_anonymous_refused(url: str, key: tuple[str, str]) -> None:
@@ -406,9 +404,7 @@ while True:
     time.sleep(0.5)
 anonymous = [httpx.get(f"http://{ip}:8080/branch", timeout=10).status_code for ip in ips]
 signed = [httpx.get(f"http://{ip}:8080/branch", auth=key, timeout=10).status_code for ip in ips]
-a, b = (Client(f"http://{ip}:8080") for ip in ips)
-for c in (a, b):
-    c.http.auth = httpx.BasicAuth(*key)
+a, b = (Client(f"http://{ip}:8080", key_id=key[0], secret=key[1]) for ip in ips)
 for i in range(6):
     a.put_file(f"in/f{i}.txt", f"hello {i}\\n".encode())
 cmd = ["python3", "/jobserver.py", "upper"]
