@@ -4,10 +4,12 @@ Handlers are thin: parse and validate the request, run the repository call in a 
 thread (storage is blocking I/O), and render plain text for curl or JSON on
 `Accept: application/json`. Errors map to statuses in exactly one place, `_error`.
 
-Each route names one handler per HTTP method (`endpoint(get=..., post=...)`), so a method
-a route does not list is a 405 by construction and HEAD only ever runs the GET handler;
-each handler names the query parameters it takes (`@accepts`), so a typo, an empty value
-or a repeated parameter is a 400 instead of being silently ignored.
+Each route names one handler per HTTP method (`endpoint(get=..., post=...)`, in web.py),
+so a method a route does not list is a 405 by construction and HEAD only ever runs the GET
+handler; each handler names the query parameters it takes (`@accepts`), so a typo, an empty
+value or a repeated parameter is a 400 instead of being silently ignored. Each route's
+permissions come from permissions.py; `Server.guard` checks them (and audits) before any
+handler runs.
 """
 
 from __future__ import annotations
@@ -130,7 +132,7 @@ def path_param(request: Request) -> str:
     return str(request.path_params.get("path", ""))
 
 
-# ---- the query string: each handler says what it takes --------------------------------
+# ---- the node and the server ------------------------------------------------------------
 
 
 class Node:
