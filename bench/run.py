@@ -34,6 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from auth import bench_auth  # noqa: E402
 from cluster import bench_cluster  # noqa: E402
 from common import Proc, free_port, start_pfs, timed  # noqa: E402
+from ingest import bench_ingest  # noqa: E402
 from s3 import bench_s3  # noqa: E402
 
 PIECE = 1 << 20
@@ -589,7 +590,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--size-mb", type=int, default=1024, help="size of the large file (MiB)")
     ap.add_argument("--out", help="also write the report to this Markdown file")
-    ap.add_argument("--only", help="comma-separated subset: throughput,small,scaling,storage,jobs,sync,cluster,s3,auth")
+    parts = "throughput,small,scaling,storage,jobs,sync,cluster,s3,auth,ingest"
+    ap.add_argument("--only", help=f"comma-separated subset: {parts}")
+    ap.add_argument("--huge", action="store_true", help="ingest: also 1,000,000 files of 100 B (several minutes)")
     ap.add_argument("--work", help="scratch directory (default: a temp dir on the same disk as /tmp)")
     args = ap.parse_args()
     size = args.size_mb << 20
@@ -607,6 +610,7 @@ def main() -> None:
             ("cluster", lambda: bench_cluster(work, rows)),
             ("s3", lambda: bench_s3(work, size, rows)),
             ("auth", lambda: bench_auth(work, rows)),
+            ("ingest", lambda: bench_ingest(work, rows, huge=args.huge)),
         ):
             if args.only and name not in args.only.split(","):
                 continue

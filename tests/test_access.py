@@ -804,10 +804,14 @@ def test_cluster_nodes_share_keys_through_one_server_key(tmp_path: Path, postgre
             time.sleep(0.2)
         other = ServerProc(tmp_path / "c", env={**env, "PFS_SERVER_KEY": base64.b64encode(os.urandom(32)).decode()})
         other.storage = storage
-        with pytest.raises(RuntimeError, match="not the one"):
-            other.start()
-        keyless = ServerProc(tmp_path / "d", env={"PFS_ADMIN_KEY_FILE": str(key_file)}, storage=storage).start()
         try:
+            with pytest.raises(RuntimeError, match="not the one"):
+                other.start()
+        finally:
+            other.stop()
+        keyless = ServerProc(tmp_path / "d", env={"PFS_ADMIN_KEY_FILE": str(key_file)}, storage=storage)
+        try:
+            keyless.start()
             r = httpx.get(keyless.url + "/file/e.txt", auth=(kid, secret))
             assert r.status_code == 503 and "PFS_SERVER_KEY_FILE" in r.text
         finally:

@@ -294,3 +294,43 @@ def test_deep_paths_are_refused_at_the_edge_and_deep_trees_commit(repo: Reposito
     put(repo, "other.txt", b"x")
     repo.commit_branch("master")  # later commits on the branch keep working
     assert [p for p, _ in repo.trees.walk(repo.resolve("master").tree)] == [deepest, "other.txt"]
+
+
+def test_sqlite_gives_space_back_after_a_big_commit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Staged rows carry small files inline: 3,000 of 1 KiB grow the database by megabytes.
+    A commit that consumes at least RECLAIM_ROWS of them gives the free pages back and cuts
+    the WAL (in the background), so the files shrink to about what is left."""
+    import io
+    import tarfile
+    import time
+
+    import pfs.repository.repo as repo_module
+
+    monkeypatch.setattr(repo_module, "RECLAIM_ROWS", 1000)
+    data = tmp_path / "data"
+    repos = Config(str(data)).open_repos()
+    repo = repos.default
+
+    def sqlite_bytes() -> int:
+        return sum(p.stat().st_size for p in data.glob("meta.sqlite*") if not p.name.endswith("-shm"))
+
+    buf = io.BytesIO()
+    rnd = random.Random(3)
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for i in range(3000):
+            body = rnd.randbytes(512).hex().encode()
+            info = tarfile.TarInfo(f"d{i % 10}/f{i}.txt")
+            info.size = len(body)
+            tar.addfile(info, io.BytesIO(body))
+    empty = sqlite_bytes()
+    buf.seek(0)
+    repo.stage_tar("master", "t", buf)  # type: ignore[arg-type]
+    staged = sqlite_bytes()
+    assert staged > empty + 5_000_000
+    repo.commit_branch("master", "many")
+    deadline = time.monotonic() + 10
+    while sqlite_bytes() > empty + 1_000_000:
+        assert time.monotonic() < deadline, f"{sqlite_bytes()} bytes after the commit, {empty} before staging"
+        time.sleep(0.1)
+    assert len(list(repo.view(branch="master").files_under("t"))) == 3000
+    repos.close()

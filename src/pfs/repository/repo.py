@@ -47,6 +47,7 @@ from .received import Received
 from .tarball import unpack_tar
 
 CAS_RETRIES = 20
+RECLAIM_ROWS = 10_000  # staged rows a commit consumes before their space is given back at once
 COMMIT_CACHE = 4096  # commits kept in memory (immutable, ~300 bytes each)
 _SHORT_HEX = re.compile(r"[0-9a-fA-F]{4,7}")  # looks like a too-short commit id
 
@@ -279,6 +280,8 @@ class Repository:
                         raise
                     continue
                 failpoint("commit.ref_swapped")
+                if len(staged) >= RECLAIM_ROWS:
+                    self.meta.reclaim()
                 return commit
         raise BranchMoved(f"branch {branch!r} kept moving; retry")
 

@@ -8,7 +8,9 @@ same code and the same tests.
 
 from __future__ import annotations
 
+import logging
 import os
+import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
@@ -25,6 +27,8 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from ..errors import AlreadyExists, BranchMoved, BranchNotFound, InsufficientStorage, Unavailable
 from .identity import grants_t, identity_md, protected_t
 from .trees import Commit, Entry
+
+log = logging.getLogger("pfs.meta")
 
 
 @dataclass(frozen=True)
@@ -475,6 +479,9 @@ class MetaStore(RefStore, StagingStore, CommitIndex, JobStore, RunStore, UploadS
     def ping(self) -> None:
         """Raise Unavailable unless the store answers now (readiness)."""
 
+    def reclaim(self) -> None:  # noqa: B027 - optional
+        """Give back the space of rows just deleted, where the backend keeps it."""
+
 
 def _escape_like(s: str) -> str:
     return s.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
@@ -522,6 +529,7 @@ class Database:
     def __init__(self, url: str, default_repo: str = "default") -> None:
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
+        self._reclaiming = threading.Lock()
         if self.is_sqlite:
             # Writers take the lock up front (BEGIN IMMEDIATE): no deadlocked upgrades.
             self.engine = sa.create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
@@ -574,6 +582,32 @@ class Database:
         """One round trip: raises Unavailable if the database does not answer."""
         with self.read() as c:
             c.execute(sa.text("SELECT 1"))
+
+    def reclaim(self) -> None:
+        """Give the space of deleted rows back to the file system (SQLite: free pages, then
+        the WAL), in a background thread, one at a time: the commit that freed them does not
+        wait. Best effort: a reader holding the WAL makes the checkpoint wait for the next
+        time; PostgreSQL's autovacuum does this by itself."""
+        if not self.is_sqlite or not self._reclaiming.acquire(blocking=False):
+            return
+        threading.Thread(target=self._reclaim, name="pfs-sqlite-reclaim", daemon=True).start()
+
+    def _reclaim(self) -> None:
+        try:
+            self._reclaim_now()
+        finally:
+            self._reclaiming.release()
+
+    def _reclaim_now(self) -> None:
+        raw = self.engine.raw_connection()
+        try:
+            # executescript steps the pragma to its end (a single step frees a single page)
+            raw.driver_connection.executescript("PRAGMA incremental_vacuum;")  # type: ignore[union-attr]
+            raw.driver_connection.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()  # type: ignore[union-attr]
+        except Exception as exc:  # busy, or the disk: the next big commit tries again
+            log.info("reclaiming SQLite space failed: %s", exc)
+        finally:
+            raw.close()
 
     def close(self) -> None:
         self.engine.dispose()
@@ -660,6 +694,9 @@ class SqlMetaStore(MetaStore):
 
     def ping(self) -> None:
         self.db.ping()
+
+    def reclaim(self) -> None:
+        self.db.reclaim()
 
     def close(self) -> None:
         if self._own:
@@ -1129,11 +1166,20 @@ def _raise_full(exc: OperationalError) -> None:
         raise InsufficientStorage("no space left for metadata") from None
 
 
+WAL_LIMIT = 16 << 20  # bytes the SQLite WAL is cut back to after a checkpoint
+
+
 def _sqlite_setup(engine: Engine, immediate: bool) -> None:
     @event.listens_for(engine, "connect")
     def _connect(dbapi_conn: Any, _rec: Any) -> None:
         dbapi_conn.isolation_level = None
         cur = dbapi_conn.cursor()
+        # Space comes back after big deletes (a commit consuming 100,000 staged rows): free
+        # pages can be given back (`Database.reclaim`; takes effect on a new database file),
+        # and the WAL is cut back to this size after each checkpoint instead of staying as
+        # large as the largest transaction ever made it.
+        cur.execute("PRAGMA auto_vacuum=INCREMENTAL")
+        cur.execute(f"PRAGMA journal_size_limit={WAL_LIMIT}")
         cur.execute("PRAGMA journal_mode=WAL")
         cur.execute("PRAGMA synchronous=FULL")
         cur.execute("PRAGMA busy_timeout=30000")
