@@ -121,9 +121,9 @@ def run_borg(tree: Path, repo: Path) -> dict[str, float]:
         "BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK": "yes",
         "BORG_BASE_DIR": str(repo.parent / (repo.name + "-home")),
     }
-    subprocess.run(["borg", "init", "-q", "--encryption=none", str(repo)], check=True, env=env)
+    subprocess.run(["borg", "init", "--encryption=none", str(repo)], check=True, env=env)
     os.sync()
-    t = timed(lambda: subprocess.run(["borg", "create", "-q", f"{repo}::a", "."], check=True, env=env, cwd=tree))
+    t = timed(lambda: subprocess.run(["borg", "create", f"{repo}::a", "."], check=True, env=env, cwd=tree))
     return {"time": t, "stored": du(repo)}
 
 

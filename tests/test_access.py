@@ -254,6 +254,8 @@ def test_every_native_route_answers_as_the_table_says(world: Servers, who: str) 
                     wrong.append(f"expected {refused}: {shown}")
                 elif r.json()["error"] != ("unauthorized" if refused == 401 else "forbidden"):
                     wrong.append(f"wrong error code: {shown}")
+                elif refused == 401 and not r.headers.get("www-authenticate", "").startswith("Basic realm="):
+                    wrong.append(f"a 401 without WWW-Authenticate: {shown}")
             elif r.status_code in (401, 403) or r.status_code >= 500:
                 wrong.append(f"expected it allowed: {shown}")
     assert not wrong, "\n".join(wrong)

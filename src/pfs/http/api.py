@@ -44,6 +44,7 @@ from ..errors import (
     RangeNotSatisfiable,
     RunNotFound,
     TooManyRequests,
+    Unauthorized,
     Unavailable,
 )
 from ..jobs.service import JobEngine, Jobs
@@ -853,6 +854,9 @@ async def _error(request: Request, exc: Exception) -> Response:
         log.warning("%s", err.message)
     if isinstance(err, TooManyRequests):
         headers["retry-after"] = str(err.retry_after)
+    if isinstance(err, Unauthorized):  # RFC 9110: a 401 names a scheme to answer it with
+        headers["www-authenticate"] = 'Basic realm="pfs", charset="UTF-8"'
+
     if "allow" in err.details:
         headers["allow"] = str(err.details["allow"])
     if isinstance(err, RangeNotSatisfiable):
