@@ -190,6 +190,7 @@ class OpenNode(Node):
         if self._jobs is not None:
             self._jobs.close()
         self._access.close()
+        self._repos.db.settle()
 
     def readiness(self) -> tuple[bool, str]:
         return self._repos.default.check_stores()

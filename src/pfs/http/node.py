@@ -117,6 +117,8 @@ class StartingNode(Node):
             self._jobs.close()
         if self._access is not None:
             self._access.close()
+        if self._repos is not None:
+            self._repos.db.settle()
 
     def readiness(self) -> tuple[bool, str]:
         if self._repos is None:

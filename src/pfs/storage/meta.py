@@ -530,6 +530,7 @@ class Database:
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
         self._reclaiming = threading.Lock()
+        self._reclaimer: threading.Thread | None = None
         if self.is_sqlite:
             # Writers take the lock up front (BEGIN IMMEDIATE): no deadlocked upgrades.
             self.engine = sa.create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
@@ -590,7 +591,8 @@ class Database:
         time; PostgreSQL's autovacuum does this by itself."""
         if not self.is_sqlite or not self._reclaiming.acquire(blocking=False):
             return
-        threading.Thread(target=self._reclaim, name="pfs-sqlite-reclaim", daemon=True).start()
+        self._reclaimer = threading.Thread(target=self._reclaim, name="pfs-sqlite-reclaim", daemon=True)
+        self._reclaimer.start()
 
     def _reclaim(self) -> None:
         try:
@@ -609,7 +611,14 @@ class Database:
         finally:
             raw.close()
 
+    def settle(self) -> None:
+        """Wait (bounded) for a reclaim under way: a clean shutdown leaves the files at their
+        size, not at the size of the last big commit's staging."""
+        if self._reclaimer is not None:
+            self._reclaimer.join(timeout=120)
+
     def close(self) -> None:
+        self.settle()
         self.engine.dispose()
         self.reader.dispose()
 
