@@ -138,15 +138,17 @@ class Identity:
             self._enabled = (time.monotonic(), on)
         return on
 
-    def needs_lookup(self, key_id: str | None = None, user: str | None = None) -> bool:
-        """Whether an answer about `key_id` or `user`'s grants needs the database (a cache
-        miss): callers on an event loop then ask from a worker thread, and otherwise
-        answer at once (most requests: the bench's authenticated small files)."""
+    def needs_lookup(self, key_id: str | None = None, principal: Principal | None = None) -> bool:
+        """Whether an answer about `key_id`, or about `principal`'s roles, needs the database
+        (a cache miss): callers on an event loop then ask from a worker thread, and
+        otherwise answer at once (most requests). A server admin's roles need no lookup."""
         if time.monotonic() - self._enabled[0] >= CACHE_TTL:
             return True
         if key_id is not None and self._keys.get(key_id) is None:
             return True
-        return user is not None and self._grants.get(user) is None
+        if principal is None or principal.open or principal.admin or principal.user is None:
+            return False
+        return self._grants.get(principal.user) is None
 
     def _changed(self) -> None:
         self._keys.clear()

@@ -82,10 +82,11 @@ class Throttle:
 
 
 async def ask(
-    identity: Identity, fn: Callable[..., T], *args: Any, key: str | None = None, user: str | None = None
+    identity: Identity, fn: Callable[..., T], *args: Any, key: str | None = None, who: Principal | None = None
 ) -> T:
-    """`fn(*args)`, from a worker thread only if it may have to read the database."""
-    if identity.needs_lookup(key, user):
+    """`fn(*args)`, from a worker thread only if it may have to read the database (about the
+    key `key`, or the roles of `who`)."""
+    if identity.needs_lookup(key, who):
         return await run(fn, *args)
     return fn(*args)
 
@@ -166,7 +167,7 @@ class Gate:
             access.identity.require(principal, need)
         else:
             identity = access.identity
-            await ask(identity, identity.require, principal, need, repo.id, repo.name, user=principal.user)
+            await ask(identity, identity.require, principal, need, repo.id, repo.name, who=principal)
         return principal
 
     def audit(

@@ -430,7 +430,7 @@ class Gateway:
             if bucket == ctx.bucket:
                 ctx.repo = repo  # the handler's, looked up once
             repo_id = repo.id
-        if not await ask(identity, identity.allowed, ctx.principal, need, repo_id, user=ctx.principal.user):
+        if not await ask(identity, identity.allowed, ctx.principal, need, repo_id, who=ctx.principal):
             raise S3Error("AccessDenied")
 
     async def repo(self, ctx: Ctx) -> Repository:
