@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from auth import bench_auth  # noqa: E402
 from cluster import bench_cluster  # noqa: E402
 from common import Proc, free_port, start_pfs, timed  # noqa: E402
-from ingest import bench_ingest  # noqa: E402
+from ingest import bench_ingest, make_tree  # noqa: E402
 from s3 import bench_s3  # noqa: E402
 
 PIECE = 1 << 20
@@ -164,20 +164,11 @@ def _drain(h: httpx.Client, url: str) -> None:
 
 
 # ---- 2. many small files vs git -------------------------------------------------------
-def make_small_tree(root: Path, dirs: int, per_dir: int, size: int = 1024) -> None:
-    rnd = random.Random(1)
-    for d in range(dirs):
-        sub = root / f"d{d:04}"
-        sub.mkdir(parents=True, exist_ok=True)
-        for i in range(per_dir):
-            (sub / f"f{i:05}.txt").write_bytes(rnd.randbytes(size // 2).hex().encode())
-
-
 def bench_small_files(work: Path, rows: list[tuple[str, str, str, str]]) -> None:
     """Best of two interleaved runs each, every one on a fresh copy after `sync`, since
     the disk here is still writing back whatever the previous step left dirty."""
     tree = work / "small"
-    make_small_tree(tree, 100, 100)
+    make_tree(tree, 100, 100, 1024)
     env = {
         **os.environ,
         "GIT_AUTHOR_NAME": "b",
@@ -228,14 +219,14 @@ def bench_scaling(work: Path, rows: list[tuple[str, str, str, str]]) -> None:
     results: dict[str, tuple[float, float]] = {}
     for label, n, dirs in (("100", 100, 1), ("100k nested", 100_000, 1000), ("100k flat", 100_000, 1)):
         tree = work / f"scale-{n}-{dirs}"
-        make_small_tree(tree, dirs, n // dirs, size=64)
+        make_tree(tree, dirs, n // dirs, 64)
         pfs = start_pfs(work / f"pfs-scale-{n}-{dirs}")
         with Client(pfs.url) as c:
             c.put_dir(str(tree), "data")
             head = c.commit(message="load").id
             lat = []
             for i in range(30):
-                c.put_file(f"data/d0000/f{i * 3:05}.txt", f"edit {i}".encode())
+                c.put_file(f"data/d0000/f{i * 3:06}.txt", f"edit {i}".encode())
                 lat.append(timed(lambda: c.commit(message="one change")))
             br = [timed(lambda i=i, h=head: c.create_branch(f"b{i}", h)) for i in range(30)]
             assert len(c.ls("data")) == dirs
