@@ -56,6 +56,7 @@ MARK_BY_FIXTURE = {"postgres": "cluster", "seaweed": "cluster", "job_image": "do
 MARKS: dict[str, dict[str, tuple[str, ...]]] = {
     "test_backends.py": {"[s3]": ("cluster",), "[postgres]": ("cluster",)},
     "test_bigfile.py": {"*": ("slow",)},
+    "test_many_files.py": {"*": ("slow",)},
     "test_concurrency.py": {"*": ("slow",)},
     "test_crash.py": {"*": ("slow",)},
     "test_deploy.py": {

@@ -155,4 +155,6 @@ def fsck(repo: Repository, verify_data: bool = True, progress: Callable[[int], N
         for staged in repo.meta.staged(name):
             if staged.entry is not None:
                 check_file(staged.entry, f"{name}:{staged.path} (staged)")
+        for graft in repo.meta.grafts(name):  # an uploaded archive, staged whole
+            check_tree(graft.entry.hash, f"{name}:{graft.prefix or '/'} (staged archive)")
     return rep

@@ -6,11 +6,12 @@ deletion); a branch read merges them over the head tree without building a new t
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Callable, Iterator
 
 from ..errors import PathConflict
 from ..paths import join, parent_dirs
-from ..storage.meta import MetaStore
+from ..storage.meta import Graft, MetaStore
 from ..storage.trees import Entry, TreeStore
 
 STAGED_DIR = Entry("dir", "", 0)  # a directory that exists only through dirty writes
@@ -23,6 +24,11 @@ class Reader:
     that lands in between drops the rows it consumed, which would hide acknowledged
     writes. So after reading staged rows the view checks that the head has not moved and,
     if it has, re-pins and reads again (heads never repeat: every commit is new).
+
+    A branch's dirty state has two kinds of record: rows (one file put or deleted) and
+    grafts (an uploaded archive, a tree merged into a directory). Each is numbered when it
+    is staged, and for any one path the newest record that speaks of it wins; the head's
+    tree speaks last. Directories exist only through their live files.
     """
 
     def __init__(
@@ -40,13 +46,18 @@ class Reader:
         self._name = branch
         self._pin_fn = pin
         self.head: str | None = None
+        self.grafts: list[Graft] = []
         if branch is not None:
             self._pin()
 
     def _pin(self) -> None:
         assert self._name is not None and self._pin_fn is not None
-        self.head, self.root, dirty = self._pin_fn(self._name)  # head and dirty in one statement
-        self.branch = self._name if dirty else None  # nothing dirty: the tree alone
+        while True:
+            self.head, self.root, dirty = self._pin_fn(self._name)  # head and dirty in one statement
+            self.branch = self._name if dirty else None  # nothing dirty: the tree alone
+            self.grafts = self.meta.grafts(self._name) if dirty else []
+            if not dirty or self.meta.get_ref(self._name) == self.head:
+                return  # the grafts read are those of this head
 
     def _moved(self) -> bool:
         """True (and re-pinned) if a commit landed since the staged rows were read."""
@@ -64,64 +75,141 @@ class Reader:
     def _lookup(self, path: str) -> Entry | None:
         if self.branch is None:
             return self.trees.lookup(self.root, path)
-        if path != "":
-            staged = self.meta.staged_get(self.branch, path)
-            if staged is not None:
-                return staged.entry
-        entry = self.trees.lookup(self.root, path)
-        if entry is not None and entry.is_dir and path != "" and not self._dir_alive(path, entry):
-            entry = None
-        if entry is None and self.meta.staged_under(self.branch, path, limit=1, puts=True):
+        head = self.trees.lookup(self.root, path)
+        if path == "":
+            return head
+        seq, best = (0, head) if head is not None and not head.is_dir else (-1, None)
+        staged = self.meta.staged_get(self.branch, path)
+        if staged is not None:
+            seq, best = staged.seq, staged.entry
+        grafted: Entry | None = None  # a directory some archive puts here
+        for g in self.grafts:
+            rel = _relative(path, g.prefix)
+            if rel is None:
+                if _below(g.prefix, path):
+                    grafted = grafted or STAGED_DIR
+                continue
+            entry = self.trees.lookup(g.entry.hash, rel)
+            if entry is None:
+                continue
+            if entry.is_dir:
+                grafted = entry
+            elif g.seq > seq:
+                seq, best = g.seq, entry
+        if best is not None:
+            return best
+        if head is not None and head.is_dir and self._dir_alive(path):
+            return head
+        if grafted is not None and self._dir_alive(path):
+            return grafted
+        if self.meta.staged_under(self.branch, path, limit=1, puts=True):
             return STAGED_DIR
-        return entry
+        return None
 
-    def _dir_alive(self, path: str, entry: Entry) -> bool:
-        """A committed directory vanishes from a branch once every file in it is deleted."""
+    def _dir_alive(self, path: str) -> bool:
+        """Does a live file remain below `path`, where the head or an archive has a
+        directory? Only staged deletions can take files away, so the walk stops at the
+        first file that none of them deleted after it arrived: its cost follows the
+        deletions, not the directory."""
         assert self.branch is not None
         if not self.meta.staged_under(self.branch, path, limit=1):
             return True
         if self.meta.staged_under(self.branch, path, limit=1, puts=True):
             return True
-        deleted = {s.path for s in self.meta.staged_under(self.branch, path)}
-        return any(p not in deleted for p, _ in self.trees.walk(entry.hash, path))
+        deleted = {s.path: s.seq for s in self.meta.staged_under(self.branch, path)}
+        sources: list[tuple[int, str | None, str, str]] = [(0, self.root, path, path)]  # seq, tree, at, named
+        for g in self.grafts:
+            rel = _relative(path, g.prefix)
+            if rel is not None:
+                sources.append((g.seq, g.entry.hash, rel, path))
+            elif _below(g.prefix, path):
+                sources.append((g.seq, g.entry.hash, "", g.prefix))
+        for seq, tree, at, named in sources:
+            entry = self.trees.lookup(tree, at)
+            if entry is None or not entry.is_dir:
+                continue
+            for p, _ in self.trees.walk(entry.hash, named):
+                if deleted.get(p, -1) < seq:
+                    return True
+        return False
 
     def listdir(self, path: str, start: str = "") -> Iterator[tuple[str, Entry]]:
         """Children of a directory, sorted by name, streamed from the tree with the branch's
         dirty writes merged in (caller checked it is a directory); `start`: only names from
         it on."""
         while True:
-            overlay: dict[str, Entry | None] = {}
-            doubtful: set[str] = set()  # committed dirs with deletions below: maybe emptied
+            rows: dict[str, tuple[int, Entry | None]] = {}  # child name -> staged row
+            put_below: set[str] = set()  # child directories with a staged put below
+            doubtful: set[str] = set()  # child directories with deletions below: maybe emptied
             if self.branch is not None:
                 for s in self.meta.staged_children(self.branch, path):
-                    overlay[s.path.rpartition("/")[2]] = s.entry
+                    rows[s.path.rpartition("/")[2]] = (s.seq, s.entry)
                 depth = path.count("/") + 1 if path else 0
                 for s in self.meta.staged_under(self.branch, path):
                     parts = s.path.split("/")
                     if len(parts) > depth + 1:
-                        if s.entry is None:
-                            doubtful.add(parts[depth])
-                        else:
-                            overlay.setdefault(parts[depth], STAGED_DIR)
+                        (doubtful if s.entry is None else put_below).add(parts[depth])
             if not self._moved():
                 break
         base = self.trees.lookup(self.root, path)
         committed = self.trees.dir_items(base.hash, start) if base is not None and base.is_dir else iter(())
-        if start:
-            overlay = {n: e for n, e in overlay.items() if n >= start}
         if self.branch is None:
             yield from committed
             return
-        for name, old, new in _zip_overlay(committed, overlay):
-            if name not in overlay:
-                assert old is not None
-                if old.is_dir and name in doubtful and not self._dir_alive(join(path, name), old):
-                    continue
-                yield name, old
-            elif new is STAGED_DIR and old is not None and old.is_dir:
-                yield name, old
-            elif new is not None:
-                yield name, new
+        streams: list[Iterator[tuple[str, int, Entry | None]]] = [_tagged(committed, 0)]
+        for g in self.grafts:
+            rel = _relative(path, g.prefix)
+            if rel is None:
+                if _below(g.prefix, path):
+                    put_below.add(g.prefix[len(path) + 1 if path else 0 :].split("/")[0])
+                continue
+            d = self.trees.lookup(g.entry.hash, rel)
+            if d is not None and d.is_dir:
+                streams.append(_tagged(self.trees.dir_items(d.hash, start), g.seq))
+        names = sorted(n for n in rows.keys() | put_below if n >= start)
+        streams.append(iter([(n, -1, None) for n in names]))  # a marker: rows and puts are looked up
+        group: list[tuple[int, Entry | None]] = []
+        current: str | None = None
+        for name, seq, entry in heapq.merge(*streams, key=lambda t: t[0]):
+            if name != current:
+                if current is not None:
+                    out = self._resolve(path, current, group, rows, put_below, doubtful)
+                    if out is not None:
+                        yield current, out
+                current, group = name, []
+            if seq >= 0:
+                group.append((seq, entry))
+        if current is not None:
+            out = self._resolve(path, current, group, rows, put_below, doubtful)
+            if out is not None:
+                yield current, out
+
+    def _resolve(
+        self,
+        path: str,
+        name: str,
+        claims: list[tuple[int, Entry | None]],
+        rows: dict[str, tuple[int, Entry | None]],
+        put_below: set[str],
+        doubtful: set[str],
+    ) -> Entry | None:
+        """What one name of a listing is: the newest file claim if it is a live file, else
+        a directory if anything puts one there and a file remains in it."""
+        if name in rows:
+            claims = [*claims, rows[name]]
+        files = [(s, e) for s, e in claims if e is None or not e.is_dir]
+        if files:
+            best = max(files, key=lambda c: c[0])[1]
+            if best is not None:
+                return best
+        dirs = [e for _, e in claims if e is not None and e.is_dir]
+        if not dirs and name not in put_below:
+            return None
+        if name in put_below and name not in doubtful:
+            return dirs[0] if dirs else STAGED_DIR
+        if name in doubtful and name not in put_below and not self._dir_alive(join(path, name)):
+            return None
+        return dirs[0] if dirs else STAGED_DIR
 
     def check_placeable(self, path: str) -> None:
         """A file may be written at `path`: no file above it, no directory at it."""
@@ -134,7 +222,7 @@ class Reader:
             raise PathConflict(f"cannot write {path!r}: it is a directory")
 
     def check_placeable_many(self, paths: list[str]) -> None:
-        """`check_placeable` for a whole archive, each directory looked up once."""
+        """`check_placeable` for many files at once, each directory looked up once."""
         files = set(paths)
         dirs = {d for p in paths for d in parent_dirs(p)}
         clash = files & dirs
@@ -149,6 +237,10 @@ class Reader:
             if entry is not None and entry.is_dir:
                 raise PathConflict(f"cannot write {p!r}: it is a directory")
 
+    def placer(self, prefix: str) -> Placer:
+        """A check of each file of an archive going under `prefix`, as it arrives."""
+        return Placer(self, prefix)
+
     def files_under(self, path: str) -> Iterator[tuple[str, Entry]]:
         """Every live file below a directory, recursively, in path order."""
         for name, entry in self.listdir(path):
@@ -159,21 +251,62 @@ class Reader:
                 yield child, entry
 
 
-def _zip_overlay(
-    committed: Iterator[tuple[str, Entry]], overlay: dict[str, Entry | None]
-) -> Iterator[tuple[str, Entry | None, Entry | None]]:
-    """(name, committed entry, overlay entry) in name order over both."""
-    names = iter(sorted(overlay))
-    on = next(names, None)
-    for name, entry in committed:
-        while on is not None and on < name:
-            yield on, None, overlay[on]
-            on = next(names, None)
-        if on == name:
-            yield name, entry, overlay[name]
-            on = next(names, None)
-        else:
-            yield name, entry, None
-    while on is not None:
-        yield on, None, overlay[on]
-        on = next(names, None)
+class Placer:
+    """Checks, file by file, that an archive's files may go under `prefix`: no file above
+    one, no directory at one. Into a new directory (the usual upload) that is settled by
+    one lookup for all of them; else each directory is looked up once, and each file
+    where its directory already exists. Checking while the archive streams means a
+    refused one stops before its trees are written."""
+
+    def __init__(self, view: Reader, prefix: str) -> None:
+        self.view = view
+        self.prefix = prefix
+        self.depth = prefix.count("/") + 1 if prefix else 0
+        self.known: dict[str, Entry | None] = {}  # directory path -> what is there
+        for parent in parent_dirs(prefix) if prefix else ():
+            entry = view.lookup(parent)
+            if entry is not None and not entry.is_dir:
+                raise PathConflict(f"cannot write below {parent!r}: it is a file")
+        top = view.lookup(prefix) if prefix else Entry("dir", "", 0)
+        if top is not None and not top.is_dir:
+            raise PathConflict(f"cannot write below {prefix!r}: it is a file")
+        self.fresh = top is None
+
+    def check(self, path: str) -> None:
+        if self.fresh:
+            return
+        for d in parent_dirs(path)[self.depth :]:
+            if d not in self.known:
+                if len(self.known) >= 10_000:
+                    self.known.clear()
+                self.known[d] = self.view.lookup(d)
+            entry = self.known[d]
+            if entry is None:
+                return  # a new directory: nothing below it can clash
+            if not entry.is_dir:
+                raise PathConflict(f"cannot write below {d!r}: it is a file")
+        entry = self.view.lookup(path)
+        if entry is not None and entry.is_dir:
+            raise PathConflict(f"cannot write {path!r}: it is a directory")
+
+
+def _relative(path: str, prefix: str) -> str | None:
+    """`path` relative to directory `prefix` ("" for the directory itself); None if it is
+    not at or below it."""
+    if prefix == "":
+        return path
+    if path == prefix:
+        return ""
+    if path.startswith(prefix) and path[len(prefix)] == "/":
+        return path[len(prefix) + 1 :]
+    return None
+
+
+def _below(path: str, directory: str) -> bool:
+    """Is `path` strictly below `directory`?"""
+    return path != directory and _relative(path, directory) is not None
+
+
+def _tagged(items: Iterator[tuple[str, Entry]], seq: int) -> Iterator[tuple[str, int, Entry | None]]:
+    for name, entry in items:
+        yield name, seq, entry

@@ -33,7 +33,7 @@ from ..errors import (
 from ..failpoints import failpoint
 from ..paths import check_branch, check_message, is_commit_like, parent_dirs
 from ..storage.chunking import FileWriter
-from ..storage.meta import MetaStore
+from ..storage.meta import Graft, MetaStore, Staged
 from ..storage.objects import Batch, ObjectStore
 from ..storage.trees import (
     COMMIT,
@@ -44,7 +44,7 @@ from ..storage.trees import (
 from .protection import BranchRules
 from .reader import Reader
 from .received import Received
-from .tarball import unpack_tar
+from .tarball import Archive, unpack_tar
 
 CAS_RETRIES = 20
 RECLAIM_ROWS = 10_000  # staged rows a commit consumes before their space is given back at once
@@ -225,14 +225,17 @@ class Repository:
         self.view(branch=branch).check_placeable_many([p for p, _ in items])
         self.meta.stage_many(branch, list(items))
 
-    def stage_tar(self, branch: str, prefix: str, raw: io.RawIOBase) -> list[tuple[str, Entry]]:
-        """Unpack a tar stream under `prefix` and stage all its files at once, or none. The
+    def stage_tar(self, branch: str, prefix: str, raw: io.RawIOBase) -> Archive:
+        """Unpack a tar stream under `prefix` and stage all its files at once, or none: as
+        one graft (its tree), so staging costs one row however many files it holds. The
         branch is checked before the first byte is read."""
         self.meta.get_ref(check_branch(branch))
         self.guard(branch, "a write")
-        items = unpack_tar(self, raw, prefix)
-        self.stage_files(branch, items)
-        return items
+        placer = self.view(branch=branch).placer(prefix)
+        archive = unpack_tar(self, raw, prefix, placer.check)
+        if archive.files:
+            self.meta.stage_graft(branch, prefix, archive.tree, archive.files)
+        return archive
 
     def delete(self, branch: str, path: str, recursive: bool = False) -> int:
         self.guard(branch, "a delete")
@@ -268,13 +271,19 @@ class Repository:
                 if expect is not None and head != (expect or None):
                     raise BranchMoved(f"branch {branch!r} is at {head or 'no commit'}, not {expect or 'no commit'}")
                 staged = self.meta.staged(branch)
+                grafts = self.meta.grafts(branch)
                 with self.objects.batch() as b:
-                    new_tree = self.trees.apply(tree, {s.path: s.entry for s in staged}, b)
+                    for g in grafts:
+                        tree = self.trees.graft(tree, g.prefix, g.entry, b)
+                        b.flush()  # what comes next reads the nodes just written
+                    changes = {s.path: s.entry for s in staged if not self._grafted_over(s, grafts)}
+                    new_tree = self.trees.apply(tree, changes, b)
                     failpoint("commit.tree_written")
                     commit = self.trees.write_commit(new_tree, [head] if head else [], branch, time.time(), message, b)
                 failpoint("commit.object_written")
                 try:
-                    self.meta.swap_ref(branch, head, commit, max((s.seq for s in staged), default=None))
+                    last = max([s.seq for s in staged] + [g.seq for g in grafts], default=None)
+                    self.meta.swap_ref(branch, head, commit, last)
                 except BranchMoved:
                     if expect is not None:
                         raise
@@ -284,6 +293,20 @@ class Repository:
                     self.meta.reclaim()
                 return commit
         raise BranchMoved(f"branch {branch!r} kept moving; retry")
+
+    def _grafted_over(self, row: Staged, grafts: list[Graft]) -> bool:
+        """Did an archive staged after `row` put something at its path, or a file above it?
+        Then the archive wins, and the row is not applied after it."""
+        for g in grafts:
+            if g.seq < row.seq:
+                continue
+            if g.prefix == row.path:
+                return True
+            if g.prefix == "" or row.path.startswith(g.prefix + "/"):
+                rel = row.path[len(g.prefix) + 1 :] if g.prefix else row.path
+                if self.trees.shadows(g.entry.hash, rel):
+                    return True
+        return False
 
     def _new_commit(self, branch: str, tree: str, parents: list[str], message: str) -> Commit:
         with self.objects.batch() as b:

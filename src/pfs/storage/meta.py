@@ -39,6 +39,7 @@ class Tables:
     md: sa.MetaData
     refs: sa.Table
     staging: sa.Table
+    grafts: sa.Table
     commits: sa.Table
     jobs: sa.Table
     runs: sa.Table
@@ -75,6 +76,17 @@ def tables(p: str = "") -> Tables:
         sa.Column("seq", sa.BigInteger, nullable=False),
         sa.Column("entry", sa.Text, nullable=True),  # NULL: staged deletion
         sa.Index(p + "staging_parent", "branch", "parent"),
+    )
+    # An uploaded archive staged whole: its files as one tree, to be merged into the
+    # directory `prefix` at commit, numbered with the branch's staged rows (the newer wins).
+    grafts = sa.Table(
+        p + "grafts",
+        md,
+        sa.Column("branch", sa.String(100), primary_key=True),
+        sa.Column("seq", sa.BigInteger, primary_key=True),
+        sa.Column("prefix", sa.Text, nullable=False),
+        sa.Column("entry", sa.Text, nullable=False),  # the directory's entry
+        sa.Column("files", sa.BigInteger, nullable=False),
     )
     commits = sa.Table(
         p + "commits",
@@ -164,7 +176,7 @@ def tables(p: str = "") -> Tables:
         sa.Column("entry", sa.Text, nullable=False),
         sa.Column("created", sa.Float, nullable=False),
     )
-    t = Tables(md, refs, staging, commits, jobs, runs, job_runs, job_failures, uploads, upload_parts)
+    t = Tables(md, refs, staging, grafts, commits, jobs, runs, job_runs, job_failures, uploads, upload_parts)
     _tables[p] = t
     return t
 
@@ -278,6 +290,13 @@ class Staged:
     entry: Entry | None  # None: deleted
 
 
+@dataclass(frozen=True)
+class Graft:
+    prefix: str
+    seq: int
+    entry: Entry  # a directory: the archive's files, relative to `prefix`
+
+
 class RefStore(ABC):
     """Branch heads, moved only by compare-and-swap."""
 
@@ -330,6 +349,14 @@ class StagingStore(ABC):
     @abstractmethod
     def staged_under(self, branch: str, prefix: str, limit: int | None = None, puts: bool = False) -> list[Staged]:
         """Staged rows strictly below directory `prefix` ("" = everything); `puts`: no deletions."""
+
+    @abstractmethod
+    def stage_graft(self, branch: str, prefix: str, entry: Entry, files: int) -> None:
+        """Stage directory `entry` to be merged into `prefix`: a whole archive, one row."""
+
+    @abstractmethod
+    def grafts(self, branch: str) -> list[Graft]:
+        """The branch's staged archives, oldest first."""
 
     @abstractmethod
     def has_staged(self, branch: str) -> bool: ...
@@ -736,6 +763,7 @@ class SqlMetaStore(MetaStore):
             if c.execute(self.t.refs.delete().where(self.t.refs.c.name == name)).rowcount != 1:
                 raise BranchNotFound(f"branch {name!r} not found")
             c.execute(self.t.staging.delete().where(self.t.staging.c.branch == name))
+            c.execute(self.t.grafts.delete().where(self.t.grafts.c.branch == name))
 
     def swap_ref(self, name: str, old: str | None, new: Commit, consumed_upto: int | None = None) -> None:
         with self._write() as c:
@@ -751,11 +779,8 @@ class SqlMetaStore(MetaStore):
             self._index(c, new)
             if consumed_upto is not None:
                 # A write that landed after the commit's snapshot has a higher seq: it stays.
-                c.execute(
-                    self.t.staging.delete().where(
-                        self.t.staging.c.branch == name, self.t.staging.c.seq <= consumed_upto
-                    )
-                )
+                for table in (self.t.staging, self.t.grafts):
+                    c.execute(table.delete().where(table.c.branch == name, table.c.seq <= consumed_upto))
 
     # ---- staging -----------------------------------------------------------------
     def stage_many(self, branch: str, items: list[tuple[str, Entry | None]]) -> None:
@@ -793,6 +818,29 @@ class SqlMetaStore(MetaStore):
             ]
             for i in range(0, len(rows), 1000):
                 c.execute(stmt, rows[i : i + 1000])
+
+    def stage_graft(self, branch: str, prefix: str, entry: Entry, files: int) -> None:
+        with self._write() as c:
+            last = c.execute(
+                self.t.refs.update()
+                .where(self.t.refs.c.name == branch)
+                .values(seq=self.t.refs.c.seq + 1)
+                .returning(self.t.refs.c.seq)
+            ).first()
+            if last is None:
+                raise BranchNotFound(f"branch {branch!r} not found")
+            c.execute(
+                self.t.grafts.insert().values(
+                    branch=branch, seq=int(last.seq), prefix=prefix, entry=entry.dumps(), files=files
+                )
+            )
+
+    def grafts(self, branch: str) -> list[Graft]:
+        with self._read() as c:
+            rows = c.execute(
+                sa.select(self.t.grafts).where(self.t.grafts.c.branch == branch).order_by(self.t.grafts.c.seq)
+            ).all()
+        return [Graft(r.prefix, int(r.seq), Entry.loads(r.entry)) for r in rows]
 
     def staged(self, branch: str) -> list[Staged]:
         with self._read() as c:
@@ -832,9 +880,10 @@ class SqlMetaStore(MetaStore):
 
     def head_and_dirty(self, name: str) -> tuple[str | None, bool]:
         dirty = sa.exists().where(self.t.staging.c.branch == name)
+        grafted = sa.exists().where(self.t.grafts.c.branch == name)
         with self._read() as c:
             row = c.execute(
-                sa.select(self.t.refs.c.head, dirty.label("dirty")).where(self.t.refs.c.name == name)
+                sa.select(self.t.refs.c.head, sa.or_(dirty, grafted).label("dirty")).where(self.t.refs.c.name == name)
             ).first()
         if row is None:
             raise BranchNotFound(f"branch {name!r} not found")
@@ -843,11 +892,21 @@ class SqlMetaStore(MetaStore):
     def has_staged(self, branch: str) -> bool:
         with self._read() as c:
             row = c.execute(sa.select(self.t.staging.c.path).where(self.t.staging.c.branch == branch).limit(1)).first()
+            if row is None:
+                row = c.execute(sa.select(self.t.grafts.c.seq).where(self.t.grafts.c.branch == branch).limit(1)).first()
         return row is not None
 
     def discard_staged(self, branch: str) -> int:
+        """Drop the branch's staged writes: how many files (an archive counts its files)."""
         with self._write() as c:
-            return int(c.execute(self.t.staging.delete().where(self.t.staging.c.branch == branch)).rowcount)
+            files = c.execute(
+                sa.select(sa.func.coalesce(sa.func.sum(self.t.grafts.c.files), 0)).where(
+                    self.t.grafts.c.branch == branch
+                )
+            ).scalar_one()
+            c.execute(self.t.grafts.delete().where(self.t.grafts.c.branch == branch))
+            n = int(c.execute(self.t.staging.delete().where(self.t.staging.c.branch == branch)).rowcount)
+            return n + int(files)
 
     # ---- commit index ------------------------------------------------------------
     def _index(self, c: Connection, commit: Commit) -> None:

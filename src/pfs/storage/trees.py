@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import binascii
 import bisect
+import heapq
 import threading
 from collections import OrderedDict
 from collections.abc import Iterator
@@ -20,7 +21,7 @@ from typing import Any, NamedTuple
 import blake3
 import orjson
 
-from ..errors import CommitNotFound, CorruptObject, MissingObject
+from ..errors import CommitNotFound, CorruptObject, MissingObject, PathConflict
 from ..paths import join
 from .objects import Batch, ObjectStore, hash_bytes
 
@@ -109,7 +110,7 @@ class Commit:
         }
 
 
-def _zip_sorted(
+def zip_sorted(
     a: Iterator[tuple[str, Entry]], b: Iterator[tuple[str, Entry]]
 ) -> Iterator[tuple[str, Entry | None, Entry | None]]:
     """Merge-join two name-sorted entry streams."""
@@ -173,13 +174,15 @@ class TreeStore:
     listing streams leaf by leaf instead of loading the whole directory.
     """
 
-    CACHE_SIZE = 4096
+    CACHE_SIZE = 4096  # nodes, and at most CACHE_BYTES of their stored bytes: leaves with
+    CACHE_BYTES = 16 << 20  # inline files can be ~1 MB each, so a count alone bounds nothing
     LEAF_MAX = 1024  # entries; a forced cut bounds leaves without a natural boundary
     INDEX_MAX = 256  # children
 
     def __init__(self, objects: ObjectStore) -> None:
         self.objects = objects
-        self._cache: OrderedDict[str, _Leaf | _Index] = OrderedDict()
+        self._cache: OrderedDict[str, tuple[_Leaf | _Index, int]] = OrderedDict()
+        self._cached_bytes = 0
         self._lock = threading.Lock()
         self.empty_tree = hash_bytes(self._leaf_bytes([]))
 
@@ -193,8 +196,9 @@ class TreeStore:
             hit = self._cache.get(key)
             if hit is not None:
                 self._cache.move_to_end(key)
-                return hit
-        raw = _decode_json(key, self.objects.get(key))
+                return hit[0]
+        data = self.objects.get(key)
+        raw = _decode_json(key, data)
         node: _Leaf | _Index
         try:
             if "entries" in raw:
@@ -206,9 +210,11 @@ class TreeStore:
         except (KeyError, IndexError, TypeError, ValueError):
             raise CorruptObject(f"object {key} is not a tree") from None
         with self._lock:
-            self._cache[key] = node
-            if len(self._cache) > self.CACHE_SIZE:
-                self._cache.popitem(last=False)
+            if key not in self._cache:
+                self._cache[key] = (node, len(data))
+                self._cached_bytes += len(data)
+            while len(self._cache) > self.CACHE_SIZE or self._cached_bytes > self.CACHE_BYTES:
+                self._cached_bytes -= self._cache.popitem(last=False)[1][1]
         return node
 
     def index_children(self, key: str) -> tuple[int, list[str]] | None:
@@ -373,6 +379,78 @@ class TreeStore:
                 new.append(self._write_leaf(tail, batch))
         return self._build_index(new, batch)
 
+    def merge(self, a: str | None, b: str, batch: Batch) -> tuple[str, int]:
+        """Directory `b` laid over directory `a`: (key, total size). A name in both is
+        `b`'s, except that two directories merge. Streamed: it holds a leaf per level, not
+        the directories, so merging two of a million entries costs no more memory than two
+        of ten; a name only in one side keeps its subtree as it is, unread."""
+        if a is None or a == self.empty_tree or a == b:
+            return b, sum(c.size for c in self.leaves(b))
+
+        def merged() -> Iterator[tuple[str, Entry]]:
+            for name, ea, eb in zip_sorted(self.dir_items(a), self.dir_items(b)):
+                if eb is None:
+                    assert ea is not None
+                    yield name, ea
+                elif ea is not None and ea.is_dir and eb.is_dir:
+                    key, size = self.merge(ea.hash, eb.hash, batch)
+                    yield name, Entry("dir", key, size)
+                else:
+                    yield name, eb
+
+        out: list[Child] = []
+        tail = self._cut(merged(), batch, out)
+        if tail:
+            out.append(self._write_leaf(tail, batch))
+        return self._build_index(out, batch)
+
+    def merge_many(self, keys: list[str], batch: Batch) -> tuple[str, int]:
+        """Directories merged in order, a later one winning a name, streamed a leaf of each
+        at a time (the runs of an archive that arrived out of order). A name that is a file
+        in one and a directory in another raises PathConflict: the archive held both."""
+
+        def tagged(i: int, key: str) -> Iterator[tuple[str, int, Entry]]:
+            for name, entry in self.dir_items(key):
+                yield name, i, entry
+
+        def merged() -> Iterator[tuple[str, Entry]]:
+            group: list[Entry] = []
+            current: str | None = None
+            for name, _, entry in heapq.merge(*(tagged(i, k) for i, k in enumerate(keys))):
+                if name != current and current is not None:
+                    yield current, self._merged_entry(current, group, batch)
+                    group = []
+                current = name
+                group.append(entry)
+            if current is not None:
+                yield current, self._merged_entry(current, group, batch)
+
+        out: list[Child] = []
+        tail = self._cut(merged(), batch, out)
+        if tail:
+            out.append(self._write_leaf(tail, batch))
+        return self._build_index(out, batch)
+
+    def _merged_entry(self, name: str, group: list[Entry], batch: Batch) -> Entry:
+        kinds = {e.is_dir for e in group}
+        if len(kinds) > 1:
+            raise PathConflict(f"{name[:200]!r} is both a file and a directory in the upload")
+        if len(group) == 1 or not group[0].is_dir:
+            return group[-1]
+        key, size = self.merge_many([e.hash for e in group], batch)
+        return Entry("dir", key, size)
+
+    def graft(self, root: str | None, prefix: str, sub: Entry, batch: Batch) -> str:
+        """A new root with directory `sub` merged into the directory at `prefix` (made if
+        absent; a file there is replaced): how an uploaded archive lands in a commit. The
+        cost follows the names the two share, not the files `sub` holds."""
+        cur = self.lookup(root, prefix)
+        base = cur.hash if cur is not None and cur.is_dir else None
+        key, size = self.merge(base, sub.hash, batch)
+        if prefix == "":
+            return key
+        return self.apply(root, {prefix: None if key == self.empty_tree else Entry("dir", key, size)}, batch)
+
     # ---- paths -------------------------------------------------------------------
     def lookup(self, root: str | None, path: str) -> Entry | None:
         """The entry at `path` ("" is the root directory itself)."""
@@ -390,6 +468,18 @@ class TreeStore:
                 return None
             key = entry.hash
         return None
+
+    def shadows(self, root: str | None, path: str) -> bool:
+        """Is there anything at `path`, or a file on the way to it?"""
+        key = root
+        for part in path.split("/"):
+            entry = self.dir_get(key, part)
+            if entry is None:
+                return False
+            if not entry.is_dir:
+                return True
+            key = entry.hash
+        return True
 
     def apply(self, root: str | None, changes: dict[str, Entry | None], batch: Batch) -> str:
         """A new root with `changes` (path -> new file entry, or None to delete) applied.
@@ -452,7 +542,7 @@ class TreeStore:
         """Changed files between two trees, in path order; equal subtrees are skipped."""
         if (a or self.empty_tree) == (b or self.empty_tree):
             return
-        for name, ea, eb in _zip_sorted(self.dir_items(a), self.dir_items(b)):
+        for name, ea, eb in zip_sorted(self.dir_items(a), self.dir_items(b)):
             path = join(prefix, name)
             if ea == eb:
                 continue
@@ -574,3 +664,80 @@ class TreeStore:
             return Commit(key, raw["tree"], tuple(raw["parents"]), raw["branch"], raw["time"], raw["message"])
         except (KeyError, TypeError):
             raise CorruptObject(f"object {key} is not a commit") from None
+
+
+class _OpenDir:
+    """A directory `TreeBuilder` is still filling: its finished leaves and the current one."""
+
+    __slots__ = ("name", "leaves", "items", "last")
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.leaves: list[Child] = []
+        self.items: list[tuple[str, Entry]] = []
+        self.last: str | None = None
+
+
+class TreeBuilder:
+    """Builds a tree from files given in tree order (`tree_order` of their paths), writing
+    each leaf as soon as it is cut: memory holds one leaf per open directory, whatever the
+    number of files. The result is the tree `write_tree` would make of the same files.
+
+    A name given twice, or out of order, raises ValueError; a file that is also a
+    directory (`a` and `a/b`) raises PathConflict."""
+
+    def __init__(self, trees: TreeStore, batch: Batch) -> None:
+        self.trees = trees
+        self.batch = batch
+        self.open: list[_OpenDir] = [_OpenDir("")]
+        self.files = 0
+        self.size = 0
+
+    def add(self, path: str, entry: Entry) -> None:
+        *dirs, name = path.split("/")
+        depth = 0
+        open_ = self.open
+        while depth < len(dirs) and depth + 1 < len(open_) and open_[depth + 1].name == dirs[depth]:
+            depth += 1
+        while len(open_) > depth + 1:
+            self._close()
+        for d in dirs[depth:]:
+            open_.append(_OpenDir(d))
+        self._put(open_[-1], name, entry, path)
+        self.files += 1
+        self.size += entry.size
+
+    def _put(self, d: _OpenDir, name: str, entry: Entry, path: str) -> None:
+        if d.last is not None and name <= d.last:
+            if name == d.last:
+                raise PathConflict(f"{path[:200]!r} is both a file and a directory in the upload")
+            raise ValueError(f"{path[:200]!r} is out of tree order")
+        d.last = name
+        d.items.append((name, entry))
+        if len(d.items) >= self.trees.LEAF_MAX or _leaf_boundary(name):
+            d.leaves.append(self.trees._write_leaf(d.items, self.batch))
+            d.items = []
+
+    def _finish(self, d: _OpenDir) -> tuple[str, int]:
+        if d.items:
+            d.leaves.append(self.trees._write_leaf(d.items, self.batch))
+        return self.trees._build_index(d.leaves, self.batch)
+
+    def _close(self) -> None:
+        d = self.open.pop()
+        key, size = self._finish(d)
+        parent = "/".join(o.name for o in self.open[1:])
+        self._put(self.open[-1], d.name, Entry("dir", key, size), join(parent, d.name))
+
+    def finish(self) -> Entry:
+        """The root directory's entry (the empty tree if no file was added)."""
+        while len(self.open) > 1:
+            self._close()
+        key, size = self._finish(self.open[0])
+        return Entry("dir", key, size)
+
+
+def tree_order(path: str) -> str:
+    """A key that sorts paths as a depth-first walk of their tree meets them: "a/b" before
+    "a.txt" (the directory "a" sorts before the name "a.txt"). NUL is in no path."""
+    return path.replace("/", "\0")

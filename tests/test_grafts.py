@@ -1,0 +1,193 @@
+"""Archives staged whole (grafts): one row per upload, read and committed exactly as if
+every file had been staged on its own. Checked against a model of the branch under random
+mixes of file puts, deletions and archive uploads, in-process."""
+
+from __future__ import annotations
+
+import io
+import random
+import tarfile
+from pathlib import Path
+
+import pytest
+
+import pfs.repository.tarball as tarball
+from pfs.config import Config
+from pfs.errors import DirtyBranch, FileNotFound, PathConflict
+from pfs.repository.fsck import fsck
+from pfs.repository.keys import walk_keys
+from pfs.repository.repo import Repository
+from pfs.storage.trees import Entry, tree_order
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Repository:
+    return Config(str(tmp_path / "data")).open()
+
+
+def tar_of(files: list[tuple[str, bytes]]) -> io.BytesIO:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for name, body in files:
+            info = tarfile.TarInfo(name)
+            info.size = len(body)
+            tar.addfile(info, io.BytesIO(body))
+    buf.seek(0)
+    return buf
+
+
+def put(repo: Repository, path: str, body: bytes, branch: str = "master") -> Entry:
+    w = repo.writer()
+    w.write(body)
+    entry = w.finish()
+    repo.stage_file(branch, path, entry)
+    return entry
+
+
+def content(repo: Repository, branch: str | None = None, commit: str | None = None) -> dict[str, bytes]:
+    view = repo.view(branch=branch, commit=commit)
+    return {p: b"".join(repo.read_file(e)) for p, e in view.files_under("")}
+
+
+def test_an_archive_is_one_row_and_commits_to_the_tree_of_its_files(repo: Repository) -> None:
+    files = [(f"d{i % 7}/sub{i % 3}/f{i:04}.txt", f"body {i}".encode() * (i % 5 + 1)) for i in range(2000)]
+    files.append(("big.bin", random.Random(1).randbytes(3 << 20)))  # chunked, not inline
+    files.sort(key=lambda f: tree_order(f[0]))
+    archive = repo.stage_tar("master", "up", tar_of(files))  # type: ignore[arg-type]
+    assert (archive.files, archive.size) == (len(files), sum(len(b) for _, b in files))
+    assert repo.meta.staged("master") == [] and len(repo.meta.grafts("master")) == 1
+    want = {f"up/{p}": b for p, b in files}
+    assert content(repo, branch="master") == want
+    assert repo.view(branch="master").lookup("up/d3/sub1").is_dir  # type: ignore[union-attr]
+    commit = repo.commit_branch("master", "archive")
+    assert repo.meta.grafts("master") == [] and not repo.meta.has_staged("master")
+    assert content(repo, commit=commit.id) == want
+    # the same files staged one by one make the very same tree
+    other = Config(str(Path(repo.objects.root).parent / "other")).open()  # type: ignore[attr-defined]
+    for p, b in files:
+        put(other, f"up/{p}", b)
+    assert other.commit_branch("master", "rows").tree == commit.tree
+    assert fsck(repo).ok
+
+
+def test_an_archive_out_of_tree_order_is_sorted_in_runs(repo: Repository, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Members in any order, a path sent twice (the last wins): runs of a few KB, merged
+    a few at a time, give the tree of the sorted files."""
+    monkeypatch.setattr(tarball, "RUN_BYTES", 4000)
+    monkeypatch.setattr(tarball, "MERGE_FAN_IN", 3)
+    rnd = random.Random(7)
+    files = [(f"a{rnd.randrange(5)}/b{rnd.randrange(5)}/c{i}", rnd.randbytes(rnd.randrange(50))) for i in range(500)]
+    files += [(files[i][0], b"again") for i in range(0, 500, 50)]
+    shuffled = files[:50] + rnd.sample(files[50:], len(files) - 50)
+    repo.stage_tar("master", "", tar_of(shuffled))  # type: ignore[arg-type]
+    want = dict(shuffled)
+    assert content(repo, branch="master") == want
+    commit = repo.commit_branch("master", "shuffled")
+    other = Config(str(Path(repo.objects.root).parent / "other")).open()  # type: ignore[attr-defined]
+    other.stage_tar("master", "", tar_of(sorted(want.items(), key=lambda f: tree_order(f[0]))))  # type: ignore[arg-type]
+    assert other.commit_branch("master", "sorted").tree == commit.tree
+
+
+@pytest.mark.parametrize("order", ["sorted", "shuffled"])
+def test_an_archive_with_a_file_that_is_also_a_directory_is_refused(
+    repo: Repository, monkeypatch: pytest.MonkeyPatch, order: str
+) -> None:
+    monkeypatch.setattr(tarball, "RUN_BYTES", 300)
+    files = [(f"x/f{i}", b"1") for i in range(20)] + [("a", b"file"), ("a/b", b"below")]
+    if order == "sorted":
+        files.sort(key=lambda f: tree_order(f[0]))
+    else:
+        files = [("a/b", b"below"), *files[:20], ("a", b"file")]
+    with pytest.raises(PathConflict, match="both a file and a directory"):
+        repo.stage_tar("master", "", tar_of(files))  # type: ignore[arg-type]
+    assert not repo.meta.has_staged("master")
+
+
+class Model:
+    """What the branch should hold: path -> bytes, and the conflicts a write must refuse."""
+
+    def __init__(self) -> None:
+        self.files: dict[str, bytes] = {}
+
+    def is_dir(self, path: str) -> bool:
+        return any(p.startswith(path + "/") for p in self.files)
+
+    def placeable(self, path: str) -> bool:
+        parts = path.split("/")
+        above = ["/".join(parts[:i]) for i in range(1, len(parts))]
+        return not any(a in self.files for a in above) and not self.is_dir(path)
+
+
+def random_path(rnd: random.Random) -> str:
+    return "/".join(rnd.choice("abc") for _ in range(rnd.randint(1, 3)))
+
+
+def test_rows_and_archives_mixed_read_and_commit_like_a_model(repo: Repository) -> None:
+    """Random puts, deletions (of files and whole directories), archives and commits over
+    a few names, so that they overlap: after each step the branch reads as the model, and
+    each commit holds exactly it."""
+    rnd = random.Random(11)
+    model = Model()
+    for step in range(400):
+        op = rnd.random()
+        body = f"v{step}".encode()
+        if op < 0.35:
+            path = random_path(rnd)
+            if model.placeable(path):
+                put(repo, path, body)
+                model.files[path] = body
+            else:
+                with pytest.raises(PathConflict):
+                    put(repo, path, body)
+        elif op < 0.55:
+            path = random_path(rnd)
+            if path in model.files:
+                assert repo.delete("master", path) == 1
+                del model.files[path]
+            elif model.is_dir(path):
+                doomed = [p for p in model.files if p.startswith(path + "/")]
+                assert repo.delete("master", path, recursive=True) == len(doomed)
+                for p in doomed:
+                    del model.files[p]
+            else:
+                with pytest.raises(FileNotFound):
+                    repo.delete("master", path)
+        elif op < 0.85:
+            prefix = rnd.choice(["", "a", "b/c", "c"])
+            rel = {random_path(rnd): f"{body.decode()}.{i}".encode() for i in range(rnd.randint(1, 6))}
+            rel = {p: b for p, b in rel.items() if not any(q.startswith(p + "/") for q in rel)}
+            full = {f"{prefix}/{p}" if prefix else p: b for p, b in rel.items()}
+            ok = all(model.placeable(p) for p in full) and not (prefix and prefix in model.files)
+            ok = ok and not any(prefix.startswith(f + "/") for f in model.files)
+            members = sorted(rel.items(), key=lambda f: tree_order(f[0]))
+            if rnd.random() < 0.5:
+                rnd.shuffle(members)
+            if ok:
+                repo.stage_tar("master", prefix, tar_of(members))  # type: ignore[arg-type]
+                model.files.update(full)
+            else:
+                with pytest.raises(PathConflict):
+                    repo.stage_tar("master", prefix, tar_of(members))  # type: ignore[arg-type]
+        else:
+            commit = repo.commit_branch("master", f"step {step}")
+            assert content(repo, commit=commit.id) == model.files, step
+        assert content(repo, branch="master") == model.files, step
+        for d in {p.rpartition("/")[0] for p in model.files} - {""}:
+            assert repo.view(branch="master").lookup(d) is not None, (step, d)
+    commit = repo.commit_branch("master", "last")
+    assert content(repo, commit=commit.id) == model.files
+
+
+def test_archives_are_listed_through_s3_keys_discarded_and_checked(repo: Repository) -> None:
+    put(repo, "base", b"committed")
+    repo.commit_branch("master", "base")
+    repo.create_branch("other")
+    put(repo, "p/a.txt", b"row")
+    repo.stage_tar("master", "p", tar_of([("b.txt", b"one"), ("q/c.txt", b"two")]))  # type: ignore[arg-type]
+    view = repo.view(branch="master")
+    assert [k for k, _ in walk_keys(view, "p/")] == ["p/a.txt", "p/b.txt", "p/q/c.txt"]
+    assert fsck(repo).ok
+    with pytest.raises(DirtyBranch):
+        repo.merge("other", "master")
+    assert repo.discard("master") == 3  # a row and an archive of two files
+    assert content(repo, branch="master") == {"base": b"committed"}
