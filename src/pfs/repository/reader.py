@@ -37,7 +37,7 @@ class Reader:
         meta: MetaStore,
         root: str | None,
         branch: str | None,
-        pin: Callable[[str], tuple[str | None, str | None, bool]] | None = None,
+        pin: Callable[[str], tuple[str | None, str | None, bool, bool]] | None = None,
     ) -> None:
         self.trees = trees
         self.meta = meta
@@ -53,10 +53,10 @@ class Reader:
     def _pin(self) -> None:
         assert self._name is not None and self._pin_fn is not None
         while True:
-            self.head, self.root, dirty = self._pin_fn(self._name)  # head and dirty in one statement
-            self.branch = self._name if dirty else None  # nothing dirty: the tree alone
-            self.grafts = self.meta.grafts(self._name) if dirty else []
-            if not dirty or self.meta.get_ref(self._name) == self.head:
+            self.head, self.root, dirty, grafted = self._pin_fn(self._name)  # in one statement
+            self.branch = self._name if dirty or grafted else None  # nothing dirty: the tree alone
+            self.grafts = self.meta.grafts(self._name) if grafted else []
+            if not grafted or self.meta.get_ref(self._name) == self.head:
                 return  # the grafts read are those of this head
 
     def _moved(self) -> bool:

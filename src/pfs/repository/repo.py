@@ -150,10 +150,11 @@ class Repository:
         head = self.meta.get_ref(branch)
         return head, (self.get_commit(head).tree if head else None)
 
-    def pin(self, branch: str) -> tuple[str | None, str | None, bool]:
-        """(head, its tree, dirty) of a branch, consistent with each other: one query."""
-        head, dirty = self.meta.head_and_dirty(branch)
-        return head, (self.get_commit(head).tree if head else None), dirty
+    def pin(self, branch: str) -> tuple[str | None, str | None, bool, bool]:
+        """(head, its tree, staged rows?, staged archives?) of a branch, consistent with
+        each other: one query."""
+        head, dirty, grafted = self.meta.head_and_dirty(branch)
+        return head, (self.get_commit(head).tree if head else None), dirty, grafted
 
     def view(self, branch: str | None = None, commit: str | None = None) -> Reader:
         """Commit C as committed, or branch B including its dirty writes (default master)."""

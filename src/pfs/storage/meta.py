@@ -322,9 +322,10 @@ class RefStore(ABC):
         """
 
     @abstractmethod
-    def head_and_dirty(self, name: str) -> tuple[str | None, bool]:
-        """A branch's head and whether it has staged writes, read in one statement, so the
-        two agree (a commit moves the head and drops the rows it consumed together)."""
+    def head_and_dirty(self, name: str) -> tuple[str | None, bool, bool]:
+        """A branch's head, whether it has staged rows, and whether staged archives, read in
+        one statement, so they agree (a commit moves the head and drops what it consumed
+        together)."""
 
 
 class StagingStore(ABC):
@@ -878,16 +879,18 @@ class SqlMetaStore(MetaStore):
             rows = c.execute(q).all()
         return [_row_staged(r) for r in rows]
 
-    def head_and_dirty(self, name: str) -> tuple[str | None, bool]:
+    def head_and_dirty(self, name: str) -> tuple[str | None, bool, bool]:
         dirty = sa.exists().where(self.t.staging.c.branch == name)
         grafted = sa.exists().where(self.t.grafts.c.branch == name)
         with self._read() as c:
             row = c.execute(
-                sa.select(self.t.refs.c.head, sa.or_(dirty, grafted).label("dirty")).where(self.t.refs.c.name == name)
+                sa.select(self.t.refs.c.head, dirty.label("dirty"), grafted.label("grafted")).where(
+                    self.t.refs.c.name == name
+                )
             ).first()
         if row is None:
             raise BranchNotFound(f"branch {name!r} not found")
-        return row.head, bool(row.dirty)
+        return row.head, bool(row.dirty), bool(row.grafted)
 
     def has_staged(self, branch: str) -> bool:
         with self._read() as c:
