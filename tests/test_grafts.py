@@ -10,6 +10,7 @@ import tarfile
 from pathlib import Path
 
 import pytest
+from conftest import BACKENDS, Storage
 
 import pfs.repository.tarball as tarball
 from pfs.config import Config
@@ -17,12 +18,21 @@ from pfs.errors import DirtyBranch, FileNotFound, PathConflict
 from pfs.repository.fsck import fsck
 from pfs.repository.keys import walk_keys
 from pfs.repository.repo import Repository
+from pfs.storage.meta import SqlMetaStore
+from pfs.storage.s3 import S3Config
+from pfs.storage.s3objects import S3ObjectStore
 from pfs.storage.trees import Entry, tree_order
 
 
-@pytest.fixture
-def repo(tmp_path: Path) -> Repository:
-    return Config(str(tmp_path / "data")).open()
+@pytest.fixture(params=BACKENDS)
+def repo(request: pytest.FixtureRequest, tmp_path: Path) -> Repository:
+    """The embedded store, and (cluster) PostgreSQL for the metadata with S3 for objects."""
+    if request.param == "embedded":
+        return Config(str(tmp_path / "data")).open()
+    storage = Storage(tmp_path / "data", request.getfixturevalue("postgres"), request.getfixturevalue("seaweed"))
+    env = storage.env()
+    objects = S3ObjectStore(env["PFS_OBJECTS_URL"], S3Config(**request.getfixturevalue("seaweed").config()))
+    return Repository(objects, SqlMetaStore(storage.sql_url()))
 
 
 def tar_of(files: list[tuple[str, bytes]]) -> io.BytesIO:
@@ -49,7 +59,7 @@ def content(repo: Repository, branch: str | None = None, commit: str | None = No
     return {p: b"".join(repo.read_file(e)) for p, e in view.files_under("")}
 
 
-def test_an_archive_is_one_row_and_commits_to_the_tree_of_its_files(repo: Repository) -> None:
+def test_an_archive_is_one_row_and_commits_to_the_tree_of_its_files(repo: Repository, tmp_path: Path) -> None:
     files = [(f"d{i % 7}/sub{i % 3}/f{i:04}.txt", f"body {i}".encode() * (i % 5 + 1)) for i in range(2000)]
     files.append(("big.bin", random.Random(1).randbytes(3 << 20)))  # chunked, not inline
     files.sort(key=lambda f: tree_order(f[0]))
@@ -63,14 +73,20 @@ def test_an_archive_is_one_row_and_commits_to_the_tree_of_its_files(repo: Reposi
     assert repo.meta.grafts("master") == [] and not repo.meta.has_staged("master")
     assert content(repo, commit=commit.id) == want
     # the same files staged one by one make the very same tree
-    other = Config(str(Path(repo.objects.root).parent / "other")).open()  # type: ignore[attr-defined]
+    other = Config(str(Path(tmp_path) / "other")).open()
+    items = []
     for p, b in files:
-        put(other, f"up/{p}", b)
+        w = other.writer()
+        w.write(b)
+        items.append((f"up/{p}", w.finish()))
+    other.stage_files("master", items)
     assert other.commit_branch("master", "rows").tree == commit.tree
     assert fsck(repo).ok
 
 
-def test_an_archive_out_of_tree_order_is_sorted_in_runs(repo: Repository, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_an_archive_out_of_tree_order_is_sorted_in_runs(
+    repo: Repository, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     """Members in any order, a path sent twice (the last wins): runs of a few KB, merged
     a few at a time, give the tree of the sorted files."""
     monkeypatch.setattr(tarball, "RUN_BYTES", 4000)
@@ -83,7 +99,7 @@ def test_an_archive_out_of_tree_order_is_sorted_in_runs(repo: Repository, monkey
     want = dict(shuffled)
     assert content(repo, branch="master") == want
     commit = repo.commit_branch("master", "shuffled")
-    other = Config(str(Path(repo.objects.root).parent / "other")).open()  # type: ignore[attr-defined]
+    other = Config(str(Path(tmp_path) / "other")).open()
     other.stage_tar("master", "", tar_of(sorted(want.items(), key=lambda f: tree_order(f[0]))))  # type: ignore[arg-type]
     assert other.commit_branch("master", "sorted").tree == commit.tree
 
