@@ -207,3 +207,17 @@ def test_archives_are_listed_through_s3_keys_discarded_and_checked(repo: Reposit
         repo.merge("other", "master")
     assert repo.discard("master") == 3  # a row and an archive of two files
     assert content(repo, branch="master") == {"base": b"committed"}
+
+
+def test_archives_as_deep_as_paths_go_merge_without_running_out_of_stack(
+    repo: Repository, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """250 levels (paths may have 256), out of order (runs merged) and merged again at
+    commit into the same deep directory: no RecursionError (a 500) for a hostile client."""
+    monkeypatch.setattr(tarball, "RUN_BYTES", 100)
+    deep = "/".join(["d"] * 250)
+    repo.stage_tar("master", "p", tar_of([(f"{deep}/z", b"1"), (f"{deep}/a", b"2"), ("x", b"3")]))  # type: ignore[arg-type]
+    repo.stage_tar("master", "p", tar_of([(f"{deep}/m", b"4"), (f"{deep}/a", b"5")]))  # type: ignore[arg-type]
+    commit = repo.commit_branch("master", "deep")
+    want = {f"p/{deep}/a": b"5", f"p/{deep}/m": b"4", f"p/{deep}/z": b"1", "p/x": b"3"}
+    assert content(repo, commit=commit.id) == want

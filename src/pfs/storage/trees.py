@@ -386,50 +386,38 @@ class TreeStore:
         of ten; a name only in one side keeps its subtree as it is, unread."""
         if a is None or a == self.empty_tree or a == b:
             return b, sum(c.size for c in self.leaves(b))
-
-        def merged() -> Iterator[tuple[str, Entry]]:
-            for name, ea, eb in zip_sorted(self.dir_items(a), self.dir_items(b)):
-                if eb is None:
-                    assert ea is not None
-                    yield name, ea
-                elif ea is not None and ea.is_dir and eb.is_dir:
-                    key, size = self.merge(ea.hash, eb.hash, batch)
-                    yield name, Entry("dir", key, size)
-                else:
-                    yield name, eb
-
-        out: list[Child] = []
-        tail = self._cut(merged(), batch, out)
-        if tail:
-            out.append(self._write_leaf(tail, batch))
-        return self._build_index(out, batch)
+        cutter = _Cutter(self, batch)
+        for name, ea, eb in zip_sorted(self.dir_items(a), self.dir_items(b)):
+            if eb is None:
+                assert ea is not None
+                cutter.add(name, ea)
+            elif ea is not None and ea.is_dir and eb.is_dir:
+                key, size = self.merge(ea.hash, eb.hash, batch)  # one frame a level: 256 levels fit
+                cutter.add(name, Entry("dir", key, size))
+            else:
+                cutter.add(name, eb)
+        return cutter.finish()
 
     def merge_many(self, keys: list[str], batch: Batch) -> tuple[str, int]:
         """Directories merged in order, a later one winning a name, streamed a leaf of each
         at a time (the runs of an archive that arrived out of order). A name that is a file
         in one and a directory in another raises PathConflict: the archive held both."""
+        cutter = _Cutter(self, batch)
+        group: list[Entry] = []
+        current: str | None = None
+        for name, _, entry in heapq.merge(*(self._tagged(i, k) for i, k in enumerate(keys))):
+            if name != current and current is not None:
+                cutter.add(current, self._merged_entry(current, group, batch))
+                group = []
+            current = name
+            group.append(entry)
+        if current is not None:
+            cutter.add(current, self._merged_entry(current, group, batch))
+        return cutter.finish()
 
-        def tagged(i: int, key: str) -> Iterator[tuple[str, int, Entry]]:
-            for name, entry in self.dir_items(key):
-                yield name, i, entry
-
-        def merged() -> Iterator[tuple[str, Entry]]:
-            group: list[Entry] = []
-            current: str | None = None
-            for name, _, entry in heapq.merge(*(tagged(i, k) for i, k in enumerate(keys))):
-                if name != current and current is not None:
-                    yield current, self._merged_entry(current, group, batch)
-                    group = []
-                current = name
-                group.append(entry)
-            if current is not None:
-                yield current, self._merged_entry(current, group, batch)
-
-        out: list[Child] = []
-        tail = self._cut(merged(), batch, out)
-        if tail:
-            out.append(self._write_leaf(tail, batch))
-        return self._build_index(out, batch)
+    def _tagged(self, i: int, key: str) -> Iterator[tuple[str, int, Entry]]:
+        for name, entry in self.dir_items(key):
+            yield name, i, entry
 
     def _merged_entry(self, name: str, group: list[Entry], batch: Batch) -> Entry:
         kinds = {e.is_dir for e in group}
@@ -437,7 +425,7 @@ class TreeStore:
             raise PathConflict(f"{name[:200]!r} is both a file and a directory in the upload")
         if len(group) == 1 or not group[0].is_dir:
             return group[-1]
-        key, size = self.merge_many([e.hash for e in group], batch)
+        key, size = self.merge_many([e.hash for e in group], batch)  # two frames a level
         return Entry("dir", key, size)
 
     def graft(self, root: str | None, prefix: str, sub: Entry, batch: Batch) -> str:
@@ -666,15 +654,38 @@ class TreeStore:
             raise CorruptObject(f"object {key} is not a commit") from None
 
 
-class _OpenDir:
-    """A directory `TreeBuilder` is still filling: its finished leaves and the current one."""
+class _Cutter:
+    """A directory written as its entries arrive in name order: each leaf as it is cut,
+    the index over them at the end (what `_cut` and `_build_index` do for a whole list)."""
 
-    __slots__ = ("name", "leaves", "items", "last")
+    __slots__ = ("trees", "batch", "leaves", "items")
 
-    def __init__(self, name: str) -> None:
-        self.name = name
+    def __init__(self, trees: TreeStore, batch: Batch) -> None:
+        self.trees = trees
+        self.batch = batch
         self.leaves: list[Child] = []
         self.items: list[tuple[str, Entry]] = []
+
+    def add(self, name: str, entry: Entry) -> None:
+        self.items.append((name, entry))
+        if len(self.items) >= self.trees.LEAF_MAX or _leaf_boundary(name):
+            self.leaves.append(self.trees._write_leaf(self.items, self.batch))
+            self.items = []
+
+    def finish(self) -> tuple[str, int]:
+        if self.items:
+            self.leaves.append(self.trees._write_leaf(self.items, self.batch))
+        return self.trees._build_index(self.leaves, self.batch)
+
+
+class _OpenDir(_Cutter):
+    """A directory `TreeBuilder` is still filling: its name, and the last name added."""
+
+    __slots__ = ("name", "last")
+
+    def __init__(self, name: str, trees: TreeStore, batch: Batch) -> None:
+        super().__init__(trees, batch)
+        self.name = name
         self.last: str | None = None
 
 
@@ -689,7 +700,7 @@ class TreeBuilder:
     def __init__(self, trees: TreeStore, batch: Batch) -> None:
         self.trees = trees
         self.batch = batch
-        self.open: list[_OpenDir] = [_OpenDir("")]
+        self.open: list[_OpenDir] = [_OpenDir("", trees, batch)]
         self.files = 0
         self.size = 0
 
@@ -702,7 +713,7 @@ class TreeBuilder:
         while len(open_) > depth + 1:
             self._close()
         for d in dirs[depth:]:
-            open_.append(_OpenDir(d))
+            open_.append(_OpenDir(d, self.trees, self.batch))
         self._put(open_[-1], name, entry, path)
         self.files += 1
         self.size += entry.size
@@ -713,19 +724,11 @@ class TreeBuilder:
                 raise PathConflict(f"{path[:200]!r} is both a file and a directory in the upload")
             raise ValueError(f"{path[:200]!r} is out of tree order")
         d.last = name
-        d.items.append((name, entry))
-        if len(d.items) >= self.trees.LEAF_MAX or _leaf_boundary(name):
-            d.leaves.append(self.trees._write_leaf(d.items, self.batch))
-            d.items = []
-
-    def _finish(self, d: _OpenDir) -> tuple[str, int]:
-        if d.items:
-            d.leaves.append(self.trees._write_leaf(d.items, self.batch))
-        return self.trees._build_index(d.leaves, self.batch)
+        d.add(name, entry)
 
     def _close(self) -> None:
         d = self.open.pop()
-        key, size = self._finish(d)
+        key, size = d.finish()
         parent = "/".join(o.name for o in self.open[1:])
         self._put(self.open[-1], d.name, Entry("dir", key, size), join(parent, d.name))
 
@@ -733,7 +736,7 @@ class TreeBuilder:
         """The root directory's entry (the empty tree if no file was added)."""
         while len(self.open) > 1:
             self._close()
-        key, size = self._finish(self.open[0])
+        key, size = self.open[0].finish()
         return Entry("dir", key, size)
 
 
