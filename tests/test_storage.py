@@ -345,3 +345,18 @@ def test_sqlite_gives_space_back_after_a_big_commit(tmp_path: Path, monkeypatch:
     repo.commit_branch("master", "archive")
     assert len(list(repo.view(branch="master").files_under("t"))) == 3000
     repos.close()
+
+
+def test_a_batch_of_many_objects_holds_a_bounded_set_of_keys(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A batch flushes every MAX_PENDING objects, and forgets their keys then: an archive of
+    a million chunked files must not hold a million keys."""
+    from pfs.storage.objects import LocalBatch, hash_bytes
+
+    monkeypatch.setattr(LocalBatch, "MAX_PENDING", 10)
+    store = LocalObjectStore(tmp_path / "objs")
+    blobs = [f"object {i}".encode() for i in range(25)]
+    with store.batch() as b:
+        for data in blobs:
+            b.put(hash_bytes(data), data)
+            assert len(b.seen) <= 10  # type: ignore[attr-defined]
+    assert all(store.get(hash_bytes(d)) == d for d in blobs)

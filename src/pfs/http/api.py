@@ -77,6 +77,7 @@ from .web import (
     respond,
     respond_many,
     run,
+    stream_to,
     wants_json,
 )
 
@@ -323,22 +324,9 @@ class Server:
             # fail before reading a big body; a small one is checked only when staged
             # (that check is needed anyway: the branch may change during the upload)
             await run(self.repo(request).check_writable, branch, path)
-        import os as _os
-        if _os.environ.get("PFS_EXP") == "drain":
-            n = 0
-            async for piece in request.stream():
-                n += len(piece)
-            return respond(request, "x\n", {"branch": branch, "path": path, "size": n, "hash": "0"*64}, status=201)
         writer = self.repo(request).writer()
-        buf = bytearray()
         try:
-            async for piece in request.stream():
-                buf += piece
-                if len(buf) >= UPLOAD_BUFFER:
-                    data, buf = bytes(buf), bytearray()
-                    await run(writer.write, data)
-            if buf:
-                await run(writer.write, bytes(buf))
+            await stream_to(request, writer.write_many, UPLOAD_BUFFER)
             entry = await run(writer.finish)
         except PfsError:
             await run(writer.abort)

@@ -13,6 +13,7 @@ import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any, TypeVar
 
+import anyio
 import orjson
 from starlette.concurrency import run_in_threadpool
 from starlette.convertors import PathConvertor, register_url_convertor
@@ -267,6 +268,41 @@ async def drain(request: Request, limit: int = DRAIN_LIMIT) -> None:
             seen += len(piece)
             if seen > limit:
                 return
+
+
+async def stream_to(request: Request, write: Callable[[list[bytes]], None], size: int) -> None:
+    """Hand the request body to `write` (blocking: it runs in a worker thread) in lists of
+    pieces of about `size` bytes, as they came (not copied). The next list is received
+    while `write` works on the last one, so network receive and storing overlap; at most
+    one list waits besides the one being written and the one being gathered, so about
+    3 x `size` bytes are held. When this returns or raises, `write` is not running.
+    An error of either side is raised as it is (the other side is stopped first)."""
+    send, recv = anyio.create_memory_object_stream[list[bytes]](1)
+
+    async def consume() -> None:
+        async with recv:
+            async for pieces in recv:
+                await run(write, pieces)
+
+    async def produce() -> None:
+        async with send:
+            pieces: list[bytes] = []
+            held = 0
+            async for piece in request.stream():
+                pieces.append(piece)
+                held += len(piece)
+                if held >= size:
+                    await send.send(pieces)
+                    pieces, held = [], 0
+            if pieces:
+                await send.send(pieces)
+
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(consume)
+            tg.start_soon(produce)
+    except BaseExceptionGroup as group:  # the first failure, as a plain exception
+        raise group.exceptions[0] from None
 
 
 async def read_small(request: Request, limit: int, what: str = "request body") -> bytes:

@@ -302,6 +302,7 @@ class PooledBatch(Batch, Generic[R]):
             self.flush()
 
     def _reset(self) -> None:
+        self.seen.clear()  # only a dedupe within one barrier: bounded like `pending`
         self.pending.clear()
         self.inflight.clear()
         self.inflight_bytes = 0
