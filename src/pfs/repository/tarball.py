@@ -20,10 +20,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+import blake3
+
 from ..errors import BadRequest, PayloadTooLarge
 from ..paths import clean_path
 from ..storage.objects import Batch
-from ..storage.trees import Entry, TreeBuilder, tree_order
+from ..storage.trees import INLINE_DATA, Entry, TreeBuilder, tree_order
 from .tarstream import TarError, members
 
 if TYPE_CHECKING:
@@ -65,10 +67,17 @@ def unpack_tar(repo: Repository, raw: io.RawIOBase, prefix: str, check: Callable
                 name = name[2:] if name.startswith("./") else name
                 path = clean_path(f"{prefix}/{name}" if prefix else name)
                 check(path)
+                rel = path[len(prefix) + 1 :] if prefix else path
+                if size <= INLINE_DATA:  # the usual member: its entry holds it, as a writer would make it
+                    data = read(size)
+                    while len(data) < size and (more := read(size - len(data))):
+                        data += more  # a piece may end at the reader's buffer
+                    sorter.add(rel, Entry("file", blake3.blake3(data).hexdigest(), len(data), data=data))
+                    continue
                 writer = repo.writer(batch)
                 while piece := read(PIECE):
                     writer.write(piece)
-                sorter.add(path[len(prefix) + 1 :] if prefix else path, writer.finish())
+                sorter.add(rel, writer.finish())
         except TarError as exc:
             raise BadRequest(f"not a valid tar archive: {exc}") from None
         return sorter.finish()
