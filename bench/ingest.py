@@ -17,7 +17,6 @@ import shutil
 import statistics
 import subprocess
 import sys
-import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -27,6 +26,9 @@ from pfs import Client
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import Rows, start_pfs, timed  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from rss import PeakRss  # noqa: E402
 
 GIT_ENV = {
     "GIT_AUTHOR_NAME": "b",
@@ -51,41 +53,15 @@ def du(path: Path) -> int:
     return sum(os.lstat(os.path.join(d, f)).st_blocks * 512 for d, _, files in os.walk(path) for f in files)
 
 
-class PeakRss:
-    """The peak resident memory of a process, sampled every 20 ms while in the block."""
-
-    def __init__(self, pid: int) -> None:
-        self.proc = psutil.Process(pid)
-        self.peak = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                self.peak = max(self.peak, self.proc.memory_info().rss)
-            except psutil.Error:
-                return
-            self._stop.wait(0.02)
-
-    def __enter__(self) -> PeakRss:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-
-
 def run_pfs(tree: Path, data: Path) -> dict[str, float]:
     pfs = start_pfs(data)
     try:
         os.sync()
         idle = psutil.Process(pfs.proc.pid).memory_info().rss
         with Client(pfs.url, timeout=3600) as c:
-            with PeakRss(pfs.proc.pid) as up:
+            with PeakRss(pfs.proc.pid, interval=0.02) as up:
                 t_up = timed(lambda: c.put_dir(str(tree), "small"))
-            with PeakRss(pfs.proc.pid) as com:
+            with PeakRss(pfs.proc.pid, interval=0.02) as com:
                 t_commit = timed(lambda: c.commit(message="small files"))
     finally:
         pfs.stop()

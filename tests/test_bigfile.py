@@ -5,15 +5,14 @@ from __future__ import annotations
 
 import os
 import shutil
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import blake3
-import psutil
 import pytest
 from conftest import ServerProc
+from rss import PeakRss
 
 from pfs import Client
 
@@ -21,36 +20,6 @@ SIZE = 2 << 30
 PIECE = 1 << 20
 RSS_BOUND = 64 << 20
 MiB = 1 << 20
-
-
-class PeakRss:
-    """Samples a process's resident set size in a thread; `peak` is the highest seen."""
-
-    def __init__(self, pid: int, interval: float = 0.005) -> None:
-        self.proc = psutil.Process(pid)
-        self.interval = interval
-        self.peak = self.rss()
-        self.samples = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def rss(self) -> int:
-        return int(self.proc.memory_info().rss)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self.peak = max(self.peak, self.rss())
-            self.samples += 1
-            time.sleep(self.interval)
-
-    def __enter__(self) -> PeakRss:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-        self.peak = max(self.peak, self.rss())
 
 
 class Source:

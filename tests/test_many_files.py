@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from conftest import ServerProc
-from test_bigfile import PeakRss
+from rss import PeakRss
 
 from pfs import Client
 

@@ -173,6 +173,18 @@ def parent_dirs(path: str) -> list[str]:
     return ["/".join(parts[:i]) for i in range(1, len(parts))]
 
 
+def under(path: str, directory: str) -> str | None:
+    """`path` relative to `directory` ("" for the directory itself; every path is under the
+    root, ""); None if it is neither that directory nor below it."""
+    if directory == "":
+        return path
+    if path == directory:
+        return ""
+    if path.startswith(directory) and path[len(directory)] == "/":
+        return path[len(directory) + 1 :]
+    return None
+
+
 def split(path: str) -> tuple[str, str]:
     """ "a/b/c" -> ("a/b", "c"); "c" -> ("", "c")."""
     head, _, tail = path.rpartition("/")

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Callable, Iterator
+from itertools import groupby
+from operator import itemgetter
 
 from ..errors import PathConflict
-from ..paths import join, parent_dirs
+from ..paths import join, parent_dirs, under
 from ..storage.meta import Graft, MetaStore
 from ..storage.trees import Entry, TreeStore
 
@@ -84,9 +86,9 @@ class Reader:
             seq, best = staged.seq, staged.entry
         grafted: Entry | None = None  # a directory some archive puts here
         for g in self.grafts:
-            rel = _relative(path, g.prefix)
+            rel = under(path, g.prefix)
             if rel is None:
-                if _below(g.prefix, path):
+                if under(g.prefix, path):  # an archive staged below `path`
                     grafted = grafted or STAGED_DIR
                 continue
             entry = self.trees.lookup(g.entry.hash, rel)
@@ -119,10 +121,10 @@ class Reader:
         deleted = {s.path: s.seq for s in self.meta.staged_under(self.branch, path)}
         sources: list[tuple[int, str | None, str, str]] = [(0, self.root, path, path)]  # seq, tree, at, named
         for g in self.grafts:
-            rel = _relative(path, g.prefix)
+            rel = under(path, g.prefix)
             if rel is not None:
                 sources.append((g.seq, g.entry.hash, rel, path))
-            elif _below(g.prefix, path):
+            elif under(g.prefix, path):  # an archive staged below `path`
                 sources.append((g.seq, g.entry.hash, "", g.prefix))
         for seq, tree, at, named in sources:
             entry = self.trees.lookup(tree, at)
@@ -158,31 +160,22 @@ class Reader:
             return
         streams: list[Iterator[tuple[str, int, Entry | None]]] = [_tagged(committed, 0)]
         for g in self.grafts:
-            rel = _relative(path, g.prefix)
+            rel = under(path, g.prefix)
             if rel is None:
-                if _below(g.prefix, path):
-                    put_below.add(g.prefix[len(path) + 1 if path else 0 :].split("/")[0])
+                below = under(g.prefix, path)
+                if below:  # an archive staged below `path`: its first name is a directory here
+                    put_below.add(below.split("/")[0])
                 continue
             d = self.trees.lookup(g.entry.hash, rel)
             if d is not None and d.is_dir:
                 streams.append(_tagged(self.trees.dir_items(d.hash, start), g.seq))
         names = sorted(n for n in rows.keys() | put_below if n >= start)
         streams.append(iter([(n, -1, None) for n in names]))  # a marker: rows and puts are looked up
-        group: list[tuple[int, Entry | None]] = []
-        current: str | None = None
-        for name, seq, entry in heapq.merge(*streams, key=lambda t: t[0]):
-            if name != current:
-                if current is not None:
-                    out = self._resolve(path, current, group, rows, put_below, doubtful)
-                    if out is not None:
-                        yield current, out
-                current, group = name, []
-            if seq >= 0:
-                group.append((seq, entry))
-        if current is not None:
-            out = self._resolve(path, current, group, rows, put_below, doubtful)
+        for name, items in groupby(heapq.merge(*streams, key=itemgetter(0)), key=itemgetter(0)):
+            claims = [(seq, entry) for _, seq, entry in items if seq >= 0]
+            out = self._resolve(path, name, claims, rows, put_below, doubtful)
             if out is not None:
-                yield current, out
+                yield name, out
 
     def _resolve(
         self,
@@ -288,23 +281,6 @@ class Placer:
         entry = self.view.lookup(path)
         if entry is not None and entry.is_dir:
             raise PathConflict(f"cannot write {path!r}: it is a directory")
-
-
-def _relative(path: str, prefix: str) -> str | None:
-    """`path` relative to directory `prefix` ("" for the directory itself); None if it is
-    not at or below it."""
-    if prefix == "":
-        return path
-    if path == prefix:
-        return ""
-    if path.startswith(prefix) and path[len(prefix)] == "/":
-        return path[len(prefix) + 1 :]
-    return None
-
-
-def _below(path: str, directory: str) -> bool:
-    """Is `path` strictly below `directory`?"""
-    return path != directory and _relative(path, directory) is not None
 
 
 def _tagged(items: Iterator[tuple[str, Entry]], seq: int) -> Iterator[tuple[str, int, Entry | None]]:

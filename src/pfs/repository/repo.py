@@ -31,7 +31,7 @@ from ..errors import (
     PfsError,
 )
 from ..failpoints import failpoint
-from ..paths import check_branch, check_message, is_commit_like, parent_dirs
+from ..paths import check_branch, check_message, is_commit_like, parent_dirs, under
 from ..storage.chunking import FileWriter
 from ..storage.meta import Graft, MetaStore, Staged
 from ..storage.objects import Batch, ObjectStore
@@ -299,14 +299,9 @@ class Repository:
         """Did an archive staged after `row` put something at its path, or a file above it?
         Then the archive wins, and the row is not applied after it."""
         for g in grafts:
-            if g.seq < row.seq:
-                continue
-            if g.prefix == row.path:
+            rel = under(row.path, g.prefix) if g.seq > row.seq else None
+            if rel is not None and (rel == "" or self.trees.shadows(g.entry.hash, rel)):
                 return True
-            if g.prefix == "" or row.path.startswith(g.prefix + "/"):
-                rel = row.path[len(g.prefix) + 1 :] if g.prefix else row.path
-                if self.trees.shadows(g.entry.hash, rel):
-                    return True
         return False
 
     def _new_commit(self, branch: str, tree: str, parents: list[str], message: str) -> Commit:

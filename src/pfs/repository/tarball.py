@@ -20,10 +20,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-import blake3
-
 from ..errors import BadRequest, PayloadTooLarge
 from ..paths import clean_path
+from ..storage.chunking import inline_file
 from ..storage.objects import Batch
 from ..storage.trees import INLINE_DATA, Entry, TreeBuilder, tree_order
 from .tarstream import TarError, members
@@ -72,7 +71,7 @@ def unpack_tar(repo: Repository, raw: io.RawIOBase, prefix: str, check: Callable
                     data = read(size)
                     while len(data) < size and (more := read(size - len(data))):
                         data += more  # a piece may end at the reader's buffer
-                    sorter.add(rel, Entry("file", blake3.blake3(data).hexdigest(), len(data), data=data))
+                    sorter.add(rel, inline_file(data))
                     continue
                 writer = repo.writer(batch)
                 while piece := read(PIECE):

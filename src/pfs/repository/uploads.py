@@ -20,7 +20,7 @@ import orjson
 
 from ..errors import BadRequest, UploadNotFound
 from ..paths import check_branch, check_meta, clean_path
-from ..storage.chunking import MAX_CHUNK, MIN_CHUNK
+from ..storage.chunking import MAX_CHUNK, MIN_CHUNK, inline_file
 from ..storage.meta import PartRow, UploadRow
 from ..storage.objects import hash_bytes
 from ..storage.trees import INLINE_DATA, Entry
@@ -122,11 +122,9 @@ class Uploads:
         limit = self.repo.max_file_size
         if limit is not None and size > limit:
             raise BadRequest(f"the parts add up to {size} bytes, more than the limit of {limit}")
-        hasher = blake3.blake3()
         if size <= INLINE_DATA:  # as the writer stores a tiny file: inline
-            data = b"".join(b for e in entries for b in self.repo.read_file(e))
-            hasher.update(data)
-            return Entry("file", hasher.hexdigest(), size, data=data, meta=meta)
+            return inline_file(b"".join(b for e in entries for b in self.repo.read_file(e)), meta)
+        hasher = blake3.blake3()
         chunks: list[tuple[str, int]] = []
         with self.repo.objects.batch() as batch:
             for key, data in _normalized(self._pieces(entries)):

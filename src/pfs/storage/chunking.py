@@ -21,6 +21,12 @@ MIN_CHUNK = 256 << 10
 MAX_CHUNK = 4 << 20
 
 
+def inline_file(data: bytes, meta: tuple[tuple[str, str], ...] = ()) -> Entry:
+    """The entry of a file of at most INLINE_DATA bytes, which lives inside it: what
+    `FileWriter` makes of such a file, for callers that hold its bytes whole."""
+    return Entry("file", blake3.blake3(data).hexdigest(), len(data), data=data, meta=meta)
+
+
 class FileWriter:
     """Feed bytes with `write`, then `finish` for the file's tree entry.
 

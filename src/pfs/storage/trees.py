@@ -16,6 +16,8 @@ import threading
 from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
+from itertools import groupby
+from operator import itemgetter
 from typing import Any, NamedTuple
 
 import blake3
@@ -247,13 +249,10 @@ class TreeStore:
 
     def _cut(self, items: Iterator[tuple[str, Entry]], batch: Batch, out: list[Child]) -> list[tuple[str, Entry]]:
         """Cut entries into leaves, appending them to `out`; returns the unfinished tail."""
-        cur: list[tuple[str, Entry]] = []
+        cutter = _Cutter(self, batch, out)
         for name, entry in items:
-            cur.append((name, entry))
-            if len(cur) >= self.LEAF_MAX or _leaf_boundary(name):
-                out.append(self._write_leaf(cur, batch))
-                cur = []
-        return cur
+            cutter.add(name, entry)
+        return cutter.items
 
     def _build_index(self, children: list[Child], batch: Batch) -> tuple[str, int]:
         if not children:
@@ -338,11 +337,10 @@ class TreeStore:
         return self._build(entries, batch)[0]
 
     def _build(self, entries: dict[str, Entry], batch: Batch) -> tuple[str, int]:
-        out: list[Child] = []
-        tail = self._cut(iter(sorted(entries.items())), batch, out)
-        if tail:
-            out.append(self._write_leaf(tail, batch))
-        return self._build_index(out, batch)
+        cutter = _Cutter(self, batch)
+        for name, entry in sorted(entries.items()):
+            cutter.add(name, entry)
+        return cutter.finish()
 
     def dir_update(self, key: str | None, changes: dict[str, Entry | None], batch: Batch) -> tuple[str, int]:
         """Apply name -> entry (None: remove) to one directory; (new key, total size).
@@ -403,16 +401,9 @@ class TreeStore:
         at a time (the runs of an archive that arrived out of order). A name that is a file
         in one and a directory in another raises PathConflict: the archive held both."""
         cutter = _Cutter(self, batch)
-        group: list[Entry] = []
-        current: str | None = None
-        for name, _, entry in heapq.merge(*(self._tagged(i, k) for i, k in enumerate(keys))):
-            if name != current and current is not None:
-                cutter.add(current, self._merged_entry(current, group, batch))
-                group = []
-            current = name
-            group.append(entry)
-        if current is not None:
-            cutter.add(current, self._merged_entry(current, group, batch))
+        merged = heapq.merge(*(self._tagged(i, k) for i, k in enumerate(keys)))
+        for name, items in groupby(merged, key=itemgetter(0)):
+            cutter.add(name, self._merged_entry(name, [entry for _, _, entry in items], batch))
         return cutter.finish()
 
     def _tagged(self, i: int, key: str) -> Iterator[tuple[str, int, Entry]]:
@@ -655,16 +646,17 @@ class TreeStore:
 
 
 class _Cutter:
-    """A directory written as its entries arrive in name order: each leaf as it is cut,
-    the index over them at the end (what `_cut` and `_build_index` do for a whole list)."""
+    """A directory written as its entries arrive in name order: each leaf as it is cut
+    (content-defined, at most LEAF_MAX entries), the index over them at the end. The one
+    place that decides where leaves end, so every writer of trees cuts alike."""
 
     __slots__ = ("trees", "batch", "leaves", "items")
 
-    def __init__(self, trees: TreeStore, batch: Batch) -> None:
+    def __init__(self, trees: TreeStore, batch: Batch, leaves: list[Child] | None = None) -> None:
         self.trees = trees
         self.batch = batch
-        self.leaves: list[Child] = []
-        self.items: list[tuple[str, Entry]] = []
+        self.leaves: list[Child] = [] if leaves is None else leaves  # the finished ones, in order
+        self.items: list[tuple[str, Entry]] = []  # the leaf being filled
 
     def add(self, name: str, entry: Entry) -> None:
         self.items.append((name, entry))
@@ -701,8 +693,6 @@ class TreeBuilder:
         self.trees = trees
         self.batch = batch
         self.open: list[_OpenDir] = [_OpenDir("", trees, batch)]
-        self.files = 0
-        self.size = 0
 
     def add(self, path: str, entry: Entry) -> None:
         *dirs, name = path.split("/")
@@ -715,8 +705,6 @@ class TreeBuilder:
         for d in dirs[depth:]:
             open_.append(_OpenDir(d, self.trees, self.batch))
         self._put(open_[-1], name, entry, path)
-        self.files += 1
-        self.size += entry.size
 
     def _put(self, d: _OpenDir, name: str, entry: Entry, path: str) -> None:
         if d.last is not None and name <= d.last:
