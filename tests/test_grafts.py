@@ -15,8 +15,10 @@ from conftest import BACKENDS, Storage
 import pfs.repository.tarball as tarball
 from pfs.config import Config
 from pfs.errors import DirtyBranch, FileNotFound, PathConflict
+from pfs.paths import parent_dirs
 from pfs.repository.fsck import fsck
 from pfs.repository.keys import walk_keys
+from pfs.repository.reader import Reader
 from pfs.repository.repo import Repository
 from pfs.storage.meta import SqlMetaStore
 from pfs.storage.s3 import S3Config
@@ -192,6 +194,56 @@ def test_rows_and_archives_mixed_read_and_commit_like_a_model(repo: Repository) 
             assert repo.view(branch="master").lookup(d) is not None, (step, d)
     commit = repo.commit_branch("master", "last")
     assert content(repo, commit=commit.id) == model.files
+
+
+def placeable_by_view(repo: Repository, path: str) -> bool:
+    try:
+        repo.view(branch="master").check_placeable(path)
+    except PathConflict:
+        return False
+    return True
+
+
+def test_the_one_query_placement_check_agrees_with_the_view(repo: Repository) -> None:
+    """Without archives a write's placement is decided from one statement
+    (Reader.decide_placement); under random puts, deletions and commits it answers as the
+    model and the full view do for every path, and it does decide most of them itself."""
+    rnd = random.Random(5)
+    model = Model()
+    decided = 0
+    paths = sorted({random_path(rnd) for _ in range(200)})
+    for step in range(150):
+        op = rnd.random()
+        path = random_path(rnd)
+        if op < 0.5 and model.placeable(path):
+            put(repo, path, b"x")
+            model.files[path] = b"x"
+        elif op < 0.75 and path in model.files:
+            repo.delete("master", path)
+            del model.files[path]
+        elif op < 0.85 and model.is_dir(path):
+            for p in repo.view(branch="master").files_under(path):
+                del model.files[p[0]]
+            repo.delete("master", path, recursive=True)
+        elif op >= 0.85:
+            repo.commit_branch("master", f"step {step}")
+        for p in paths:
+            facts = repo.meta.placement("master", p, parent_dirs(p))
+            root = repo.get_commit(facts.head).tree if facts.head else None
+            try:
+                fast: bool | None = Reader.decide_placement(repo.trees, root, p, facts) or None
+            except PathConflict:
+                fast = False
+            decided += fast is not None
+            want = model.placeable(p)
+            assert placeable_by_view(repo, p) == want, (step, p)
+            assert fast in (None, want), (step, p)
+            if want:
+                repo.check_writable("master", p)
+            else:
+                with pytest.raises(PathConflict):
+                    repo.check_writable("master", p)
+    assert decided > 0.8 * 150 * len(paths)
 
 
 def test_archives_are_listed_through_s3_keys_discarded_and_checked(repo: Repository) -> None:

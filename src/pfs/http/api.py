@@ -82,8 +82,8 @@ from .web import (
 )
 
 log = logging.getLogger("pfs.server")
-EARLY_CHECK_MIN = 1 << 20  # bodies this small are not checked twice (a few queries each)
-UPLOAD_BUFFER = 1 << 20  # bytes handed to the chunker at a time (bigger: more server RSS per upload)
+UPLOAD_BUFFER = 1 << 20  # bytes handed to the chunker at a time (bigger: more server RSS per upload);
+# a body of declared length at most this is received whole and stored in one worker call
 
 
 _RANGE = re.compile(r"bytes=(\d*)-(\d*)")
@@ -320,10 +320,13 @@ class Server:
         limit = self.repo(request).max_file_size
         if limit is not None and length and length.isdigit() and int(length) > limit:
             raise PayloadTooLarge(f"file larger than the limit of {limit} bytes")
-        if not (length and length.isdigit() and int(length) <= EARLY_CHECK_MIN):
-            # fail before reading a big body; a small one is checked only when staged
-            # (that check is needed anyway: the branch may change during the upload)
-            await run(self.repo(request).check_writable, branch, path)
+        if length and length.isdigit() and int(length) <= UPLOAD_BUFFER:
+            # a small body: received whole (its length is declared), then stored and staged
+            # in one worker call; checked only when staged
+            entry = await run(self.repo(request).put_file, branch, path, await request.body())
+            return self._created(request, branch, path, entry)
+        # fail before reading a big body (and again when staged: the branch may change meanwhile)
+        await run(self.repo(request).check_writable, branch, path)
         writer = self.repo(request).writer()
         try:
             await stream_to(request, writer.write_many, UPLOAD_BUFFER)
@@ -336,6 +339,10 @@ class Server:
             writer.abort()
             raise
         await run(self.repo(request).stage_file, branch, path, entry)
+        return self._created(request, branch, path, entry)
+
+    @staticmethod
+    def _created(request: Request, branch: str, path: str, entry: Entry) -> Response:
         return respond(
             request,
             f"Created {branch}/{one_line(path)}, size: {entry.size}.\n",

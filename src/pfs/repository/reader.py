@@ -13,7 +13,7 @@ from operator import itemgetter
 
 from ..errors import PathConflict
 from ..paths import join, parent_dirs, under
-from ..storage.meta import Graft, MetaStore
+from ..storage.meta import Graft, MetaStore, Placement
 from ..storage.trees import Entry, TreeStore
 
 STAGED_DIR = Entry("dir", "", 0)  # a directory that exists only through dirty writes
@@ -203,6 +203,31 @@ class Reader:
         if name in doubtful and name not in put_below and not self._dir_alive(join(path, name)):
             return None
         return dirs[0] if dirs else STAGED_DIR
+
+    @staticmethod
+    def decide_placement(trees: TreeStore, root: str | None, path: str, facts: Placement) -> bool:
+        """`check_placeable` from one statement's facts (MetaStore.placement) when they
+        suffice, which is the common case: no staged archive, no directory in the head at
+        `path`. True: the write may go ahead; False: undecided (a full view must look).
+        PathConflict as `check_placeable` would raise it."""
+        if facts.grafted:
+            return False
+        for parent in parent_dirs(path):
+            row = facts.rows.get(parent)
+            entry = trees.lookup(root, parent) if row is None else row.entry  # the newest record wins
+            if entry is not None and not entry.is_dir:
+                raise PathConflict(f"cannot write {path!r}: {parent!r} is a file")
+        row = facts.rows.get(path)
+        if row is not None and row.entry is not None:
+            return not row.entry.is_dir  # a staged file: overwritten
+        head = trees.lookup(root, path)
+        if head is not None and head.is_dir:
+            return False  # alive only if some file below it was not deleted: the view knows
+        if row is None and head is not None:
+            return True  # a committed file: overwritten
+        if facts.put_below:
+            raise PathConflict(f"cannot write {path!r}: it is a directory")
+        return True
 
     def check_placeable(self, path: str) -> None:
         """A file may be written at `path`: no file above it, no directory at it."""

@@ -13,7 +13,7 @@ import re
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -206,14 +206,36 @@ class Repository:
     def writer(self, batch: Batch | None = None) -> FileWriter:
         return FileWriter(self.objects, self.trees, self.max_file_size, batch)
 
+    def store(self, pieces: Iterable[bytes | memoryview]) -> Entry:
+        """A new file of these bytes, stored (not staged): its entry. Nothing is left
+        half-written if storing fails."""
+        writer = self.writer()
+        try:
+            writer.write_many(pieces)
+            return writer.finish()
+        except BaseException:
+            writer.abort()
+            raise
+
+    def put_file(self, branch: str, path: str, data: bytes) -> Entry:
+        """Store and stage a whole small file in one call: one thread hop for a front end."""
+        entry = self.store([data])
+        self.stage_file(branch, path, entry)
+        return entry
+
     def guard(self, branch: str, what: str) -> None:
         """BranchProtected unless `branch` may change by `what` (anything but a merge)."""
         if self.rules is not None:
             self.rules.check(branch, what)
 
     def check_writable(self, branch: str, path: str) -> None:
+        """PathConflict unless a file may be written at `path` now. One query in the common
+        case (Reader.decide_placement); the full view only where that cannot tell."""
         self.guard(branch, "a write")
-        self.view(branch=branch).check_placeable(path)
+        facts = self.meta.placement(check_branch(branch), path, parent_dirs(path))
+        root = self.get_commit(facts.head).tree if facts.head else None
+        if not Reader.decide_placement(self.trees, root, path, facts):
+            self.view(branch=branch).check_placeable(path)
 
     def stage_file(self, branch: str, path: str, entry: Entry) -> None:
         failpoint("stage.before")

@@ -297,6 +297,18 @@ class Graft:
     entry: Entry  # a directory: the archive's files, relative to `prefix`
 
 
+@dataclass(frozen=True)
+class Placement:
+    """What deciding whether one file may be written needs, read in one statement so the
+    parts agree: the head, whether archives are staged, the staged rows at the file's
+    path and its parents, and whether a staged put lies below the path."""
+
+    head: str | None
+    grafted: bool
+    rows: dict[str, Staged]
+    put_below: bool
+
+
 class RefStore(ABC):
     """Branch heads, moved only by compare-and-swap."""
 
@@ -358,6 +370,10 @@ class StagingStore(ABC):
     @abstractmethod
     def grafts(self, branch: str) -> list[Graft]:
         """The branch's staged archives, oldest first."""
+
+    @abstractmethod
+    def placement(self, branch: str, path: str, parents: list[str]) -> Placement:
+        """One write's placement facts (see Placement); BranchNotFound if no such branch."""
 
     @abstractmethod
     def has_staged(self, branch: str) -> bool: ...
@@ -722,6 +738,8 @@ class SqlMetaStore(MetaStore):
         self.url = self.db.url
         self.is_sqlite = self.db.is_sqlite
         self.t = tables(repo.prefix if repo is not None else "")
+        self._placement_q: Any = None  # statements of the single-file write path, built once
+        self._stage_one_q: Any = None
 
     def _write(self) -> Any:
         return self.db.write()
@@ -792,6 +810,9 @@ class SqlMetaStore(MetaStore):
             from sqlalchemy.dialects.sqlite import insert
         else:
             from sqlalchemy.dialects.postgresql import insert  # type: ignore[assignment]
+        if len(items) == 1 and not self.is_sqlite:
+            self._stage_one(branch, *items[0])
+            return
         stmt = insert(self.t.staging)
         stmt = stmt.on_conflict_do_update(
             index_elements=[self.t.staging.c.branch, self.t.staging.c.path],
@@ -819,6 +840,47 @@ class SqlMetaStore(MetaStore):
             ]
             for i in range(0, len(rows), 1000):
                 c.execute(stmt, rows[i : i + 1000])
+
+    def _stage_one(self, branch: str, path: str, entry: Entry | None) -> None:
+        """One PostgreSQL statement, run on its own (no BEGIN and COMMIT round trips): the
+        branch's counter is taken and the row written together, as `stage_many` does in a
+        transaction. The write path of every single-file upload, so its round trips count."""
+        if self._stage_one_q is None:
+            self._stage_one_q = self._stage_one_statement()
+        params = {
+            "b": branch,
+            "path": path,
+            "parent": path.rpartition("/")[0],
+            "entry": entry.dumps() if entry is not None else None,
+        }
+        with self._read() as c:  # autocommit: the statement is its own transaction
+            row = c.execute(self._stage_one_q, params).first()
+        if row is None:
+            raise BranchNotFound(f"branch {branch!r} not found")
+
+    def _stage_one_statement(self) -> Any:
+        from sqlalchemy.dialects.postgresql import insert
+
+        st, refs = self.t.staging, self.t.refs
+        taken = (
+            sa.update(refs)
+            .where(refs.c.name == sa.bindparam("b", type_=refs.c.name.type))
+            .values(seq=refs.c.seq + 1)
+            .returning(refs.c.seq)
+            .cte("taken")
+        )
+        values = sa.select(
+            sa.bindparam("b", type_=st.c.branch.type),
+            sa.bindparam("path", type_=st.c.path.type),
+            sa.bindparam("parent", type_=st.c.parent.type),
+            taken.c.seq,
+            sa.bindparam("entry", type_=st.c.entry.type),
+        ).select_from(taken)
+        stmt = insert(st).from_select(["branch", "path", "parent", "seq", "entry"], values)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[st.c.branch, st.c.path], set_={"seq": stmt.excluded.seq, "entry": stmt.excluded.entry}
+        )
+        return stmt.add_cte(taken, nest_here=True).returning(st.c.seq)
 
     def stage_graft(self, branch: str, prefix: str, entry: Entry, files: int) -> None:
         with self._write() as c:
@@ -878,6 +940,36 @@ class SqlMetaStore(MetaStore):
         with self._read() as c:
             rows = c.execute(q).all()
         return [_row_staged(r) for r in rows]
+
+    def placement(self, branch: str, path: str, parents: list[str]) -> Placement:
+        if self._placement_q is None:
+            self._placement_q = self._placement_statement()
+        below = _escape_like(path) + "/%"
+        with self._read() as c:
+            found = c.execute(self._placement_q, {"b": branch, "paths": [path, *parents], "below": below}).all()
+        if not found:
+            raise BranchNotFound(f"branch {branch!r} not found")
+        rows = {r.path: _row_staged(r) for r in found if r.path is not None}
+        first = found[0]
+        return Placement(first.head, bool(first.grafted), rows, bool(first.below))
+
+    def _placement_statement(self) -> Any:
+        """Built once (every single-file write runs it): one row for the ref, joined to
+        each staged row at the path and its parents."""
+        st, refs = self.t.staging, self.t.refs
+        name = sa.bindparam("b", type_=refs.c.name.type)
+        grafted = sa.exists().where(self.t.grafts.c.branch == name)
+        below = sa.exists().where(
+            st.c.branch == name,
+            st.c.entry.is_not(None),
+            st.c.path.like(sa.bindparam("below", type_=st.c.path.type), escape="\\"),
+        )
+        at = sa.and_(st.c.branch == refs.c.name, st.c.path.in_(sa.bindparam("paths", expanding=True)))
+        return (
+            sa.select(refs.c.head, grafted.label("grafted"), below.label("below"), st.c.path, st.c.seq, st.c.entry)
+            .select_from(refs.outerjoin(st, at))
+            .where(refs.c.name == name)
+        )
 
     def head_and_dirty(self, name: str) -> tuple[str | None, bool, bool]:
         dirty = sa.exists().where(self.t.staging.c.branch == name)

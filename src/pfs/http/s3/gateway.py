@@ -1129,14 +1129,7 @@ def _read_entry(repo: Repository, ref: str, path: str, version_id: str | None) -
 
 
 def _copy_bytes(src: Repository, dest: Repository, entry: Entry) -> Entry:
-    writer = dest.writer()
-    try:
-        for piece in src.read_file(entry):
-            writer.write(piece)
-        return writer.finish()
-    except BaseException:
-        writer.abort()
-        raise
+    return dest.store(src.read_file(entry))
 
 
 def _delete_key(repo: Repository, branch: str, path: str) -> None:
