@@ -103,10 +103,11 @@ class FileWriter:
             if not final:
                 cuts = cuts[:-1]  # the last cut may move once more bytes arrive
         end = 0
-        for offset, length in cuts:
+        for i, (offset, length) in enumerate(cuts):
             data = bytes(block[offset : offset + length])
             key = hash_bytes(data)
-            self.batch.put(key, data)
+            last = final and self.own_batch and i == len(cuts) - 1  # `finish` waits for it next
+            (self.batch.put_last if last else self.batch.put)(key, data)
             self.chunks.append((key, length))
             end = offset + length
         self.kept = self.held = len(block) - end

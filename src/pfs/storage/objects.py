@@ -168,6 +168,11 @@ class Batch(ABC):
     @abstractmethod
     def put(self, key: str, data: bytes | memoryview, compress: bool = True) -> None: ...
 
+    def put_last(self, key: str, data: bytes | memoryview, compress: bool = True) -> None:
+        """`put` of the last object before the barrier: the caller is about to wait for it,
+        so a batch may write it in the calling thread rather than hand it on."""
+        self.put(key, data, compress)
+
     @abstractmethod
     def flush(self) -> None: ...
 
@@ -300,6 +305,20 @@ class PooledBatch(Batch, Generic[R]):
                 self._raise_failed()  # the storage error now, not gigabytes later
         if len(self.pending) >= self.MAX_PENDING:
             self.flush()
+
+    def put_last(self, key: str, data: bytes | memoryview, compress: bool = True) -> None:
+        """Written in this thread: a one-chunk file's upload, say, would otherwise cost two
+        thread switches (to the pool and back) for nothing, as its caller waits anyway."""
+        check_key(key)
+        if key in self.seen:
+            return
+        self.seen.add(key)
+        done: Future[R] = Future()
+        try:
+            done.set_result(self._write(key, data, compress))
+        except BaseException as exc:  # raised by the barrier, as a pooled write's would be
+            done.set_exception(exc)
+        self.pending.append((key, done))
 
     def _reset(self) -> None:
         self.seen.clear()  # only a dedupe within one barrier: bounded like `pending`
