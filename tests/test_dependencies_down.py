@@ -4,6 +4,7 @@ stores instead of exiting; `pfs serve` announces only what is true."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -159,6 +160,10 @@ def test_serve_announces_once_listening_with_the_real_port(tmp_path: Path) -> No
     try:
         assert proc.stderr is not None
         line = proc.stderr.readline()
+        for _ in range(20):  # log lines may come first (no Docker Engine here, say)
+            if not re.match(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ [A-Z]+ ", line):
+                break
+            line = proc.stderr.readline()
         assert line.startswith("pfs serving "), line
         url = line.split(" on ")[-1].strip()
         assert not url.endswith(":0")
