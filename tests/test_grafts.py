@@ -10,6 +10,7 @@ import tarfile
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 from conftest import BACKENDS, Storage
 
 import pfs.repository.tarball as tarball
@@ -244,6 +245,31 @@ def test_the_one_query_placement_check_agrees_with_the_view(repo: Repository) ->
                 with pytest.raises(PathConflict):
                     repo.check_writable("master", p)
     assert decided > 0.8 * 150 * len(paths)
+
+
+def test_a_single_file_write_costs_two_statements(repo: Repository) -> None:
+    """The write path of every small upload: its placement read in one statement and its
+    row staged in one more (on SQLite, a transaction of two)."""
+    assert isinstance(repo.meta, SqlMetaStore)
+    put(repo, "d/first", b"1")
+    repo.commit_branch("master", "one")
+    put(repo, "d/second", b"2")
+    seen: list[str] = []
+
+    def count(conn: object, cursor: object, statement: str, *rest: object) -> None:
+        seen.append(statement.split(None, 1)[0].upper())
+
+    engines = {repo.meta.db.engine, repo.meta.db.reader}
+    for e in engines:
+        sa.event.listen(e, "before_cursor_execute", count)
+    try:
+        repo.put_file("master", "d/third", b"three")
+    finally:
+        for e in engines:
+            sa.event.remove(e, "before_cursor_execute", count)
+    want = ["SELECT", "UPDATE", "INSERT"] if repo.meta.is_sqlite else ["SELECT", "WITH"]
+    assert [s for s in seen if s != "BEGIN"] == want, seen  # SQLite opens its transactions itself
+    assert content(repo, branch="master") == {"d/first": b"1", "d/second": b"2", "d/third": b"three"}
 
 
 def test_archives_are_listed_through_s3_keys_discarded_and_checked(repo: Repository) -> None:
