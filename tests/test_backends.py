@@ -24,13 +24,21 @@ from pfs.storage.s3objects import S3ObjectStore
 from pfs.storage.trees import Commit, Entry
 
 
-@pytest.fixture(params=["local", "s3"])
-def objects(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ObjectStore]:
+@pytest.fixture(params=["local", "s3", "s3-boto3"])
+def objects(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[ObjectStore]:
+    """ "s3": explicit keys, so objects go through obstore; "s3-boto3": keys only in the
+    environment (boto3's credential chain), so boto3 does everything."""
     if request.param == "local":
         yield LocalObjectStore(tmp_path / "objects-root")
         return
     weed: SeaweedServer = request.getfixturevalue("seaweed")
-    store = S3ObjectStore(f"s3://{weed.new_bucket('objects')}/repo", S3Config(**weed.config()))
+    cfg = S3Config(**weed.config())
+    if request.param == "s3-boto3":
+        monkeypatch.setenv("AWS_ACCESS_KEY_ID", str(cfg.access_key))
+        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", str(cfg.secret_key))
+        cfg = S3Config(cfg.endpoint_url, cfg.region)
+    store = S3ObjectStore(f"s3://{weed.new_bucket('objects')}/repo", cfg)
+    assert (store.fast is None) == (request.param == "s3-boto3")
     yield store
     store.close()
 

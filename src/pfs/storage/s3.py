@@ -1,5 +1,6 @@
 """S3 plumbing shared by the S3 object store and the S3 job input: where and as whom to
-reach a bucket, one way to build a boto3 client, and `s3://bucket/prefix` parsing. The
+reach a bucket, one way to build a boto3 client (and an obstore store for the object
+store's hot path), and `s3://bucket/prefix` parsing. The
 secret key never appears in a repr, a log line or an error message."""
 
 from __future__ import annotations
@@ -8,6 +9,7 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -137,6 +139,38 @@ def make_client(cfg: S3Config, pool: int = 32) -> Any:
     )
 
 
+def make_fast_store(cfg: S3Config, bucket: str) -> Any | None:
+    """An obstore store for the object store's hot path (PUT, GET and HEAD of objects): its
+    requests run in Rust outside the GIL, ~0.6 ms of CPU per 256 KiB PUT against boto3's
+    ~3 ms. None without explicit credentials or a known region: then boto3, whose chain
+    knows profiles, SSO and region redirects, does everything."""
+    if cfg.access_key is None or cfg.secret_key is None or (cfg.region is None and not cfg.endpoint_url):
+        return None
+    from obstore.store import S3Store
+
+    options: dict[str, Any] = {
+        "connect_timeout": timedelta(seconds=cfg.connect_timeout),
+        "timeout": timedelta(seconds=cfg.read_timeout),
+    }
+    where: dict[str, Any] = {}
+    if cfg.endpoint_url:
+        options["allow_http"] = cfg.endpoint_url.startswith("http://")
+        where = {"endpoint": cfg.endpoint_url, "virtual_hosted_style_request": False}
+    return S3Store(
+        bucket,
+        region=cfg.region or "us-east-1",
+        access_key_id=cfg.access_key,
+        secret_access_key=cfg.secret_key,
+        client_options=options,  # type: ignore[arg-type]
+        retry_config={
+            "max_retries": max(0, cfg.max_attempts - 1),
+            "retry_timeout": timedelta(seconds=cfg.read_timeout),
+            "backoff": {"init_backoff": timedelta(milliseconds=100), "max_backoff": timedelta(seconds=5), "base": 2},
+        },
+        **where,
+    )
+
+
 @dataclass(frozen=True)
 class S3Failure:
     """What an S3 store said when it refused a request: its error code (or the HTTP status
@@ -156,14 +190,40 @@ class S3Failure:
         return self.code or str(self.status)
 
 
-def s3_failure(exc: Exception, cfg: S3Config) -> S3Failure | None:
-    """The store's answer inside a botocore ClientError, the one place that digs it out;
-    None for any other exception (a connection that failed, a client misconfigured)."""
-    from botocore.exceptions import ClientError
+_STATUS = re.compile(r"status code: (\d{3})")
+_XML_CODE = re.compile(r"<Code>([^<]{1,100})</Code>")
+_XML_MESSAGE = re.compile(r"<Message>([^<]{0,300})</Message>")
 
+
+def s3_failure(exc: Exception, cfg: S3Config) -> S3Failure | None:
+    """The store's answer inside a botocore ClientError or an obstore error, the one place
+    that digs it out; None for any other exception (a connection that failed, a client
+    misconfigured)."""
+    from botocore.exceptions import ClientError
+    from obstore.exceptions import BaseError, NotFoundError
+
+    if isinstance(exc, (NotFoundError, FileNotFoundError)):  # obstore raises the builtin for a 404
+        return S3Failure("NoSuchKey", 404, "not found")
+    if isinstance(exc, BaseError):
+        return _obstore_failure(str(exc), cfg)
     if not isinstance(exc, ClientError):
         return None
     err: Mapping[str, Any] = exc.response.get("Error") or {}
     status = int((exc.response.get("ResponseMetadata") or {}).get("HTTPStatusCode") or 0)
     code = str(err.get("Code") or "") or (str(status) if status else "")
     return S3Failure(code, status, cfg.scrub(str(err.get("Message") or ""))[:300])
+
+
+def _obstore_failure(text: str, cfg: S3Config) -> S3Failure | None:
+    """An obstore error's text carries the HTTP status and the store's XML answer; without
+    a status the store was not reached (None)."""
+    status = _STATUS.search(text)
+    if status is None:
+        return None
+    code = _XML_CODE.search(text)
+    message = _XML_MESSAGE.search(text)
+    return S3Failure(
+        code.group(1) if code else status.group(1),
+        int(status.group(1)),
+        cfg.scrub(message.group(1) if message else "")[:300],
+    )

@@ -16,9 +16,11 @@ import logging
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
+import obstore
+
 from ..errors import BadRequest, InsufficientStorage, MissingObject, PfsError, Unavailable
 from .objects import _KEY_RE, Batch, ObjectStore, PooledBatch, check_key, encode_parts
-from .s3 import S3Config, make_client, parse_s3_url, s3_failure
+from .s3 import S3Config, make_client, make_fast_store, parse_s3_url, s3_failure
 
 log = logging.getLogger("pfs.objects.s3")
 
@@ -76,6 +78,7 @@ class S3ObjectStore(ObjectStore):
             raise BadRequest("S3 credentials are incomplete: set both AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY")
         try:
             self.client = make_client(config, pool=UPLOAD_THREADS + 16)
+            self.fast = make_fast_store(config, self.bucket)  # objects' PUT, GET, HEAD (None: boto3)
         except Exception as exc:
             raise self._error(exc, "configure the S3 client") from None
         self._check_bucket(create_bucket)
@@ -103,7 +106,10 @@ class S3ObjectStore(ObjectStore):
     def has(self, key: str) -> bool:
         name = self.name(check_key(key))
         try:
-            self.client.head_object(Bucket=self.bucket, Key=name)
+            if self.fast is not None:
+                obstore.head(self.fast, name)
+            else:
+                self.client.head_object(Bucket=self.bucket, Key=name)
             return True
         except Exception as exc:
             failure = s3_failure(exc, self.config)
@@ -116,7 +122,10 @@ class S3ObjectStore(ObjectStore):
             return  # a big chunk stored before (dedupe): not sent again
         head, body = encode_parts(data, compress)
         try:
-            self.client.put_object(Bucket=self.bucket, Key=self.name(key), Body=head + bytes(body))
+            if self.fast is not None:
+                obstore.put(self.fast, self.name(key), head + bytes(body), use_multipart=False)
+            else:
+                self.client.put_object(Bucket=self.bucket, Key=self.name(key), Body=head + bytes(body))
         except Exception as exc:
             raise self._error(exc, f"store object {key}") from None
 
@@ -124,6 +133,8 @@ class S3ObjectStore(ObjectStore):
         """An object's stored bytes, unchecked."""
         name = self.name(check_key(key))
         try:
+            if self.fast is not None:
+                return obstore.get(self.fast, name).bytes().to_bytes()
             resp = self.client.get_object(Bucket=self.bucket, Key=name)
             return resp["Body"].read()  # type: ignore[no-any-return]
         except Exception as exc:
@@ -195,5 +206,5 @@ class S3ObjectStore(ObjectStore):
             if failure.code in _FULL or failure.status == 507:
                 return InsufficientStorage(f"cannot {what}: {where} is full ({failure.label}: {failure.message})")
             return Unavailable(f"cannot {what}: {where} answered {failure.label}: {failure.message}")
-        detail = self.config.scrub(str(exc))[:300]
+        detail = self.config.scrub(" ".join(str(exc).split()))[:300]
         return Unavailable(f"cannot {what}: {where} unreachable ({type(exc).__name__}: {detail})")
