@@ -261,3 +261,21 @@ def test_commit_index_prefix_and_paging(meta: MetaStore) -> None:
     assert listed == made  # oldest first, every one exactly once
     assert meta.find_commits(made[5][:12]) == [made[5]]
     assert meta.get_commit(made[7]) is not None
+
+
+def test_s3_objects_fall_back_to_boto3_when_obstore_cannot_start(
+    seaweed: SeaweedServer, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A bare container image has no CA certificates, and obstore's HTTP client will not
+    start without them (even for plain HTTP): the store then does everything with boto3,
+    saying why once, instead of failing to open."""
+    monkeypatch.setenv("SSL_CERT_FILE", "/nonexistent/ca.pem")
+    monkeypatch.setenv("SSL_CERT_DIR", "/nonexistent")
+    with caplog.at_level("WARNING", logger="pfs.s3"):
+        store = S3ObjectStore(f"s3://{seaweed.new_bucket('bare')}/repo", S3Config(**seaweed.config()))
+    assert store.fast is None
+    assert "obstore cannot start" in caplog.text
+    data = b"still stored" * 50
+    with store.batch() as batch:
+        batch.put(hash_bytes(data), data)
+    assert store.get(hash_bytes(data)) == data

@@ -5,6 +5,7 @@ secret key never appears in a repr, a log line or an error message."""
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from collections.abc import Mapping
@@ -16,6 +17,7 @@ from urllib.parse import urlsplit, urlunsplit
 from ..errors import BadRequest, InvalidPath
 from ..paths import clean_path
 
+log = logging.getLogger("pfs.s3")
 MAX_KEY = 1024  # S3's limit on a key, in UTF-8 bytes
 _BUCKET_RE = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 _IPV4_RE = re.compile(r"\d+\.\d+\.\d+\.\d+")
@@ -146,6 +148,7 @@ def make_fast_store(cfg: S3Config, bucket: str) -> Any | None:
     knows profiles, SSO and region redirects, does everything."""
     if cfg.access_key is None or cfg.secret_key is None or (cfg.region is None and not cfg.endpoint_url):
         return None
+    from obstore.exceptions import BaseError
     from obstore.store import S3Store
 
     options: dict[str, Any] = {
@@ -156,19 +159,25 @@ def make_fast_store(cfg: S3Config, bucket: str) -> Any | None:
     if cfg.endpoint_url:
         options["allow_http"] = cfg.endpoint_url.startswith("http://")
         where = {"endpoint": cfg.endpoint_url, "virtual_hosted_style_request": False}
-    return S3Store(
-        bucket,
-        region=cfg.region or "us-east-1",
-        access_key_id=cfg.access_key,
-        secret_access_key=cfg.secret_key,
-        client_options=options,  # type: ignore[arg-type]
-        retry_config={
-            "max_retries": max(0, cfg.max_attempts - 1),
-            "retry_timeout": timedelta(seconds=cfg.read_timeout),
-            "backoff": {"init_backoff": timedelta(milliseconds=100), "max_backoff": timedelta(seconds=5), "base": 2},
-        },
-        **where,
-    )
+    retry = {
+        "max_retries": max(0, cfg.max_attempts - 1),
+        "retry_timeout": timedelta(seconds=cfg.read_timeout),
+        "backoff": {"init_backoff": timedelta(milliseconds=100), "max_backoff": timedelta(seconds=5), "base": 2},
+    }
+    try:
+        return S3Store(
+            bucket,
+            region=cfg.region or "us-east-1",
+            access_key_id=cfg.access_key,
+            secret_access_key=cfg.secret_key,
+            client_options=options,  # type: ignore[arg-type]
+            retry_config=retry,  # type: ignore[arg-type]
+            **where,
+        )
+    except BaseError as exc:  # its HTTP client cannot start (no CA certificates in a bare image, say)
+        why = cfg.scrub(" ".join(str(exc).split()))[:300]
+        log.warning("S3 objects go through boto3: obstore cannot start: %s", why)
+        return None
 
 
 @dataclass(frozen=True)
