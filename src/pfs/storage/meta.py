@@ -806,13 +806,13 @@ class SqlMetaStore(MetaStore):
         if not items:
             self.get_ref(branch)
             return
+        if len(items) == 1 and not self.is_sqlite:
+            self._stage_one(branch, *items[0])
+            return
         if self.is_sqlite:
             from sqlalchemy.dialects.sqlite import insert
         else:
             from sqlalchemy.dialects.postgresql import insert  # type: ignore[assignment]
-        if len(items) == 1 and not self.is_sqlite:
-            self._stage_one(branch, *items[0])
-            return
         stmt = insert(self.t.staging)
         stmt = stmt.on_conflict_do_update(
             index_elements=[self.t.staging.c.branch, self.t.staging.c.path],

@@ -1,7 +1,7 @@
 """S3 plumbing shared by the S3 object store and the S3 job input: where and as whom to
 reach a bucket, one way to build a boto3 client (and an obstore store for the object
-store's hot path), and `s3://bucket/prefix` parsing. The
-secret key never appears in a repr, a log line or an error message."""
+store's hot path), and `s3://bucket/prefix` parsing. The secret key never appears in a
+repr, a log line or an error message."""
 
 from __future__ import annotations
 
