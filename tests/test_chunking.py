@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import random
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -119,3 +120,30 @@ def test_incompressible_chunks_are_stored_raw_and_read_back(store: LocalObjectSt
     h, _, chunks = upload(store, split(noise + rnd.randbytes(8 * MiB), [256 << 10]))
     assert all(stored_kind(store, k) == b"R" for k, _ in chunks)
     assert all(len(store.get(k)) == n for k, n in chunks)
+
+
+class SlowStore(LocalObjectStore):
+    """Fault injection: every object write waits first, so chunks are still being written
+    while the writer fills its next buffers."""
+
+    def write_tmp(self, key: str, data: bytes | memoryview, compress: bool) -> str | None:
+        time.sleep(0.02)
+        return super().write_tmp(key, data, compress)
+
+
+def test_a_buffer_is_reused_only_once_its_chunks_are_written(tmp_path: Path) -> None:
+    """Chunks go to the store as views of the writer's buffers: were a buffer refilled
+    before its chunks were written, stored objects would hold other bytes than their keys
+    say (the store's reads verify every one), or an upload of the same bytes would differ."""
+    store = SlowStore(tmp_path / "slow")
+    data = random.Random(5).randbytes(12 * FileWriter.WINDOW + 777)
+    w = FileWriter(store, TreeStore(store))
+    w.write_many(split(data, [65536, 4 * MiB + 1]))
+    assert len(w.busy) + 1 <= FileWriter.BUFFERS  # never more buffers than the bound
+    entry = w.finish()
+    assert entry.hash == blake3.blake3(data).hexdigest()
+    chunks = list(TreeStore(store).chunks(entry))
+    assert len(chunks) > 12 * 4
+    assert b"".join(store.get(k) for k, _ in chunks) == data  # each verified against its key
+    fast = LocalObjectStore(tmp_path / "fast")
+    assert upload(fast, [data])[2] == chunks

