@@ -44,6 +44,9 @@ else
     echo "== s3 clients"
     # rclone, one of the S3 clients the gateway's tests drive (Debian's package).
     bash scripts/s3-clients-setup.sh
+    echo "== registry"
+    # Docker Distribution's registry binary, for the tests of job images from the cluster registry.
+    bash scripts/registry-setup.sh
 fi
 echo "== pytest"
 set +e

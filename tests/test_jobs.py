@@ -286,7 +286,8 @@ def test_runs_are_listed_per_job(c: Client, srv: ServerProc) -> None:
     run = httpx.get(f"{srv.url}/run/{cid2}", headers=js).json()
     run_fields = ["commit", "branch", "state", "error", "created", "started", "finished"]
     job_fields = ["commit", "job", "state", "total", "done", "reused", "failed", "error", "output_tree", "type"]
-    job_fields += ["input", "image", "skip_failed", "failures", "started", "finished", "seconds", "progress"]
+    job_fields += ["input", "image", "pinned_image", "skip_failed", "failures", "started", "finished"]
+    job_fields += ["seconds", "progress"]
     assert list(run) == [*run_fields, "jobs"] and list(run["jobs"][0]) == job_fields
     assert (run["state"], run["jobs"][0]["state"], run["jobs"][0]["progress"]) == (
         "succeeded",

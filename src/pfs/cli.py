@@ -12,6 +12,7 @@ import time
 from collections.abc import Iterator
 from types import TracebackType
 from typing import IO, Any, NoReturn
+from urllib.parse import urlsplit
 
 import click
 from click.core import ParameterSource
@@ -738,20 +739,23 @@ def fsck(
     sys.exit(0 if ok else 1)
 
 
+def _stderr_bar(*columns: ProgressColumn) -> Progress:
+    """A progress display on stderr, drawn only on a terminal, gone when done."""
+    return Progress(
+        "[progress.description]{task.description}",
+        *columns,
+        console=err_console,
+        transient=True,
+        disable=not _interactive(),
+    )
+
+
 def _run_sync(verb: str, go: Any) -> None:
     """Run a transfer with a bytes/objects bar on stderr; one line per branch on stdout.
     Exit 1 if a branch was refused (not a fast-forward, moved, dirty): the others went."""
     from .sync import TransferReport
 
-    bar = Progress(
-        "[progress.description]{task.description}",
-        DownloadColumn(),
-        TransferSpeedColumn(),
-        console=err_console,
-        transient=True,
-        disable=not _interactive(),
-    )
-    with bar as p:
+    with _stderr_bar(DownloadColumn(), TransferSpeedColumn()) as p:
         task = p.add_task(verb, total=None)
         rep: TransferReport = go(lambda n, size: p.update(task, completed=size, description=f"{verb}: {n} objects"))
     for b in rep.branches:
@@ -862,6 +866,8 @@ def _print_run(status: Run) -> None:
     for j in status.jobs:
         error = f"  {j.error}" if j.error else ""
         click.echo(printable(f"  {j.job:<20} {j.type:<7} {j.state:<10} {j.progress}{error}"))
+        if j.pinned_image:
+            click.echo(printable(f"      image: {j.pinned_image}"))
         for f in j.failures:  # the first ones; `pfs job log` lists them all
             click.echo(printable(f"      failed: {f.path}: {f.error}"))
         more = j.failed - len(j.failures)
@@ -1008,6 +1014,53 @@ def login(ctx: click.Context) -> None:
     path = write_credentials_file(c.root, creds)
     admin = " (server admin)" if me.admin else ""
     click.echo(f"Signed in to {printable(c.root)} as {printable(me.user)}{admin}; key {key_id} saved in {path}")
+
+
+# ---- job images: the cluster registry --------------------------------------------------
+
+
+@main.group("image")
+def image_group() -> None:
+    """Job images in the cluster's registry: push one in, list what it holds."""
+
+
+@image_group.command("push")
+@click.argument("image")
+@click.option(
+    "--registry",
+    envvar="PFS_REGISTRY_URL",
+    default=None,
+    help="the registry, host:port or its URL [default: the one the pfs server uses]",
+)
+@click.pass_context
+def image_push(ctx: click.Context, image: str, registry: str | None) -> None:
+    """Push local IMAGE (name:tag) to the cluster registry and print its digest. A job
+    spec then names it as printed; each run pins the tag to the digest it names then.
+    Credentials: PFS_REGISTRY_USER and PFS_REGISTRY_PASSWORD_FILE (or _PASSWORD)."""
+    from .jobs.registry import auth_from_env, push_image  # the Docker SDK loads only for this verb
+
+    if registry:
+        address = urlsplit(registry).netloc if "://" in registry else registry
+    else:
+        address = client(ctx).images().registry
+    with _stderr_bar(BarColumn(), DownloadColumn()) as p:
+        task = p.add_task(escape(f"push {printable(image)}"), total=None)
+        pushed = push_image(
+            image, address, auth_from_env(address), lambda done, total: p.update(task, completed=done, total=total)
+        )
+    click.echo(printable(f"{pushed.image}@{pushed.digest}"))
+
+
+@image_group.command("ls")
+@click.pass_context
+def image_ls(ctx: click.Context) -> None:
+    """Every image of the cluster registry: name:tag and digest, one per line."""
+    listing = client(ctx).images()
+    for img in listing.images:
+        for t in img.tags:
+            click.echo(printable(f"{img.repository}:{t.tag}\t{t.digest or '(no digest)'}"))
+    if listing.truncated:
+        error_line("... the registry holds more than listed")
 
 
 @main.group()

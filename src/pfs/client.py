@@ -36,6 +36,7 @@ from .records import (
     FileInfo,
     FsckReport,
     Grant,
+    Images,
     Job,
     JobRun,
     KeyInfo,
@@ -345,6 +346,10 @@ class Client:
         other.credentials = c  # the same key, named by where it was found; or none
         other.http.auth = other._auth()
         return other
+
+    def images(self) -> Images:
+        """What the server's cluster image registry holds (409 if it has none)."""
+        return Images.from_json(self._call("GET", f"{self.root}/image"))
 
     def repos(self) -> list[RepoInfo]:
         return [RepoInfo.from_json(r) for r in self._call("GET", f"{self.root}/repo")]

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, TypeVar
 from .access.secrets import ServerKey, check_key_pair
 from .access.service import Access
 from .errors import BadRequest, NotFound
+from .jobs.registry import Registry, RegistryConfig
 from .repository.registry import Repositories
 from .repository.repo import Repository
 from .storage.meta import Database, sqlite_url
@@ -50,6 +51,9 @@ class Config:
     server_key_file: str | None = None
     admin_key_file: str | None = None  # "KEY_ID:SECRET": the first admin's key, made at start
     auth_free_failures: int = 10  # failed sign-ins per address and minute before answers slow down
+    # The cluster's image registry (PFS_REGISTRY_URL and its credentials): job images named
+    # in it are pinned by digest per run and pulled from it; None: images are local only.
+    registry: RegistryConfig | None = None
 
     @classmethod
     def from_env(cls, data_dir: str | None = None) -> Config:
@@ -71,6 +75,7 @@ class Config:
             server_key_file=os.environ.get("PFS_SERVER_KEY_FILE") or None,
             admin_key_file=os.environ.get("PFS_ADMIN_KEY_FILE") or None,
             auth_free_failures=_env(int, "PFS_AUTH_FREE_FAILURES") or 10,
+            registry=RegistryConfig.from_env(),
         )
 
     @property
@@ -222,6 +227,7 @@ class Config:
             limits=JobLimits.of_host(self.job_max_memory, self.job_max_cpus, self.job_max_parallelism),
             sandbox=Sandbox(user=self.job_user, firewall=self.job_firewall),
             own_bucket=own_bucket,
+            registry=Registry(self.registry) if self.registry is not None else None,
         )
 
 

@@ -36,6 +36,12 @@ class InvalidName(BadRequest):
     code = "invalid_name"
 
 
+class ImageNotFound(BadRequest):
+    """A job's image is not in the cluster registry (it answered): a 400 of the spec."""
+
+    code = "image_not_found"
+
+
 class NotFound(PfsError):
     status = 404
     code = "not_found"

@@ -263,6 +263,7 @@ class JobRun:
     error: str | None = None
     output_tree: str | None = None
     image: str | None = None
+    pinned_image: str | None = None  # the registry image by digest that the run's workers ran
     skip_failed: bool = False
     failures: tuple[Failure, ...] = ()
     started: str | None = None  # ISO 8601
@@ -405,3 +406,37 @@ class AuditEntry:
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> AuditEntry:
         return cls(**_fields(cls, data))
+
+
+@dataclasses.dataclass(frozen=True)
+class ImageTag:
+    tag: str
+    digest: str | None  # None: the registry holds the tag but did not say its digest
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> ImageTag:
+        return cls(**_fields(cls, data))
+
+
+@dataclasses.dataclass(frozen=True)
+class RegistryImage:
+    repository: str  # with the registry's address: what a job spec's `image` starts with
+    tags: tuple[ImageTag, ...]
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> RegistryImage:
+        return cls(str(data["repository"]), tuple(ImageTag.from_json(t) for t in data.get("tags") or ()))
+
+
+@dataclasses.dataclass(frozen=True)
+class Images:
+    """What the cluster registry holds (`pfs image ls`); `truncated`: there is more."""
+
+    registry: str  # host:port
+    images: tuple[RegistryImage, ...]
+    truncated: bool = False
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Images:
+        images = tuple(RegistryImage.from_json(i) for i in data.get("images") or ())
+        return cls(str(data["registry"]), images, bool(data.get("truncated")))

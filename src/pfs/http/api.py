@@ -276,6 +276,23 @@ class Server:
             raise Unavailable(f"not ready: {why}")
         return respond(request, "ready\n", {"ready": True})
 
+    # ---- the cluster's image registry ----------------------------------------------
+    @accepts()
+    async def image_list(self, request: Request, q: Params) -> Response:
+        """The images of the cluster registry, each tag with its digest."""
+        engine = self.node.jobs
+        registry = engine.runtimes.registry if engine is not None else None
+        if registry is None:
+            raise Conflict("this server has no image registry (the operator sets PFS_REGISTRY_URL)")
+        images, truncated = await run(registry.images)
+        lines = [
+            f"{img['repository']}:{t['tag']}\t{t['digest'] or '(no digest)'}\n" for img in images for t in img["tags"]
+        ]
+        if truncated:
+            lines.append("... (more than listed)\n")
+        body = {"registry": registry.address, "images": images, "truncated": truncated}
+        return respond(request, "".join(lines), body)
+
     # ---- repositories --------------------------------------------------------------
     @accepts()
     async def repo_list(self, request: Request, q: Params) -> Response:
@@ -773,7 +790,7 @@ def _job_run_json(jr: JobRun, failures: list[Failure]) -> dict[str, Any]:
         "error": jr.error,
         "output_tree": jr.output_tree,
     }
-    out.update(type=spec["type"], input=spec["input"], image=spec.get("image"))
+    out.update(type=spec["type"], input=spec["input"], image=spec.get("image"), pinned_image=jr.image)
     out["skip_failed"] = spec.get("skip_failed", False)
     out["failures"] = [{"path": f.path, "error": f.error} for f in failures]
     out["started"] = iso(jr.started) if jr.started else None
@@ -801,6 +818,8 @@ def _job_run_line(j: dict[str, Any], with_commit: bool = False) -> str:
     tail = f"    {one_line(j['error'])}" if j["error"] else ""
     secs = f"    {j['seconds']:.1f} s" if j["seconds"] is not None else ""
     line = f"{head}{j['job']}    {j['type']}    {j['state']}    {j['progress']}{secs}{tail}\n"
+    if j["pinned_image"]:
+        line += f"      image: {j['pinned_image']}\n"
     failures = "".join(f"      failed: {one_line(f['path'])}: {one_line(f['error'])}\n" for f in j["failures"])
     more = j["failed"] - len(j["failures"])
     if more > 0 and j["failures"]:
@@ -903,6 +922,7 @@ def routes(s: Server) -> list[BaseRoute]:
         route("/ping", get=s.ping),
         route("/ready", get=s.ready),
         route("/repo", get=s.repo_list),
+        route("/image", get=s.image_list),
         route("/repo/{name}", get=s.repo_get, post=s.repo_create, put=s.repo_create, delete=s.repo_delete),
         *admin.server_routes(s, route),
         Mount("/repo/{repo}", app=InRepo(s.node, Router(per_repo))),

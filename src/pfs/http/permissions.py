@@ -35,6 +35,7 @@ SERVER_ROUTES: dict[str, dict[str, Permission]] = {
     "/key/{id}/enable": {"POST": USER},
     "/key/{id}/rotate": {"POST": USER},
     "/audit": {"GET": SERVER},
+    "/image": {"GET": USER},  # what the cluster registry holds: job authors pick from it
 }
 
 REPO_ROUTES: dict[str, dict[str, Permission]] = {

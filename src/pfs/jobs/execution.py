@@ -229,6 +229,7 @@ class JobExecution:
         self.failures = _Failures(store, cid, spec.name)
         self._reused = 0  # files of the input whose output the base run already had (set by _map)
         self.slots: list[_WorkerSlot] = []
+        self.image = spec.image  # what every worker runs: pinned to a digest when the run starts
 
     def interrupt(self) -> None:
         """Abort and stop every worker now, so requests in flight fail at once."""
@@ -278,7 +279,7 @@ class JobExecution:
                 WorkerSpec(
                     job=s.name,
                     run=self.cid,
-                    image=s.image,
+                    image=self.image,
                     command=s.command,
                     env=dict(s.env),
                     memory=s.memory,
@@ -314,12 +315,16 @@ class JobExecution:
     # ---- the job -----------------------------------------------------------------
     def execute(self) -> str:
         spec = self.spec
-        image_id = self.runtime.image_id(spec.image)
+        # Once per run: an image of the cluster registry is pinned to the digest its tag
+        # names now, and that digest is what identifies the job's code for reuse.
+        image_id, pinned = self.runtime.pin(spec.image, spec.start_timeout)
+        self.image = pinned or spec.image
         key = spec.key(image_id)
         self.store.clear_job_failures(self.cid, spec.name)  # a resumed run starts over
         self.update(
             state=JobState.RUNNING,
             started=time.time(),
+            image=pinned,
             spec_key=key,
             done=0,
             total=0,

@@ -4,19 +4,23 @@ and read back, and job outputs opened as `Reader`s. Front ends parse and render 
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable, Iterator, Sequence
 
 import orjson
 
-from ..errors import Conflict, JobNotFound, JobNotReady, RunNotFound
+from ..errors import Conflict, JobNotFound, JobNotReady, RunNotFound, Unavailable
 from ..repository.reader import Reader
 from ..repository.repo import Repository
 from ..storage.meta import Failure, JobRun, JobStore, Run, RunStore
 from .execution import REDUCE_OUTPUT
 from .inputs import InputRules, input_of
+from .registry import Registry
 from .runtime import JobLimits, Runtimes, Sandbox
 from .scheduler import STALE, Scheduler
 from .spec import JobSpec, check_dag, load_spec, parse_spec
+
+log = logging.getLogger("pfs.jobs")
 
 FAILURES_SHOWN = 20  # failed files listed in a run's status and job log (all are stored)
 RUNS_SHOWN = 100  # runs listed, newest first
@@ -42,8 +46,9 @@ class JobEngine:
         own_bucket: str | None = None,
         limits: JobLimits | None = None,
         sandbox: Sandbox | None = None,
+        registry: Registry | None = None,
     ) -> None:
-        self.runtimes = Runtimes(instance, state_dir, default_runtime, limits, sandbox)
+        self.runtimes = Runtimes(instance, state_dir, default_runtime, limits, sandbox, registry)
         self.rules = InputRules.parse(s3_inputs, own_bucket)
         self.scheduler = Scheduler(repos, self.runtimes, self.rules, takeover=takeover, stale=stale)
 
@@ -94,7 +99,15 @@ class Jobs:
         (503 when the Docker Engine does not answer): its runtime, its input, its image."""
         runtime = self.runtimes.check(spec)
         input_of(spec, self.rules).check(self.repo, branch)
-        if spec.image is not None and runtime == "docker":
+        registry = self.runtimes.registry
+        if spec.image is not None and runtime != "process" and registry is not None and registry.owns(spec.image):
+            try:
+                registry.resolve(spec.image)  # a 400 if the registry says it has no such tag
+            except Unavailable as exc:  # checked again when a run starts, and fails then if it must
+                log.warning("job %s stored unchecked: %s", spec.name, exc.message)
+            if runtime == "docker":
+                self.runtimes.get(runtime).check_isolation()
+        elif spec.image is not None and runtime == "docker":
             engine = self.runtimes.get(runtime)
             engine.image_id(spec.image)  # 400 if not built here
             engine.check_isolation()  # 503 if its workers could not be cut off from this host

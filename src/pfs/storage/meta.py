@@ -144,6 +144,9 @@ def tables(p: str = "") -> Tables:
         # records what did map as `partial_tree`: never readable, but the next run builds on it.
         sa.Column("failed", sa.Integer, nullable=False, server_default="0"),
         sa.Column("partial_tree", sa.String(64), nullable=True),
+        # The exact image the run's workers ran, when its tag was pinned to a digest of the
+        # cluster registry when the run started ("registry/name@sha256:…").
+        sa.Column("image", sa.String(400), nullable=True),
         sa.Index(p + "job_runs_key", "job", "spec_key", "finished"),
     )
     # One row per file a map job's run could not map, with why; the next run maps them again.
@@ -182,7 +185,7 @@ def tables(p: str = "") -> Tables:
 
 
 # Columns added to job_runs since it first shipped, added to older databases at start.
-_JOB_RUNS_ADDED = ("failed", "partial_tree")
+_JOB_RUNS_ADDED = ("failed", "partial_tree", "image")
 # The catalog of repositories, shared by all: a name, the id that prefixes its tables and
 # names its objects' place, and a counter so that an id is never used twice.
 catalog_md = sa.MetaData()
@@ -273,6 +276,7 @@ class JobRun:
     log: str | None = None
     failed: int = 0  # files of a map that failed (listed as Failures)
     partial_tree: str | None = None  # what a failed map that tried every file did map
+    image: str | None = None  # the registry image its workers ran, pinned by digest
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ import threading
 from dataclasses import dataclass
 
 from ...errors import BadRequest, PfsError
+from ..registry import Registry
 from ..spec import JobSpec
 from .base import Runtime, Worker, WorkerSpec
 from .docker import DockerRuntime
@@ -80,13 +81,15 @@ def _size(n: int) -> str:
     return f"{n} bytes"
 
 
-def make_runtime(name: str, instance: str, state_dir: str, sandbox: Sandbox | None = None) -> Runtime:
+def make_runtime(
+    name: str, instance: str, state_dir: str, sandbox: Sandbox | None = None, registry: Registry | None = None
+) -> Runtime:
     if name == "docker":
-        return DockerRuntime(instance, sandbox)
+        return DockerRuntime(instance, sandbox, registry)
     if name == "process":
         return ProcessRuntime(instance, state_dir)
     if name == "swarm":
-        return SwarmRuntime(instance, user=(sandbox or Sandbox()).user)
+        return SwarmRuntime(instance, user=(sandbox or Sandbox()).user, registry=registry)
     raise BadRequest(f"unknown runtime {name!r}: use 'docker', 'process' or 'swarm'")
 
 
@@ -101,6 +104,7 @@ class Runtimes:
         default: str | None = None,
         limits: JobLimits | None = None,
         sandbox: Sandbox | None = None,
+        registry: Registry | None = None,
     ) -> None:
         if default not in (None, *NAMES):
             raise BadRequest(f"job runtime must be one of {', '.join(NAMES)}, not {default!r}")
@@ -109,6 +113,7 @@ class Runtimes:
         self.default = default or "docker"
         self.limits = limits if limits is not None else JobLimits.of_host()
         self.sandbox = sandbox or Sandbox()
+        self.registry = registry  # the cluster's image registry, if the operator set one
         self._made: dict[str, Runtime] = {}
         self._lock = threading.Lock()
 
@@ -128,7 +133,7 @@ class Runtimes:
         with self._lock:
             rt = self._made.get(name)
             if rt is None:
-                rt = self._made[name] = make_runtime(name, self.instance, self.state_dir, self.sandbox)
+                rt = self._made[name] = make_runtime(name, self.instance, self.state_dir, self.sandbox, self.registry)
             return rt
 
     def reap(self) -> None:
@@ -160,3 +165,5 @@ class Runtimes:
             for rt in self._made.values():
                 rt.close()
             self._made.clear()
+        if self.registry is not None:
+            self.registry.close()

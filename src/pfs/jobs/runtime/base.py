@@ -70,6 +70,12 @@ class Runtime(ABC):
     def image_id(self, image: str | None) -> str:
         """What identifies the code a job runs, for incremental reuse: an image's id."""
 
+    def pin(self, image: str | None, timeout: float) -> tuple[str, str | None]:
+        """Once per run: (`image_id`, and the exact image every worker of the run then
+        runs, or None for `image` itself). A runtime with a registry resolves its tags to
+        digests here, waiting up to `timeout` seconds for it."""
+        return self.image_id(image), None
+
     @abstractmethod
     def reap(self) -> int:
         """Stop and remove the workers an earlier (killed) pfs of this instance left behind."""

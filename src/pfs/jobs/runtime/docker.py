@@ -12,6 +12,7 @@ import uuid
 from typing import Any
 
 from ...errors import JobError, PfsError
+from ..registry import Registry
 from .base import Worker, WorkerSpec, signal_name, slug
 from .engine import (
     CONTAINER_PORT,
@@ -71,8 +72,8 @@ class DockerRuntime(EngineRuntime):
     name = "docker"
     kind = "container"
 
-    def __init__(self, instance: str, sandbox: Sandbox | None = None) -> None:
-        super().__init__(instance)
+    def __init__(self, instance: str, sandbox: Sandbox | None = None, registry: Registry | None = None) -> None:
+        super().__init__(instance, registry)
         self.sandbox = sandbox or Sandbox()
         self.isolation = Isolation(self.sandbox)
 
@@ -81,12 +82,16 @@ class DockerRuntime(EngineRuntime):
         self.isolation.ensure(self.api)
 
     def image_id(self, image: str | None) -> str:
+        if self.registry is not None and image is not None and self.registry.owns(image):
+            return self.registry.resolve(image)
         return str(inspect_image(self, image)["Id"])
 
     def start(self, spec: WorkerSpec) -> Worker:
         from docker.types import LogConfig
 
-        self.image_id(spec.image)  # a clear 400 rather than a pull attempt
+        # A local image must be here (a clear 400 rather than a pull attempt); a pinned
+        # image of the cluster registry is pulled now if it is not.
+        self.ensure_image(spec.image, spec.start_timeout)
         network = self.isolation.ensure(self.api)
         host_config = self.api.create_host_config(
             mem_limit=spec.memory,

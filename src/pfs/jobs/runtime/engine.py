@@ -6,13 +6,17 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 import uuid
 from abc import abstractmethod
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
-from ...errors import BadRequest, JobError, PfsError, Unavailable
+from ...errors import BadRequest, ImageNotFound, JobError, PfsError, Unavailable
+from ..registry import Registry
 from ..spec import check_image
 from .base import LOG_KEEP, Runtime, Worker, WorkerSpec, start_failed, tail, wait_until_serving
 
@@ -20,6 +24,10 @@ log = logging.getLogger("pfs.jobs.runtime")
 
 CONTAINER_PORT = 80  # the port a job server listens on inside its container
 T = TypeVar("T")
+# Pulls from the cluster registry run here, one per image at a time however many workers
+# wait for it, so one job's huge image never holds up another job's workers.
+_pull_pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="pfs-pull")
+RETRY_FIRST, RETRY_MAX = 0.5, 5.0  # seconds between attempts while the registry does not answer
 
 
 @contextmanager
@@ -89,6 +97,31 @@ def inspect_image(rt: EngineRuntime, image: str | None) -> dict[str, Any]:
         raise
 
 
+class _PullTooSlow(JobError):
+    """A pull that goes on but did not finish in time: not worth another attempt."""
+
+
+def _within(timeout: float, what: str, attempt: Callable[[], T], deadline: float | None = None) -> T:
+    """`attempt()`, again while the registry (or the engine's pull from it) does not answer,
+    until `timeout` seconds have passed; then a JobError that says why. A tag or digest the
+    registry does not have is a JobError at once."""
+    deadline = deadline if deadline is not None else time.monotonic() + timeout
+    delay = RETRY_FIRST
+    while True:
+        try:
+            return attempt()
+        except ImageNotFound as exc:
+            raise JobError(exc.message) from None
+        except _PullTooSlow:
+            raise
+        except (Unavailable, JobError) as exc:
+            if time.monotonic() + delay > deadline:
+                raise JobError(f"{exc.message} (gave up after {timeout:g} s, the job's start_timeout)") from None
+            log.warning("%s: %s; trying again in %g s", what, exc.message, delay)
+        time.sleep(delay)
+        delay = min(delay * 2, RETRY_MAX)
+
+
 class EngineWorker(Worker):
     """A worker the Docker Engine runs (a container, or a swarm service): its state and log
     come from the engine's API, and survive stop() for the job's log and error."""
@@ -156,13 +189,16 @@ class EngineWorker(Worker):
 
 
 class EngineRuntime(Runtime):
-    """A runtime whose workers the Docker Engine runs. Images must be on the engine's
-    machine (or swarm): no registry is reached."""
+    """A runtime whose workers the Docker Engine runs. Images are local to the engine's
+    machine (never pulled), or in the cluster registry when pfs has one (`registry`): those
+    are pinned to a digest once per run and pulled by it, from that registry only."""
 
     kind = "worker"  # what one worker is, in log lines
 
-    def __init__(self, instance: str) -> None:
+    def __init__(self, instance: str, registry: Registry | None = None) -> None:
         self.instance = instance
+        self.registry = registry
+        self._pulls: dict[str, Future[None]] = {}
         self.session = uuid.uuid4().hex  # tells this pfs process's workers from a dead one's
         self._client: Any = None
         self._client_lock = threading.Lock()
@@ -180,6 +216,82 @@ class EngineRuntime(Runtime):
                 with docker_errors("connecting to the Docker Engine"):
                     self._client = docker.from_env(timeout=60, max_pool_size=64)
             return self._client.api
+
+    # ---- images of the cluster registry ----------------------------------------------
+    def in_registry(self, image: str | None) -> bool:
+        return self.registry is not None and self.registry.owns(image)
+
+    def pin(self, image: str | None, timeout: float) -> tuple[str, str | None]:
+        """A registry image's tag resolved to its digest now (retried while the registry
+        does not answer, for up to `timeout` seconds); other images as `image_id` says."""
+        if self.registry is None or not self.registry.owns(image):
+            return self.image_id(image), None
+        assert image is not None
+        registry = self.registry
+        digest = _within(timeout, f"resolving {image}", lambda: registry.resolve(image))
+        return digest, registry.pinned(image, digest)
+
+    def ensure_image(self, image: str | None, timeout: float) -> None:
+        """The image is on this engine: a local one must be (a 400 otherwise: pfs never
+        pulls it); a pinned image of the cluster registry is pulled if it is not, retried
+        while the registry does not answer, for up to `timeout` seconds in all."""
+        if not self.in_registry(image):
+            inspect_image(self, image)
+            return
+        assert image is not None
+        if "@" not in image:
+            raise BadRequest(f"image {image!r}: a registry image runs by digest, pinned when its run starts")
+        if self._present(image):
+            return
+        deadline = time.monotonic() + timeout
+
+        def pulled() -> None:
+            if self._present(image):  # another worker's pull brought it meanwhile
+                return
+            fut = self._pull(image)
+            try:
+                fut.result(timeout=max(deadline - time.monotonic(), 0.0))
+            except FutureTimeout:
+                assert self.registry is not None
+                down = self.registry.unreachable()
+                raise _PullTooSlow(
+                    f"pulling {image} did not finish within {timeout:g} s (the job's start_timeout)"
+                    + (f": {down}" if down else "; the pull goes on, and the next start uses the image once it is here")
+                ) from None
+
+        _within(timeout, f"pulling {image}", pulled, deadline)
+
+    def _present(self, image: str) -> bool:
+        return unless_gone(f"inspecting image {image!r}", lambda: self.api.inspect_image(image)) is not None
+
+    def _pull(self, image: str) -> Future[None]:
+        """The pull of `image` under way, or a new one."""
+        with self._lock:
+            fut = self._pulls.get(image)
+            if fut is None or fut.done():
+                for done in [k for k, f in self._pulls.items() if f.done()]:  # only pulls under way stay
+                    del self._pulls[done]
+                fut = self._pulls[image] = _pull_pool.submit(self._pull_now, image)
+            return fut
+
+    def _pull_now(self, image: str) -> None:
+        assert self.registry is not None
+        log.info("pulling %s from the cluster registry", image)
+        started = time.monotonic()
+        try:
+            with docker_errors(f"pulling {image}"):
+                for event in self.api.pull(image, stream=True, decode=True, auth_config=self.registry.auth_config()):
+                    if isinstance(event, dict) and event.get("error"):
+                        raise Unavailable(f"pulling {image}: {str(event['error'])[:500]}")
+        except JobError as exc:
+            import docker.errors
+
+            if isinstance(exc.__cause__, docker.errors.NotFound):  # the registry answered: no such digest
+                raise ImageNotFound(f"image {image}: the registry {self.registry.address} does not have it") from None
+            raise
+        if not self._present(image):
+            raise Unavailable(f"pulling {image}: the engine does not have it after the pull")
+        log.info("pulled %s in %.1f s", image, time.monotonic() - started)
 
     def _forget(self, worker: EngineWorker) -> None:
         with self._lock:

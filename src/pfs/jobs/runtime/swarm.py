@@ -20,8 +20,10 @@ Neither needs the routing mesh (ingress, VIPs): workers use DNS round-robin endp
 are addressed directly, so the runtime also works where the kernel has no IPVS.
 
 Images are run by id (or by repository digest when they have one), so a node never pulls
-a tag: the image pfs checked is exactly the one that runs, and on a multi-node swarm it
-must be on every node (`docker save | docker load` keeps its id) or in a registry.
+a tag: the image pfs checked is exactly the one that runs. On a multi-node swarm it must
+be on every node (`docker save | docker load` keeps its id), or in the cluster registry
+(PFS_REGISTRY_URL): its images run by the digest their tag named when the run started, and
+each node pulls that digest from the registry, with the credentials pfs hands the swarm.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ import uuid
 from typing import Any
 
 from ...errors import BadRequest, PfsError, Unavailable
+from ..registry import Registry
 from ..spec import check_image
 from .base import Worker, WorkerSpec, signal_name
 from .engine import (
@@ -151,9 +154,15 @@ class SwarmRuntime(EngineRuntime):
     kind = "service"
 
     def __init__(
-        self, instance: str, network: str | None = None, owner_task: str | None = None, user: str = "65534:65534"
+        self,
+        instance: str,
+        network: str | None = None,
+        owner_task: str | None = None,
+        user: str = "65534:65534",
+        registry: Registry | None = None,
     ) -> None:
-        super().__init__(instance)
+        super().__init__(instance, registry)
+        self._logged_in = False
         self.user = user  # who its containers run as: not root
         self.network = network if network is not None else (os.environ.get(NETWORK_ENV) or None)
         # A pfs that is itself a swarm task has no data dir that outlives it, so no lasting
@@ -181,11 +190,17 @@ class SwarmRuntime(EngineRuntime):
 
     def _image(self, image: str | None) -> tuple[str, str]:
         """(image id, what the service runs): the repository digest if the image has one,
-        else its id, so that no node ever pulls a tag."""
+        else its id, so that no node ever pulls a tag. An image of the cluster registry
+        runs by digest (pinned when its run started), which every node pulls from it."""
         if not image:
             raise BadRequest("the swarm runtime needs an image")
         check_image(image)  # a malformed name is a 400 before any engine is asked
         self.node_id()
+        if self.registry is not None and self.registry.owns(image):
+            if "@" in image:
+                return image.rsplit("@", 1)[1], image
+            digest = self.registry.resolve(image)
+            return digest, self.registry.pinned(image, digest)
         info = inspect_image(self, image)
         image_id = str(info["Id"])
         name = image.split("@")[0]
@@ -200,6 +215,8 @@ class SwarmRuntime(EngineRuntime):
 
     def start(self, spec: WorkerSpec) -> Worker:
         _, ref = self._image(spec.image)  # a clear 400 rather than a pull attempt on some node
+        if self.in_registry(ref):
+            self._login()  # the nodes pull it with the registry's credentials
         name = _service_name(spec.job)
         labels = {**self.labels(spec), "pfs.image": spec.image or ""}
         if self.owner_task:
@@ -242,6 +259,16 @@ class SwarmRuntime(EngineRuntime):
             )
         worker = SwarmWorker(self, str(created["ID"]), name, spec.memory)
         return self._serve(worker, spec, lambda: self._locate(worker))
+
+    def _login(self) -> None:
+        """Give the engine client the registry's credentials once: service creation sends
+        them to the swarm (X-Registry-Auth), and each node pulls with them."""
+        auth = self.registry.auth_config() if self.registry is not None else None
+        if auth is None or self._logged_in:
+            return
+        with docker_errors(f"signing in to the registry {auth['serveraddress']}"):
+            self.api.login(username=auth["username"], password=auth["password"], registry=auth["serveraddress"])
+        self._logged_in = True
 
     def _locate(self, worker: SwarmWorker) -> str | None:
         """Wait for the task to run and set worker.url; None once set, else why not."""
