@@ -3,6 +3,8 @@
 #
 #   pfs-postgres:local   PostgreSQL from Debian's packages (deploy/postgres)
 #   pfs-seaweedfs:local  SeaweedFS's static `weed` binary, the S3 store (deploy/seaweedfs)
+#   pfs-registry:local   Docker Distribution from Debian's docker-registry package, the
+#                        registry of job images, storing on the S3 store (deploy/registry)
 #
 # No image registry is reachable here, so nothing is pulled: PostgreSQL's root filesystem
 # is made with debootstrap (as scripts/docker-setup.sh makes the Python base; about a
@@ -17,6 +19,7 @@ OUT=$ROOT/build/deploy
 PG_BASE=pfs-postgres-base:local
 PG_IMAGE=${PFS_POSTGRES_IMAGE:-pfs-postgres:local}
 SW_IMAGE=${PFS_SEAWEEDFS_IMAGE:-pfs-seaweedfs:local}
+REG_IMAGE=${PFS_REGISTRY_IMAGE:-pfs-registry:local}
 BASE=pfs-python-base:local
 
 log() { echo "build-store-images: $*" >&2; }
@@ -77,4 +80,12 @@ cp deploy/seaweedfs/Dockerfile deploy/seaweedfs/entrypoint.sh "$ctx/"
 log "docker build -t $SW_IMAGE (weed $(cat "$ctx/version"))"
 docker build -q --build-arg "BASE=$BASE" -t "$SW_IMAGE" "$ctx" >/dev/null
 
-log "ready: $PG_IMAGE, $SW_IMAGE"
+# ---- the registry of job images ----------------------------------------------------------
+bash scripts/registry-setup.sh  # build/registry/docker-registry, unpacked from Debian's package
+ctx=$OUT/registry
+mkdir -p "$ctx"
+cp build/registry/docker-registry deploy/registry/Dockerfile deploy/registry/entrypoint.sh "$ctx/"
+log "docker build -t $REG_IMAGE (docker-registry $(cat build/registry/version))"
+docker build -q --build-arg "BASE=$BASE" -t "$REG_IMAGE" "$ctx" >/dev/null
+
+log "ready: $PG_IMAGE, $SW_IMAGE, $REG_IMAGE"

@@ -10,8 +10,9 @@
 # 2. pfs's keys, in DIR (default deploy/secrets, ignored by git; another DIR goes into
 #    deploy/.env as PFS_SECRETS_DIR, an absolute path), made by deploy/stack-secrets.sh
 #    unless they exist: server_key (PFS_SERVER_KEY_FILE) and admin_key (PFS_ADMIN_KEY_FILE,
-#    KEY_ID:SECRET, the server admin's key: curl -u "$(cat deploy/secrets/admin_key)").
-#    Compose file format 2.4 has no secrets, so compose.yaml bind-mounts these two files
+#    KEY_ID:SECRET, the server admin's key: curl -u "$(cat deploy/secrets/admin_key)"), and
+#    registry_password (the job image registry's, user `pfs`: `pfs image push` uses it).
+#    Compose file format 2.4 has no secrets, so compose.yaml bind-mounts these files
 #    read-only into the pfs containers: they are made readable by you and by the image's
 #    group `pfs` (gid 10001, the Dockerfile's) only, mode 0440. (The directory gets the
 #    stack's passwords too; compose takes its own from deploy/.env.)
@@ -35,7 +36,7 @@ else
     compose=docker-compose
 fi
 
-keys=("$dir/server_key" "$dir/admin_key")
+keys=("$dir/server_key" "$dir/admin_key" "$dir/registry_password")
 for f in "${keys[@]}"; do
     # `up` before this script: Docker made an empty directory where the file it mounts was missing
     if [ -d "$f" ] && ! rmdir "$f"; then
@@ -48,6 +49,6 @@ chmod 0440 "${keys[@]}"
 if [ "$(stat -c %g "${keys[@]}" | sort -u)" != "$gid" ] && ! chgrp "$gid" "${keys[@]}" 2>/dev/null; then
     # Not root: Docker can (the pfs image, built by deploy/build-image.sh, has chgrp).
     docker run --rm --network none --user 0:0 -v "$dir:/secrets" --entrypoint chgrp "${PFS_IMAGE:-pfs:local}" \
-        "$gid" /secrets/server_key /secrets/admin_key >&2
+        "$gid" /secrets/server_key /secrets/admin_key /secrets/registry_password >&2
 fi
 echo "$compose"

@@ -10,6 +10,8 @@
 #   admin_key                      pfs's PFS_ADMIN_KEY_FILE, KEY_ID:SECRET: the server admin
 #                                  `admin` is made with it when the server has no user yet, and
 #                                  it is what you sign in with: curl -u "$(cat deploy/secrets/admin_key)"
+#   registry_password              the password of the registry of job images (user `pfs`):
+#                                  pfs pulls with it, and `pfs image push` pushes with it
 #
 # `docker stack deploy` turns them into Docker secrets (pfs_server_key, pfs_admin_key, ...
 # for a stack named pfs; `docker stack rm` removes them); a container sees only its own,
@@ -47,5 +49,8 @@ if [ ! -s "$dir/admin_key" ]; then                           # pfs's PFS_ADMIN_K
 ids = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"  # an id like the ones pfs makes: PFS and 17 base32 letters
 print("PFS" + "".join(secrets.choice(ids) for _ in range(17)) + ":" + secrets.token_urlsafe(30), end="")' \
         >"$dir/admin_key"
+fi
+if [ ! -s "$dir/registry_password" ]; then                   # PFS_REGISTRY_PASSWORD_FILE, and the registry's AUTH_PASSWORD_FILE
+    rand | tr -d '\n' >"$dir/registry_password"
 fi
 echo "stack-secrets: $(cd "$dir" && pwd)" >&2

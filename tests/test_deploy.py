@@ -28,6 +28,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import boto3
 import httpx
 import pytest
 from conftest import free_port
@@ -35,6 +36,7 @@ from jobenv import ROOT, ensure_docker, job_image_fixture  # noqa: F401
 from test_swarm import ensure_swarm, service_ids
 
 from pfs import Client
+from pfs.jobs.registry import push_image
 
 IMAGE = "pfs:local"
 
@@ -109,6 +111,18 @@ def eventually(check: Any, timeout: float) -> bool:
             return False
         time.sleep(0.5)
     return True
+
+
+def wait_registry(address: str, timeout: float = 120) -> None:
+    """Until the registry answers (401 to an anonymous request: it is up and checks)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        with contextlib.suppress(httpx.TransportError):
+            if httpx.get(f"http://{address}/v2/", timeout=2).status_code == 401:
+                return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"the registry at {address} did not answer within {timeout:g} s")
+        time.sleep(0.3)
 
 
 def wait_ping(url: str, timeout: float = 120) -> None:
@@ -222,25 +236,29 @@ def test_image_refuses_to_serve_anonymously(pfs_image: str) -> None:
 # ---- compose ----------------------------------------------------------------------------
 
 
-def test_compose_two_nodes_share_postgres_and_s3(pfs_image: str, store_images: None, tmp_path: Path) -> None:
+def test_compose_two_nodes_share_postgres_and_s3(
+    pfs_image: str, store_images: None, job_image: str, tmp_path: Path
+) -> None:
     project = "pfs-test-" + uuid.uuid4().hex[:8]
     keys = tmp_path / "secrets"
     # Compose (Debian's docker-compose, installed if none) and pfs's keys, readable by the image's group
     compose = sh("bash", str(ROOT / "deploy" / "compose-setup.sh"), str(keys)).split()
-    for f in ("server_key", "admin_key"):
+    for f in ("server_key", "admin_key", "registry_password"):
         st = (keys / f).stat()
         assert oct(st.st_mode & 0o777) == "0o440" and st.st_gid == 10001, f
     assert oct(keys.stat().st_mode & 0o777) == "0o700"
     assert compose == sh("bash", str(ROOT / "deploy" / "compose-setup.sh"), str(keys)).split()  # idempotent
     key = admin_key(keys)
     server_key = (keys / "server_key").read_text()
-    p1, p2, p3 = free_port(), free_port(), free_port()
+    registry_password = (keys / "registry_password").read_text()
+    p1, p2, p3, p4 = free_port(), free_port(), free_port(), free_port()
+    s3_access, s3_secret = f"pfs-{secrets.token_hex(4)}", secrets.token_hex(16)
     env_file = tmp_path / "env"
     env_file.write_text(
         f"PFS_DB_PASSWORD={secrets.token_hex(12)}\n"
-        f"PFS_S3_ACCESS_KEY=pfs-{secrets.token_hex(4)}\n"
-        f"PFS_S3_SECRET_KEY={secrets.token_hex(16)}\n"
-        f"PFS1_PORT={p1}\nPFS2_PORT={p2}\nPFS_S3_PORT={p3}\n"
+        f"PFS_S3_ACCESS_KEY={s3_access}\n"
+        f"PFS_S3_SECRET_KEY={s3_secret}\n"
+        f"PFS1_PORT={p1}\nPFS2_PORT={p2}\nPFS_S3_PORT={p3}\nPFS_REGISTRY_PORT={p4}\n"
         f"PFS_SECRETS_DIR={keys}\n"
     )
     base = [*compose, "--env-file", str(env_file), "-p", project, "-f", str(ROOT / "deploy" / "compose.yaml")]
@@ -263,8 +281,27 @@ def test_compose_two_nodes_share_postgres_and_s3(pfs_image: str, store_images: N
             c2.put_file("shared/b.txt", b"and node 2\n")
             c2.commit(message="via node 2")
             assert c1.get_file("shared/b.txt", branch="master") == b"and node 2\n"
+            # the registry of job images: a push from this host, listed by the nodes, stored on S3
+            registry = f"127.0.0.1:{p4}"
+            wait_registry(registry)
+            pushed = push_image(job_image, registry, {"username": "pfs", "password": registry_password})
+            assert pushed.image == f"{registry}/pfs-test-job:local"
+            listing = c2.images()
+            assert listing.registry == registry
+            assert {(i.repository, t.tag, t.digest) for i in listing.images for t in i.tags} == {
+                (f"{registry}/pfs-test-job", "local", pushed.digest)
+            }
+        s3 = boto3.client(
+            "s3",
+            endpoint_url=f"http://127.0.0.1:{p3}",
+            aws_access_key_id=s3_access,
+            aws_secret_access_key=s3_secret,
+            region_name="us-east-1",
+        )
+        stored = s3.list_objects_v2(Bucket="pfs", Prefix="registry/docker/registry/v2/repositories/pfs-test-job/")
+        assert stored.get("KeyCount", 0) > 0, "the registry did not store the image on the S3 store"
         containers = ids("container", label)
-        assert len(containers) == 4
+        assert len(containers) == 5
         infos = json.loads(sh("docker", "inspect", *containers))
         for info in infos:
             hc = info["HostConfig"]
@@ -285,7 +322,13 @@ def test_compose_two_nodes_share_postgres_and_s3(pfs_image: str, store_images: N
             name = info["Name"].lstrip("/")
             logs = output("docker", "logs", name)
             assert "refusing" not in logs and "Traceback" not in logs, logs
-            assert_hidden(json.dumps(info) + logs, [key[1], server_key], f"docker inspect / logs of {name}")
+            assert_hidden(
+                json.dumps(info) + logs, [key[1], server_key, registry_password], f"docker inspect / logs of {name}"
+            )
+        reg = next(i for i in infos if i["Config"]["Labels"]["com.docker.compose.service"] == "registry")
+        reg_logs = output("docker", "logs", reg["Name"].lstrip("/"))
+        assert_hidden(json.dumps(reg) + reg_logs, [registry_password], "docker inspect / logs of the registry")
+        assert reg["HostConfig"]["ReadonlyRootfs"] and reg["Config"]["User"] == "registry"
         # the admin was made once, by whichever node came first
         assert (
             sum(output("docker", "logs", i["Name"].lstrip("/")).count("created the first server admin") for i in nodes)

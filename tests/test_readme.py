@@ -37,8 +37,9 @@ README = ROOT / "README.md"
 FENCE = re.compile(r"^```([\w-]*)[ \t]*\n(.*?)^```[ \t]*$", re.M | re.S)
 RUNNABLE = ("sh", "python")
 # Ports the README uses: the quickstart's pfs, the compose stack (pfs, S3, PostgreSQL), the
-# host's third node, the swarm's published port, the clone's second pfs, the image's container.
-PORTS = (8080, 8081, 8082, 8083, 8084, 8085, 8090, 8091, 8333, 9000, 15432)
+# host's third node, the swarm's published port, the clone's second pfs, the image's container,
+# and the compose registry.
+PORTS = (5000, 8080, 8081, 8082, 8083, 8084, 8085, 8090, 8091, 8333, 9000, 15432)
 STACK = "pfs"  # the README's stack name; its volumes and networks are prefixed with it
 CONTAINER, VOLUME, JOB_IMAGE = "pfs", "pfs-data", "wc:local"  # what the README's blocks name
 BUDGET = 900.0  # seconds for all blocks; a warm run takes a few minutes at most

@@ -18,6 +18,9 @@ def test_config_is_checked() -> None:
             RegistryConfig.parse(bad, None, None)
     with pytest.raises(BadRequest, match="incomplete"):
         RegistryConfig.parse("https://reg.example:5000", "u", None)
+    with pytest.raises(BadRequest, match="must not hold credentials") as err:
+        RegistryConfig.parse("https://u:hunter2@reg.example:5000", None, None)
+    assert "hunter2" not in str(err.value)
 
 
 def test_names_in_the_registry_and_pinning() -> None:
@@ -58,3 +61,20 @@ def test_credentials_from_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_p
     monkeypatch.setenv("PFS_REGISTRY_PASSWORD_FILE", str(path) + ".missing")
     with pytest.raises(BadRequest, match="cannot read"):
         RegistryConfig.from_env()
+
+
+def test_a_registry_reached_by_one_name_and_named_by_another() -> None:
+    """In a stack pfs asks http://registry:5000 while the engines on the hosts pull from
+    127.0.0.1:5000: images carry the latter, and only those are the registry's."""
+    cfg = RegistryConfig.parse("http://registry:5000", None, None, name="127.0.0.1:5000")
+    reg = Registry(cfg)
+    try:
+        assert reg.address == "127.0.0.1:5000" and str(reg.http.base_url).rstrip("/") == "http://registry:5000"
+        assert reg.owns("127.0.0.1:5000/wc:v1") and not reg.owns("registry:5000/wc:v1")
+        digest = "sha256:" + "c" * 64
+        assert reg.pinned("127.0.0.1:5000/wc:v1", digest) == f"127.0.0.1:5000/wc@{digest}"
+    finally:
+        reg.close()
+    for bad in ("http://x:1", "Upper:1", "h:port", "h/path", "-h:1"):
+        with pytest.raises(BadRequest, match="registry name"):
+            RegistryConfig.parse("http://registry:5000", None, None, name=bad)

@@ -15,6 +15,7 @@ counts and time.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, urlsplit
@@ -36,6 +37,7 @@ MANIFEST_TYPES = ", ".join(
 MAX_ANSWER = 1 << 20  # bytes of one JSON answer (a catalog page, a tag list)
 MAX_LISTED = 1000  # tags listed by `images`, over all repositories (each one is a request)
 TIMEOUT = httpx.Timeout(10.0, connect=5.0)
+_REGISTRY_NAME = re.compile(r"[a-z0-9]([a-z0-9.-]*[a-z0-9])?(:[0-9]{1,5})?")
 
 
 @dataclass(frozen=True)
@@ -44,30 +46,45 @@ class RegistryConfig:
     user: str | None = None
     password: str | None = field(default=None, repr=False)
     ca_file: str | None = None  # a CA bundle for an https registry with a private CA
+    # The registry's name in image names, where the Docker Engines pull from, when pfs
+    # reaches it by another (in a stack: http://registry:5000 for pfs, 127.0.0.1:5000 for
+    # the engines on the hosts); None: the URL's host:port.
+    name: str | None = None
 
     @property
     def address(self) -> str:
         """host:port, as image names start with it."""
-        return urlsplit(self.url).netloc
+        return self.name or urlsplit(self.url).netloc
 
     @classmethod
     def from_env(cls) -> RegistryConfig | None:
         """PFS_REGISTRY_URL (none: no registry, images are local only), its credentials
-        (`credentials_from_env`) and PFS_REGISTRY_CA."""
+        (`credentials_from_env`), PFS_REGISTRY_CA and PFS_REGISTRY_NAME."""
         url = os.environ.get("PFS_REGISTRY_URL") or None
         if url is None:
             return None
         user, password = credentials_from_env()
-        return cls.parse(url, user, password, os.environ.get("PFS_REGISTRY_CA"))
+        env = os.environ.get
+        return cls.parse(url, user, password, env("PFS_REGISTRY_CA"), env("PFS_REGISTRY_NAME"))
 
     @classmethod
-    def parse(cls, url: str, user: str | None, password: str | None, ca_file: str | None = None) -> RegistryConfig:
+    def parse(
+        cls, url: str, user: str | None, password: str | None, ca_file: str | None = None, name: str | None = None
+    ) -> RegistryConfig:
         parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname or parts.path.strip("/") or parts.query:
+        if (
+            parts.username is None
+            and parts.password is None
+            and (parts.scheme not in ("http", "https") or not parts.hostname or parts.path.strip("/") or parts.query)
+        ):
             raise BadRequest(f"the registry URL must be http(s)://host[:port], not {url[:200]!r}")
+        if parts.username is not None or parts.password is not None:  # never echoed: it may hold a password
+            raise BadRequest("the registry URL must not hold credentials: give PFS_REGISTRY_USER and a password file")
         if (user is None) != (password is None):
             raise BadRequest("the registry credentials are incomplete: set both its user and its password")
-        return cls(f"{parts.scheme}://{parts.netloc}", user, password, ca_file or None)
+        if name and not _REGISTRY_NAME.fullmatch(name):
+            raise BadRequest(f"the registry name must be host[:port], as image names start with it, not {name[:200]!r}")
+        return cls(f"{parts.scheme}://{parts.netloc}", user, password, ca_file or None, name or None)
 
 
 @dataclass(frozen=True)

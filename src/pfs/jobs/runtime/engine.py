@@ -101,10 +101,17 @@ class _PullTooSlow(JobError):
     """A pull that goes on but did not finish in time: not worth another attempt."""
 
 
-def _within(timeout: float, what: str, attempt: Callable[[], T], deadline: float | None = None) -> T:
+def _within(
+    timeout: float,
+    what: str,
+    attempt: Callable[[], T],
+    deadline: float | None = None,
+    diagnose: Callable[[], str | None] | None = None,
+) -> T:
     """`attempt()`, again while the registry (or the engine's pull from it) does not answer,
-    until `timeout` seconds have passed; then a JobError that says why. A tag or digest the
-    registry does not have is a JobError at once."""
+    until `timeout` seconds have passed; then a JobError that says why (and, from
+    `diagnose`, whether the registry answers now). A tag or digest the registry does not
+    have is a JobError at once."""
     deadline = deadline if deadline is not None else time.monotonic() + timeout
     delay = RETRY_FIRST
     while True:
@@ -116,7 +123,9 @@ def _within(timeout: float, what: str, attempt: Callable[[], T], deadline: float
             raise
         except (Unavailable, JobError) as exc:
             if time.monotonic() + delay > deadline:
-                raise JobError(f"{exc.message} (gave up after {timeout:g} s, the job's start_timeout)") from None
+                down = diagnose() if diagnose is not None else None
+                why = f"; {down}" if down and down not in exc.message else ""
+                raise JobError(f"{exc.message} (gave up after {timeout:g} s, the job's start_timeout{why})") from None
             log.warning("%s: %s; trying again in %g s", what, exc.message, delay)
         time.sleep(delay)
         delay = min(delay * 2, RETRY_MAX)
@@ -228,14 +237,15 @@ class EngineRuntime(Runtime):
             return self.image_id(image), None
         assert image is not None
         registry = self.registry
-        digest = _within(timeout, f"resolving {image}", lambda: registry.resolve(image))
+        digest = _within(timeout, f"resolving {image}", lambda: registry.resolve(image), diagnose=registry.unreachable)
         return digest, registry.pinned(image, digest)
 
     def ensure_image(self, image: str | None, timeout: float) -> None:
         """The image is on this engine: a local one must be (a 400 otherwise: pfs never
         pulls it); a pinned image of the cluster registry is pulled if it is not, retried
         while the registry does not answer, for up to `timeout` seconds in all."""
-        if not self.in_registry(image):
+        registry = self.registry
+        if registry is None or not registry.owns(image):
             inspect_image(self, image)
             return
         assert image is not None
@@ -252,14 +262,13 @@ class EngineRuntime(Runtime):
             try:
                 fut.result(timeout=max(deadline - time.monotonic(), 0.0))
             except FutureTimeout:
-                assert self.registry is not None
-                down = self.registry.unreachable()
+                down = registry.unreachable()
                 raise _PullTooSlow(
                     f"pulling {image} did not finish within {timeout:g} s (the job's start_timeout)"
                     + (f": {down}" if down else "; the pull goes on, and the next start uses the image once it is here")
                 ) from None
 
-        _within(timeout, f"pulling {image}", pulled, deadline)
+        _within(timeout, f"pulling {image}", pulled, deadline, registry.unreachable)
 
     def _present(self, image: str) -> bool:
         return unless_gone(f"inspecting image {image!r}", lambda: self.api.inspect_image(image)) is not None
