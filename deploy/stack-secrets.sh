@@ -12,6 +12,10 @@
 #                                  it is what you sign in with: curl -u "$(cat deploy/secrets/admin_key)"
 #   registry_password              the password of the registry of job images (user `pfs`):
 #                                  pfs pulls with it, and `pfs image push` pushes with it
+#   registry_ca.pem,               the registry's TLS: a CA of its own (pfs's PFS_REGISTRY_CA;
+#   registry_tls_cert.pem, _key.pem  copy it to /etc/docker/certs.d/HOST:5000/ca.crt on a
+#                                  machine that pushes to HOST) and the registry's certificate
+#                                  for registry, localhost, 127.0.0.1 and PFS_REGISTRY_HOSTS
 #
 # `docker stack deploy` turns them into Docker secrets (pfs_server_key, pfs_admin_key, ...
 # for a stack named pfs; `docker stack rm` removes them); a container sees only its own,
@@ -52,5 +56,27 @@ print("PFS" + "".join(secrets.choice(ids) for _ in range(17)) + ":" + secrets.to
 fi
 if [ ! -s "$dir/registry_password" ]; then                   # PFS_REGISTRY_PASSWORD_FILE, and the registry's AUTH_PASSWORD_FILE
     rand | tr -d '\n' >"$dir/registry_password"
+fi
+if [ ! -s "$dir/registry_ca.pem" ] || [ ! -s "$dir/registry_tls_cert.pem" ] || [ ! -s "$dir/registry_tls_key.pem" ]; then
+    # The stack's registry serves TLS: a CA of its own (its key is thrown away: re-run
+    # after deleting these three files to issue new ones) and a certificate for the names
+    # pfs and the nodes' engines use, plus PFS_REGISTRY_HOSTS (comma-separated names or
+    # addresses of the nodes, for pushes from other machines).
+    command -v openssl >/dev/null || { echo "stack-secrets: needs openssl (apt-get install openssl)" >&2; exit 1; }
+    work=$(mktemp -d)
+    trap 'rm -rf "$work"' EXIT
+    san="DNS:registry,DNS:localhost,IP:127.0.0.1"
+    for h in $(printf '%s' "${PFS_REGISTRY_HOSTS:-}" | tr ',' ' '); do
+        case $h in *[!0-9.]*) san="$san,DNS:$h" ;; *) san="$san,IP:$h" ;; esac
+    done
+    ec=(-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes)
+    openssl req -x509 "${ec[@]}" -keyout "$work/ca.key" -out "$dir/registry_ca.pem" -days 3650 \
+        -subj "/CN=pfs registry CA" -addext "basicConstraints=critical,CA:TRUE" \
+        -addext "keyUsage=critical,keyCertSign,cRLSign" 2>/dev/null
+    openssl req "${ec[@]}" -keyout "$dir/registry_tls_key.pem" -out "$work/tls.csr" -subj "/CN=registry" 2>/dev/null
+    printf 'subjectAltName=%s\nextendedKeyUsage=serverAuth\nkeyUsage=critical,digitalSignature\nbasicConstraints=CA:FALSE\n' \
+        "$san" >"$work/ext"
+    openssl x509 -req -in "$work/tls.csr" -CA "$dir/registry_ca.pem" -CAkey "$work/ca.key" -CAserial "$work/ca.srl" -CAcreateserial \
+        -out "$dir/registry_tls_cert.pem" -days 3650 -extfile "$work/ext" 2>/dev/null
 fi
 echo "stack-secrets: $(cd "$dir" && pwd)" >&2

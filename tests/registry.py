@@ -8,12 +8,15 @@ registries are trusted as insecure by default), so push and pull are real.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import secrets
 import signal
 import subprocess
+import threading
 import time
+import uuid
 from pathlib import Path
 
 import bcrypt
@@ -24,6 +27,31 @@ from seaweed import SeaweedServer, _die_with_parent, _free_ports
 BINARY = ROOT / "build" / "registry" / "docker-registry"
 SETUP_SCRIPT = ROOT / "scripts" / "registry-setup.sh"
 START_TIMEOUT = 30.0
+
+
+def docker(*args: str, input: bytes | None = None, check: bool = True) -> str:
+    proc = subprocess.run(["docker", *args], input=input, capture_output=True, timeout=600, check=False)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"docker {' '.join(args)} failed: {proc.stderr.decode(errors='replace')[-2000:]}")
+    return proc.stdout.decode()
+
+
+def build_variant(base: str, tag: str, extra: str = "") -> str:
+    """An image of the test job server whose bytes no other test has (its own label): a
+    push records a registry's digest on the image it pushes, and shared images must not
+    carry one."""
+    dockerfile = f"FROM {base}\nLABEL pfs.test={uuid.uuid4().hex}\n{extra}\n"
+    docker("build", "-q", "-t", tag, "-", input=dockerfile.encode())
+    return tag
+
+
+def forget_images(address: str) -> None:
+    """Remove from the engine every image named after the registry at `address` (what the
+    tests pushed and pulled), so that runs do not pile them up."""
+    refs = docker("images", "--format", "{{.Repository}}@{{.Digest}} {{.Repository}}:{{.Tag}}", check=False)
+    names = {r for line in refs.splitlines() for r in line.split() if r.startswith(f"{address}/") and "<none>" not in r}
+    if names:
+        docker("rmi", "-f", *sorted(names), check=False)
 
 
 def registry_binary() -> Path:
@@ -120,3 +148,57 @@ class RegistryServer:
             return (self.root / "registry.log").read_text(errors="replace")[-4000:]
         except OSError:
             return ""
+
+
+class SlowLink:
+    """A TCP relay to a local port whose downstream (server to client) runs at `rate`
+    bytes a second: a slow network between an engine and the registry, for fault
+    injection. Upstream bytes (a push) pass at full speed."""
+
+    def __init__(self, port: int, rate: int) -> None:
+        self.target = port
+        self.rate = rate
+        self.port = 0
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, name="slow-link", daemon=True)
+        self.server: asyncio.Server | None = None
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def start(self) -> SlowLink:
+        self.thread.start()
+        self.server = asyncio.run_coroutine_threadsafe(
+            asyncio.start_server(self._serve, "127.0.0.1", 0), self.loop
+        ).result(10)
+        self.port = int(self.server.sockets[0].getsockname()[1])
+        return self
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            ur, uw = await asyncio.open_connection("127.0.0.1", self.target)
+        except OSError:
+            writer.close()
+            return
+        await asyncio.gather(self._pipe(reader, uw, 0), self._pipe(ur, writer, self.rate))
+
+    @staticmethod
+    async def _pipe(r: asyncio.StreamReader, w: asyncio.StreamWriter, rate: int) -> None:
+        try:
+            while data := await r.read(1 << 16):
+                w.write(data)
+                await w.drain()
+                if rate:
+                    await asyncio.sleep(len(data) / rate)
+        except OSError:
+            pass
+        finally:
+            with contextlib.suppress(Exception):
+                w.close()
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.loop.call_soon_threadsafe(self.server.close)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)

@@ -33,6 +33,7 @@ import httpx
 import pytest
 from conftest import free_port
 from jobenv import ROOT, ensure_docker, job_image_fixture  # noqa: F401
+from registry import build_variant, docker, forget_images
 from test_swarm import ensure_swarm, service_ids
 
 from pfs import Client
@@ -113,16 +114,31 @@ def eventually(check: Any, timeout: float) -> bool:
     return True
 
 
-def wait_registry(address: str, timeout: float = 120) -> None:
-    """Until the registry answers (401 to an anonymous request: it is up and checks)."""
+def wait_registry(address: str, timeout: float = 120, ca: Path | None = None) -> None:
+    """Until the registry answers (401 to an anonymous request: it is up and checks); over
+    TLS, verified with `ca`, if given."""
     deadline = time.monotonic() + timeout
+    url = f"https://{address}/v2/" if ca else f"http://{address}/v2/"
     while True:
         with contextlib.suppress(httpx.TransportError):
-            if httpx.get(f"http://{address}/v2/", timeout=2).status_code == 401:
+            verify = ssl.create_default_context(cafile=str(ca)) if ca else True
+            if httpx.get(url, timeout=2, verify=verify).status_code == 401:
                 return
         if time.monotonic() > deadline:
             raise AssertionError(f"the registry at {address} did not answer within {timeout:g} s")
         time.sleep(0.3)
+
+
+def retrying(call: Any, timeout: float) -> Any:
+    """call() until it returns, for up to `timeout` seconds (what a starting stack needs)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return call()
+        except Exception:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(1)
 
 
 def wait_ping(url: str, timeout: float = 120) -> None:
@@ -284,12 +300,16 @@ def test_compose_two_nodes_share_postgres_and_s3(
             # the registry of job images: a push from this host, listed by the nodes, stored on S3
             registry = f"127.0.0.1:{p4}"
             wait_registry(registry)
-            pushed = push_image(job_image, registry, {"username": "pfs", "password": registry_password})
-            assert pushed.image == f"{registry}/pfs-test-job:local"
+            repo = f"pfs-regtest/deploy-{uuid.uuid4().hex[:8]}"  # its own bytes: job_image stays unpushed
+            local = build_variant(job_image, f"{repo}:v1")
+            pushed = push_image(local, registry, {"username": "pfs", "password": registry_password})
+            docker("rmi", "-f", local)
+            forget_images(registry)
+            assert pushed.image == f"{registry}/{repo}:v1"
             listing = c2.images()
             assert listing.registry == registry
             assert {(i.repository, t.tag, t.digest) for i in listing.images for t in i.tags} == {
-                (f"{registry}/pfs-test-job", "local", pushed.digest)
+                (f"{registry}/{repo}", "v1", pushed.digest)
             }
         s3 = boto3.client(
             "s3",
@@ -298,7 +318,7 @@ def test_compose_two_nodes_share_postgres_and_s3(
             aws_secret_access_key=s3_secret,
             region_name="us-east-1",
         )
-        stored = s3.list_objects_v2(Bucket="pfs", Prefix="registry/docker/registry/v2/repositories/pfs-test-job/")
+        stored = s3.list_objects_v2(Bucket="pfs", Prefix=f"registry/docker/registry/v2/repositories/{repo}/")
         assert stored.get("KeyCount", 0) > 0, "the registry did not store the image on the S3 store"
         containers = ids("container", label)
         assert len(containers) == 5
@@ -455,6 +475,8 @@ a.put_job("up", {"type": "map", "input": "in", "image": sys.argv[1], "command": 
 cid = a.commit(run=True).id
 st = b.wait_run(cid, timeout=180)
 out = {"state": st.state, "error": st.error, "log": b.job_log("up", cid), "anonymous": anonymous, "signed": signed}
+out["pinned"] = st.job("up").pinned_image
+out["registry"] = b.images().registry
 if st.state == "succeeded":
     out["files"] = {f"f{i}.txt": b.get_job_file("up", f"f{i}.txt", commit=cid).decode() for i in range(6)}
     out["read_b"] = b.get_file("in/f3.txt", commit=cid).decode()
@@ -463,21 +485,32 @@ print(json.dumps(out))
 
 
 def test_stack_with_swarm_runtime(pfs_image: str, store_images: None, job_image: str, tmp_path: Path) -> None:
+    """The stack with the swarm runtime runs a job whose image was pushed to the stack's
+    registry (TLS, a password, on SeaweedFS) and is on no node until a run pins and pulls it."""
     ensure_swarm()
     stack = "pfs-test-" + uuid.uuid4().hex[:8]
     gateway = bridge_address()
     certs = tmp_path / "certs"
     make_certs(certs, gateway)
-    sh("bash", str(ROOT / "deploy" / "stack-secrets.sh"), str(tmp_path / "secrets"))
-    key = admin_key(tmp_path / "secrets")
-    hidden = [key[1], (tmp_path / "secrets" / "server_key").read_text()]
+    secrets_dir = tmp_path / "secrets"
+    sh("bash", str(ROOT / "deploy" / "stack-secrets.sh"), str(secrets_dir))
+    key = admin_key(secrets_dir)
+    registry_password = (secrets_dir / "registry_password").read_text()
+    hidden = [key[1], (secrets_dir / "server_key").read_text(), registry_password]
     api = TlsDockerApi(gateway, certs).start()
+    # The registry's port is published in host mode, as shipped: on every interface of this
+    # node (swarm cannot bind one address), behind TLS and a password, for this test only.
+    registry = f"127.0.0.1:{free_port()}"
     env = {
-        "PFS_SECRETS_DIR": str(tmp_path / "secrets"),
+        "PFS_SECRETS_DIR": str(secrets_dir),
         "PFS_DOCKER_CERTS": str(certs),
         "PFS_DOCKER_HOST": f"tcp://{gateway}:{api.port}",
         "PFS_REPLICAS": "2",
+        "PFS_REGISTRY_PORT": registry.rsplit(":", 1)[1],
     }
+    repo = f"pfs-regtest/stack-{uuid.uuid4().hex[:8]}"
+    image = f"{registry}/{repo}:v1"
+    pinned = ""  # what the workers run: the registry's digest of `image`, once pushed
     label = f"com.docker.stack.namespace={stack}"
     workers: dict[str, dict[str, Any]] = {}
     done = threading.Event()
@@ -485,7 +518,7 @@ def test_stack_with_swarm_runtime(pfs_image: str, store_images: None, job_image:
     def watch() -> None:  # the job's workers, as the swarm saw them
         while not done.is_set():
             with contextlib.suppress(Exception):  # a service may go between listing and inspecting
-                for sid in service_ids("pfs.image=" + job_image):
+                for sid in service_ids("pfs.image=" + pinned) if pinned else []:
                     workers.setdefault(sid, json.loads(sh("docker", "service", "inspect", sid))[0])
             time.sleep(0.2)
 
@@ -503,16 +536,27 @@ def test_stack_with_swarm_runtime(pfs_image: str, store_images: None, job_image:
             "docker", "stack", "deploy", "-c", str(unpublished),
             "-c", str(ROOT / "deploy" / "stack.swarm-runtime.yaml"), stack, env=env, timeout=120,
         )  # fmt: skip
-        assert len(ids("service", label)) == 3
+        assert len(ids("service", label)) == 4
+        # a job image into the registry (this host's instance: TLS, checked against the
+        # stack's CA), once pfs has made the bucket; then off this engine
+        wait_registry(registry, ca=secrets_dir / "registry_ca.pem")
+        local = build_variant(job_image, f"{repo}:v1")
+        auth = {"username": "pfs", "password": registry_password}
+        pushed = retrying(lambda: push_image(local, registry, auth), 180)
+        docker("rmi", "-f", local)
+        forget_images(registry)
+        assert pushed.image == image
+        pinned = f"{registry}/{repo}@{pushed.digest}"
         watcher.start()
         out = sh(
             "docker", "run", "--rm", "-i", "--label", "pfs.test=deploy", "--network", f"{stack}_backend",
             "--memory", "256m", "--pids-limit", "64", "--cap-drop", "ALL", "--entrypoint", "python3",
-            pfs_image, "-c", CHECK, job_image, timeout=400, input=f"{key[0]}:{key[1]}",
+            pfs_image, "-c", CHECK, image, timeout=400, input=f"{key[0]}:{key[1]}",
         )  # fmt: skip
         result = json.loads(out.strip().splitlines()[-1])
         assert result["anonymous"] == [401, 401] and result["signed"] == [200, 200], result
         assert result["state"] == "succeeded", result
+        assert result["pinned"] == pinned and result["registry"] == registry, result
         assert result["files"] == {f"f{i}.txt": f"HELLO {i}\n" for i in range(6)}
         assert result["read_b"] == "hello 3\n"  # written through one replica, read through the other
         done.set()
@@ -525,22 +569,35 @@ def test_stack_with_swarm_runtime(pfs_image: str, store_images: None, job_image:
             assert targets in ([jobs_net["Id"]], [f"{stack}_jobs"])  # the internal network only
             assert not spec.get("EndpointSpec", {}).get("Ports")  # nothing published
             assert spec["Labels"]["pfs.owner-task"]  # a replica's task: reaped if that replica dies
+            assert spec["TaskTemplate"]["ContainerSpec"]["Image"] == pinned  # every node pulls that digest
+        assert json.loads(sh("docker", "image", "inspect", pinned))[0]["Id"]  # and this node did
         assert jobs_net["Internal"] is True
-        assert eventually(lambda: service_ids("pfs.image=" + job_image) == [], 30)
+        assert eventually(lambda: service_ids("pfs.image=" + pinned) == [], 30)
         # The keys are Docker secrets, files of the pfs user's: in no inspect and no log.
         pfs = json.loads(sh("docker", "service", "inspect", f"{stack}_pfs"))[0]
         mounted = {s["File"]["Name"]: s for s in pfs["Spec"]["TaskTemplate"]["ContainerSpec"]["Secrets"]}
-        for f in ("server_key", "admin_key"):
+        for f in ("server_key", "admin_key", "registry_password"):
             assert mounted[f]["SecretName"] == f"{stack}_{f}"
             assert (mounted[f]["File"]["UID"], mounted[f]["File"]["Mode"]) == ("10001", 0o400)
+        reg = json.loads(sh("docker", "service", "inspect", f"{stack}_registry"))[0]["Spec"]
+        assert reg["Mode"] == {"Global": {}} and reg["EndpointSpec"]["Ports"][0]["PublishMode"] == "host"
+        reg_secrets = {s["File"]["Name"]: s["File"] for s in reg["TaskTemplate"]["ContainerSpec"]["Secrets"]}
+        assert {n: (f["UID"], f["Mode"]) for n, f in reg_secrets.items()} == {
+            n: ("10003", 0o400)
+            for n in ("s3_secret_key", "registry_password", "registry_tls_cert.pem", "registry_tls_key.pem")
+        }
         env = pfs["Spec"]["TaskTemplate"]["ContainerSpec"]["Env"]
         assert (
             "PFS_SERVER_KEY_FILE=/run/secrets/server_key" in env and "PFS_ADMIN_KEY_FILE=/run/secrets/admin_key" in env
         )
         services = sh("docker", "service", "inspect", *ids("service", label))
-        containers = sh("docker", "inspect", *ids("container", f"com.docker.swarm.service.name={stack}_pfs"))
+        containers = sh(
+            "docker", "inspect", *ids("container", f"com.docker.swarm.service.name={stack}_pfs"),
+            *ids("container", f"com.docker.swarm.service.name={stack}_registry"),
+        )  # fmt: skip
         logs = output("docker", "service", "logs", "--raw", f"{stack}_pfs")
         assert "created the first server admin" in logs and "refusing" not in logs, logs
+        logs += output("docker", "service", "logs", "--raw", f"{stack}_registry")
         assert_hidden(services + containers + logs, hidden, f"docker inspect / logs of {stack}")
     finally:
         done.set()
@@ -550,7 +607,8 @@ def test_stack_with_swarm_runtime(pfs_image: str, store_images: None, job_image:
         for vol in ids("volume", label):
             sh("docker", "volume", "rm", vol, check=False)
         api.stop()
-        leaked = [s for s in service_ids("pfs.image=" + job_image) if s in set(service_ids("pfs.owner-task"))]
+        forget_images(registry)
+        leaked = [s for s in service_ids("pfs.image=" + pinned) if s in set(service_ids("pfs.owner-task"))]
         if leaked:  # workers of a pfs killed before it could remove them
             sh("docker", "service", "rm", *leaked, check=False)
     assert gone and not leaked

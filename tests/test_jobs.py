@@ -162,6 +162,24 @@ def test_failed_job_has_no_output_and_stops_downstream(c: Client) -> None:
     assert not workers_alive()
 
 
+def test_jobs_that_read_no_other_job_run_together(c: Client, tmp_path: Path) -> None:
+    """Two maps of one run each answer only once the other has started: they must run at
+    the same time (one after the other, the first would give up after 20 s and fail). Their
+    reduce waits for its own upstream only."""
+    a, b = tmp_path / "a-started", tmp_path / "b-started"
+    c.put_file("d/x", b"hi\n")
+    c.put_job("a", pspec("map", "d", "meet", f"{a}:{b}", timeout=60, retries=1))
+    c.put_job("b", pspec("map", "d", "meet", f"{b}:{a}", timeout=60, retries=1))
+    c.put_job("r", pspec("reduce", "job/a", "cat"))
+    cid, status = run_and_wait(c)
+    assert status.state == "succeeded", status
+    assert c.get_job_file("a", "x", commit=cid) == b"HI\n" and c.get_job_file("b", "x", commit=cid) == b"HI\n"
+    jobs = jobs_of(status)
+    assert jobs["a"].started is not None and jobs["b"].started is not None
+    assert jobs["r"].started is not None and jobs["a"].finished is not None
+    assert jobs["r"].started >= jobs["a"].finished  # after its upstream, not before
+
+
 def test_crashing_worker_is_replaced_then_the_job_fails(c: Client) -> None:
     c.put_file("d/x", b"1")
     c.put_job("crash", pspec("map", "d", "crash", retries=2))

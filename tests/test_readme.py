@@ -54,7 +54,7 @@ EXPECT = [
     ('print(c.get_file("py/a.txt", commit=head))', ["b'hello'", "master is not at that commit"]),
     ("curl localhost:8082/file/a.txt", ["hello compose"]),
     ("curl localhost:8083/file/a.txt", ["hello compose", "from the host"]),
-    ("pfs_swarm get hello.txt", ["hello swarm"]),
+    ("pfs_swarm get hello.txt", ["hello swarm", "127.0.0.1:5000/wc:local"]),
 ]
 
 

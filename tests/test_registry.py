@@ -8,7 +8,9 @@ leaves no container, and the next run after it is back succeeds."""
 
 from __future__ import annotations
 
+import json
 import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,7 +18,7 @@ from pathlib import Path
 import pytest
 from conftest import ServerProc
 from jobenv import docker_command, job_image_fixture  # noqa: F401
-from registry import RegistryServer
+from registry import RegistryServer, SlowLink, build_variant, docker, forget_images
 from seaweed import SeaweedServer, seaweed_fixture  # noqa: F401
 from test_jobs_docker import containers, eventually, instance_of
 
@@ -25,20 +27,6 @@ from pfs.client import JobRun, Run
 from pfs.jobs.registry import Pushed, push_image
 
 pytestmark = [pytest.mark.docker, pytest.mark.cluster]
-
-
-def docker(*args: str, input: bytes | None = None, check: bool = True) -> str:
-    proc = subprocess.run(["docker", *args], input=input, capture_output=True, timeout=600, check=False)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"docker {' '.join(args)} failed: {proc.stderr.decode(errors='replace')[-2000:]}")
-    return proc.stdout.decode()
-
-
-def build_variant(base: str, tag: str, extra: str = "") -> str:
-    """An image of the test job server whose bytes no other test has: its own label."""
-    dockerfile = f"FROM {base}\nLABEL pfs.test={uuid.uuid4().hex}\n{extra}\n"
-    docker("build", "-q", "-t", tag, "-", input=dockerfile.encode())
-    return tag
 
 
 def push_and_forget(reg: RegistryServer, local: str) -> Pushed:
@@ -75,6 +63,7 @@ def reg(tmp_path: Path, seaweed: SeaweedServer) -> Iterator[RegistryServer]:
         yield server
     finally:
         server.kill()
+        forget_images(server.address)
 
 
 @pytest.fixture
@@ -102,12 +91,20 @@ def test_a_pushed_image_runs_by_digest_and_reuse_keys_on_it(
         assert listed.registry == reg.address
         tags = {(i.repository, t.tag): t.digest for i in listed.images for t in i.tags}
         assert tags[(f"{reg.address}/{name}", "v1")] == first.digest
+        ls = subprocess.run(
+            [sys.executable, "-m", "pfs.cli", "--url", srv.url, "image", "ls"], capture_output=True, timeout=60
+        )
+        assert ls.returncode == 0, ls.stderr
+        assert f"{reg.address}/{name}:v1\t{first.digest}" in ls.stdout.decode().splitlines()  # columns for cut -f
 
         for i in range(6):
             c.put_file(f"logs/day{i}.txt", f"line {i}\nmore\n".encode())
         c.commit()
         with pytest.raises(errors.ImageNotFound):  # the registry answers: no such tag
             c.put_job("wc", spec(f"{reg.address}/{name}:nope"))
+        with pytest.raises(errors.ImageNotFound):  # nor such a digest
+            c.put_job("wc", spec(f"{reg.address}/{name}@sha256:{'0' * 64}"))
+        assert [j.name for j in c.jobs()] == []
         c.put_job("wc", spec(image, parallelism=2))
         cid = c.commit(run=True).id
         status = finished(c, cid)
@@ -172,6 +169,40 @@ def test_registry_killed_mid_pull_fails_the_run_cleanly_and_the_next_run_recover
         assert job(status).pinned_image == f"{reg.address}/{name}@{pushed.digest}"
 
 
+@pytest.mark.slow
+def test_a_slow_pull_does_not_hold_up_another_jobs_workers(tmp_path: Path, reg: RegistryServer, job_image: str) -> None:
+    """A big image crawling in over a slow link: a job with an image at hand, in the same
+    run, starts, finishes and is done while the pull goes on."""
+    link = SlowLink(reg.port, rate=6 << 20).start()  # the engine pulls at 6 MiB/s
+    name = f"pfs-regtest/slow-{uuid.uuid4().hex[:8]}"
+    local = build_variant(job_image, f"{name}:v1", "RUN head -c 100000000 /dev/urandom > /ballast")
+    pushed = push_image(local, link.address, {"username": reg.user, "password": reg.password})
+    docker("rmi", "-f", local, pushed.image)
+    # pfs asks the registry directly; images carry (and the engine pulls by) the link's address
+    s = ServerProc(tmp_path / "data", env={**reg.env(), "PFS_REGISTRY_NAME": link.address}).start()
+    try:
+        with Client(s.url) as c:
+            for i in range(3):
+                c.put_file(f"logs/f{i}.txt", b"a b\n")
+            c.put_job("big", spec(pushed.image, start_timeout=300))
+            c.put_job("wc", spec(job_image))
+            cid = c.commit(run=True).id
+            assert eventually(lambda: job(c.run_status(cid)).state == "succeeded", 60), c.run_status(cid)
+            during = c.run_status(cid)
+            assert job(during, "big").state == "running" and job(during, "big").done == 0, during
+            assert any(Path("/var/lib/docker/tmp").glob("GetImageBlob*")), "the big image is no longer being pulled"
+            status = finished(c, cid, 300)
+            assert status.state == "succeeded", status
+            assert job(status, "big").pinned_image == f"{link.address}/{name}@{pushed.digest}"
+    finally:
+        s.stop()
+        link.stop()
+        forget_images(link.address)
+        left = [c["Id"] for c in containers(f"pfs.instance={instance_of(s)}")]
+        if left:
+            subprocess.run(["docker", "rm", "-f", *left], capture_output=True, check=False)
+
+
 def test_without_a_registry_the_server_says_so(tmp_path: Path) -> None:
     s = ServerProc(tmp_path / "data").start()
     try:
@@ -204,3 +235,26 @@ def test_the_swarm_runtime_pulls_the_pinned_digest(tmp_path: Path, reg: Registry
         left = service_ids(f"pfs.instance={instance_of(s)}")
         if left:
             subprocess.run(["docker", "service", "rm", *left], capture_output=True, check=False)
+
+
+@pytest.mark.slow
+def test_the_swarm_runtime_runs_a_local_image_by_id_though_it_was_pushed_elsewhere(
+    reg: RegistryServer, job_image: str
+) -> None:
+    """A local image once pushed to some registry carries that registry's digest; the swarm
+    must not send its nodes there (it may be gone) but run the image by its id."""
+    from test_swarm import ensure_swarm
+
+    from pfs.jobs.runtime.swarm import SwarmRuntime
+
+    ensure_swarm()
+    local = build_variant(job_image, f"pfs-regtest/local-{uuid.uuid4().hex[:8]}:v1")
+    try:
+        pushed = push_image(local, reg.address, {"username": reg.user, "password": reg.password})
+        info = json.loads(docker("image", "inspect", local))[0]
+        assert any(d.startswith(f"{reg.address}/") for d in info["RepoDigests"])  # the situation under test
+        rt = SwarmRuntime("test-" + uuid.uuid4().hex[:8])  # no registry configured
+        assert rt._image(local) == (info["Id"], info["Id"])
+        docker("rmi", "-f", pushed.image)
+    finally:
+        docker("rmi", "-f", local, check=False)

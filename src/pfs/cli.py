@@ -1058,7 +1058,7 @@ def image_ls(ctx: click.Context) -> None:
     listing = client(ctx).images()
     for img in listing.images:
         for t in img.tags:
-            click.echo(printable(f"{img.repository}:{t.tag}\t{t.digest or '(no digest)'}"))
+            click.echo(f"{printable(f'{img.repository}:{t.tag}')}\t{printable(t.digest or '(no digest)')}")
     if listing.truncated:
         error_line("... the registry holds more than listed")
 

@@ -205,7 +205,7 @@ class Config:
     def jobs(self, repos: Repositories) -> JobEngine:
         """The jobs engine of this node (its scheduler is started with `JobEngine.start`)."""
         from .jobs.runtime import JobLimits, Sandbox
-        from .jobs.scheduler import STALE
+        from .jobs.scheduler import JOBS_AT_ONCE, STALE
         from .jobs.service import JobEngine
 
         state = os.path.join(self.data_dir, "jobs")
@@ -228,6 +228,7 @@ class Config:
             sandbox=Sandbox(user=self.job_user, firewall=self.job_firewall),
             own_bucket=own_bucket,
             registry=Registry(self.registry) if self.registry is not None else None,
+            jobs_at_once=_env(int, "PFS_JOBS_AT_ONCE") or JOBS_AT_ONCE,
         )
 
 

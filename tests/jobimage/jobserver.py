@@ -58,6 +58,7 @@ MODES = {
     "slow": 1,
     "evil": 0,
     "probe": 0,
+    "meet": 1,
 }
 EVIL = "\x1b]0;pwned\x07\x1b[2Jforged\r\n2026-01-01 forged record\u2028x"  # escape codes and line breaks
 
@@ -201,6 +202,16 @@ class Handler(BaseHTTPRequestHandler):
             threading.Event().wait()
         if mode == "slow":
             time.sleep(float(arg))
+        if mode == "meet":  # MINE:THEIRS: make file MINE, then answer only once THEIRS exists
+            mine, theirs = arg.split(":", 1)
+            open(mine, "a").close()
+            deadline = time.monotonic() + 20
+            while not os.path.exists(theirs):
+                if time.monotonic() > deadline:
+                    self.drain()
+                    self.send_text(500, f"meet: {theirs} never appeared\n")
+                    return
+                time.sleep(0.05)
         if mode == "flaky":
             with Config.lock:
                 fail = Config.failures_left > 0

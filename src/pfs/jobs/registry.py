@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import os
 import re
+import ssl
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, urlsplit
@@ -36,6 +38,7 @@ MANIFEST_TYPES = ", ".join(
 )
 MAX_ANSWER = 1 << 20  # bytes of one JSON answer (a catalog page, a tag list)
 MAX_LISTED = 1000  # tags listed by `images`, over all repositories (each one is a request)
+LIST_AT_ONCE = 8  # digests asked at once while listing
 TIMEOUT = httpx.Timeout(10.0, connect=5.0)
 _REGISTRY_NAME = re.compile(r"[a-z0-9]([a-z0-9.-]*[a-z0-9])?(:[0-9]{1,5})?")
 
@@ -105,7 +108,7 @@ class Registry:
         self.http = httpx.Client(
             base_url=config.url,
             auth=auth,
-            verify=config.ca_file or True,
+            verify=ssl.create_default_context(cafile=config.ca_file) if config.ca_file else True,
             timeout=TIMEOUT,
             trust_env=False,  # never through a proxy the environment names
             follow_redirects=False,
@@ -159,29 +162,39 @@ class Registry:
 
     def images(self) -> tuple[list[dict[str, Any]], bool]:
         """What the registry holds: each repository with its tags and their digests, and
-        whether the list stops short (at MAX_LISTED tags: each digest is one request)."""
+        whether the list stops short (at MAX_LISTED tags: each digest is one request, made
+        LIST_AT_ONCE at a time)."""
         listing = self._json(f"/v2/_catalog?n={MAX_LISTED}", "listing repositories")
         repos = listing.get("repositories") if isinstance(listing, dict) else None
-        out: list[dict[str, Any]] = []
+        truncated = bool(isinstance(listing, dict) and len(repos or []) >= MAX_LISTED)
+        found: list[tuple[str, list[str]]] = []
         left = MAX_LISTED
         for repo in sorted(r for r in (repos or []) if isinstance(r, str)):
             if left <= 0:
-                return out, True
+                truncated = True
+                break
             try:
                 tags = self._json(f"/v2/{quote(repo)}/tags/list?n={left}", f"listing tags of {repo}")
             except NotFound:
                 continue  # deleted meanwhile
             names = tags.get("tags") if isinstance(tags, dict) else None
-            entries = []
-            for tag in sorted(t for t in (names or []) if isinstance(t, str))[:left]:
-                try:
-                    digest: str | None = self.resolve(f"{self.address}/{repo}:{tag}")
-                except BadRequest:  # a name the registry holds but Docker would not parse; or gone
-                    digest = None
-                entries.append({"tag": tag, "digest": digest})
-            left -= len(entries)
-            out.append({"repository": f"{self.address}/{repo}", "tags": entries})
-        return out, bool(isinstance(listing, dict) and len(repos or []) >= MAX_LISTED)
+            found.append((repo, sorted(t for t in (names or []) if isinstance(t, str))[:left]))
+            left -= len(found[-1][1])
+
+        def digest(ref: str) -> str | None:
+            try:
+                return self.resolve(ref)
+            except BadRequest:  # a name the registry holds but Docker would not parse; or gone
+                return None
+
+        refs = [f"{self.address}/{repo}:{tag}" for repo, tags in found for tag in tags]
+        with ThreadPoolExecutor(LIST_AT_ONCE, thread_name_prefix="pfs-registry-list") as pool:
+            digests = iter(list(pool.map(digest, refs)))
+        out = [
+            {"repository": f"{self.address}/{repo}", "tags": [{"tag": t, "digest": next(digests)} for t in tags]}
+            for repo, tags in found
+        ]
+        return out, truncated
 
     def unreachable(self) -> str | None:
         """Why the registry does not answer now (None: it does), for a failure's reason."""

@@ -2,8 +2,9 @@
 
 A run is a row in the metadata store, claimed by one node and kept alive by a heartbeat;
 a run whose driver died (pfs killed) is claimed again and resumed: finished jobs keep
-their outputs, the interrupted one starts over (cheaply, being incremental). Jobs within
-a run go in DAG order, each executed by a `JobExecution`.
+their outputs, interrupted ones start over (cheaply, being incremental). Jobs within a
+run go in DAG order, each executed by a `JobExecution`; a job starts as soon as its
+upstream is done, beside the others that can (up to `jobs_at_once`).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 
 from ..errors import PfsError
 from ..repository.repo import Repository
@@ -21,11 +23,12 @@ from ..storage.meta import JobState, RunState, RunStore
 from .execution import JobExecution
 from .inputs import InputRules, input_of
 from .runtime import Runtimes
-from .spec import load_spec
+from .spec import JobSpec, load_spec
 
 log = logging.getLogger("pfs.jobs")
 
 STALE = 30.0  # a run whose heartbeat is older than this is taken over (PFS_JOB_STALE_SECONDS)
+JOBS_AT_ONCE = 4  # jobs of one run executing together, at most (PFS_JOBS_AT_ONCE)
 
 
 class Scheduler:
@@ -40,17 +43,19 @@ class Scheduler:
         rules: InputRules,
         takeover: bool = True,
         stale: float = STALE,
+        jobs_at_once: int = JOBS_AT_ONCE,
     ) -> None:
         self.repos = repos
         self.runtimes = runtimes
         self.rules = rules
         self.node = uuid.uuid4().hex
         self.stale = stale
+        self.jobs_at_once = max(1, jobs_at_once)
         self.heartbeat = min(5.0, stale / 4)  # several beats fit in the window before a takeover
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._current: JobExecution | None = None  # the job being run, for close() to interrupt
+        self._current: set[JobExecution] = set()  # the jobs being run, for close() to interrupt
         self._cur_lock = threading.Lock()
         # Embedded: nobody else can be driving a run at start, so every running run is an
         # orphan of a killed process. A cluster waits for the heartbeat to go stale.
@@ -73,9 +78,9 @@ class Scheduler:
         self._stop.set()
         self._wake.set()
         with self._cur_lock:
-            current = self._current
-        if current is not None:
-            current.interrupt()
+            current = list(self._current)
+        for job in current:
+            job.interrupt()
         self.runtimes.stop_all()
         if self._thread is not None:
             self._thread.join(timeout=30)
@@ -142,48 +147,50 @@ class Scheduler:
             root = repo.get_commit(cid).tree
             outputs: dict[str, str] = {}
             failed: set[str] = set()
+            todo: dict[str, JobSpec] = {}  # in DAG order, as job_runs lists them
             for jr in store.job_runs(cid):
-                name = jr.job
                 if jr.state.has_output and jr.output_tree:
-                    outputs[name] = jr.output_tree
-                    continue
-                if jr.state in (JobState.FAILED, JobState.SKIPPED):
-                    failed.add(name)
-                    continue
-                spec = load_spec(name, jr.spec)
-                if self._stop.is_set():
-                    raise _Interrupted()
-                if spec.upstream in failed:
-                    store.update_job_run(
-                        cid, name, state=JobState.SKIPPED, finished=time.time(), error=f"job {spec.upstream!r} failed"
-                    )
-                    failed.add(name)
-                    continue
-                try:
-                    # A stored spec is checked again: the operator may have withdrawn the process
-                    # runtime or lowered a limit. Its runtime may fail to connect.
-                    runtime = self.runtimes.get(self.runtimes.check(spec))
-                    source = input_of(spec, self.rules)
-                    job = JobExecution(repo, store, spec, cid, root, outputs, runtime, source, self._stop)
-                    with self._cur_lock:
-                        self._current = job
-                    outputs[name] = job.execute()
-                except PfsError as exc:
-                    if self._stop.is_set():
-                        raise _Interrupted() from exc
-                    failed.add(name)
-                    store.update_job_run(cid, name, state=JobState.FAILED, finished=time.time(), error=exc.message)
-                except Exception as exc:
-                    if self._stop.is_set():
-                        raise _Interrupted() from exc
-                    log.exception("job %s on %s", name, cid)
-                    failed.add(name)
-                    store.update_job_run(
-                        cid, name, state=JobState.FAILED, finished=time.time(), error=f"internal error: {exc}"
-                    )
-                finally:
-                    with self._cur_lock:
-                        self._current = None
+                    outputs[jr.job] = jr.output_tree
+                elif jr.state in (JobState.FAILED, JobState.SKIPPED):
+                    failed.add(jr.job)
+                else:
+                    todo[jr.job] = load_spec(jr.job, jr.spec)
+            # Jobs whose upstream is done start at once, up to `jobs_at_once` together: a
+            # job waiting on a slow pull or a long map holds up only the jobs reading it.
+            with ThreadPoolExecutor(self.jobs_at_once, thread_name_prefix=f"pfs-run-{cid[:8]}") as pool:
+                running: dict[Future[str | None], str] = {}
+                while todo or running:
+                    for name, spec in list(todo.items()):
+                        if self._stop.is_set() or len(running) >= self.jobs_at_once:
+                            break
+                        if spec.upstream in failed:
+                            del todo[name]
+                            store.update_job_run(
+                                cid, name, state=JobState.SKIPPED, finished=time.time(),
+                                error=f"job {spec.upstream!r} failed",
+                            )  # fmt: skip
+                            failed.add(name)
+                        elif spec.upstream is None or spec.upstream in outputs:
+                            del todo[name]
+                            running[pool.submit(self._job, repo, cid, root, spec, dict(outputs))] = name
+                    if not running:
+                        break  # stopping, or jobs whose upstream is not in the run (see below)
+                    done, _ = wait(running, return_when=FIRST_COMPLETED)
+                    for fut in done:
+                        name = running.pop(fut)
+                        out = fut.result()
+                        if out is None:
+                            failed.add(name)
+                        else:
+                            outputs[name] = out
+            if self._stop.is_set():
+                raise _Interrupted()
+            for name, spec in todo.items():  # only if the recorded run is damaged
+                store.update_job_run(
+                    cid, name, state=JobState.FAILED, finished=time.time(),
+                    error=f"job {spec.upstream!r}, which it reads, is not in this run",
+                )  # fmt: skip
+                failed.add(name)
             state = RunState.FAILED if failed else RunState.SUCCEEDED
             error = f"failed: {', '.join(sorted(failed))}" if failed else None
             store.update_run(cid, state=state, finished=time.time(), error=error)
@@ -195,6 +202,40 @@ class Scheduler:
             store.update_run(cid, state=RunState.QUEUED, owner=None)
         finally:
             stop_beat.set()
+
+    def _job(self, repo: Repository, cid: str, root: str, spec: JobSpec, outputs: dict[str, str]) -> str | None:
+        """Execute one job of the run: its output tree, or None once it is recorded as
+        failed. Raises _Interrupted when pfs is stopping (the run is queued again)."""
+        store: RunStore = repo.meta
+        name = spec.name
+        job: JobExecution | None = None
+        try:
+            # A stored spec is checked again: the operator may have withdrawn the process
+            # runtime or lowered a limit. Its runtime may fail to connect.
+            runtime = self.runtimes.get(self.runtimes.check(spec))
+            source = input_of(spec, self.rules)
+            job = JobExecution(repo, store, spec, cid, root, outputs, runtime, source, self._stop)
+            with self._cur_lock:
+                self._current.add(job)
+            if self._stop.is_set():  # close() came before the job was listed: it was not interrupted
+                raise _Interrupted()
+            return job.execute()
+        except _Interrupted:
+            raise
+        except PfsError as exc:
+            if self._stop.is_set():
+                raise _Interrupted() from exc
+            store.update_job_run(cid, name, state=JobState.FAILED, finished=time.time(), error=exc.message)
+        except Exception as exc:
+            if self._stop.is_set():
+                raise _Interrupted() from exc
+            log.exception("job %s on %s", name, cid)
+            store.update_job_run(cid, name, state=JobState.FAILED, finished=time.time(), error=f"internal error: {exc}")
+        finally:
+            if job is not None:
+                with self._cur_lock:
+                    self._current.discard(job)
+        return None
 
 
 class _Interrupted(Exception):

@@ -17,7 +17,7 @@ from .execution import REDUCE_OUTPUT
 from .inputs import InputRules, input_of
 from .registry import Registry
 from .runtime import JobLimits, Runtimes, Sandbox
-from .scheduler import STALE, Scheduler
+from .scheduler import JOBS_AT_ONCE, STALE, Scheduler
 from .spec import JobSpec, check_dag, load_spec, parse_spec
 
 log = logging.getLogger("pfs.jobs")
@@ -32,7 +32,7 @@ class JobEngine:
     docker); "process" alone lets jobs run as host processes. `s3_inputs`: the `bucket` or
     `bucket/prefix` entries that s3:// inputs may read; `own_bucket`: pfs's object bucket,
     never an input. `repos`: every repository, each time the scheduler looks for runs.
-    `takeover` and `stale`: see `Scheduler`."""
+    `takeover`, `stale` and `jobs_at_once`: see `Scheduler`."""
 
     def __init__(
         self,
@@ -47,10 +47,13 @@ class JobEngine:
         limits: JobLimits | None = None,
         sandbox: Sandbox | None = None,
         registry: Registry | None = None,
+        jobs_at_once: int = JOBS_AT_ONCE,
     ) -> None:
         self.runtimes = Runtimes(instance, state_dir, default_runtime, limits, sandbox, registry)
         self.rules = InputRules.parse(s3_inputs, own_bucket)
-        self.scheduler = Scheduler(repos, self.runtimes, self.rules, takeover=takeover, stale=stale)
+        self.scheduler = Scheduler(
+            repos, self.runtimes, self.rules, takeover=takeover, stale=stale, jobs_at_once=jobs_at_once
+        )
 
     def start(self) -> None:
         self.scheduler.start()

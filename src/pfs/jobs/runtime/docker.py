@@ -82,7 +82,8 @@ class DockerRuntime(EngineRuntime):
         self.isolation.ensure(self.api)
 
     def image_id(self, image: str | None) -> str:
-        if self.registry is not None and image is not None and self.registry.owns(image):
+        if self.in_registry(image):
+            assert self.registry is not None and image is not None
             return self.registry.resolve(image)
         return str(inspect_image(self, image)["Id"])
 

@@ -233,10 +233,10 @@ class EngineRuntime(Runtime):
     def pin(self, image: str | None, timeout: float) -> tuple[str, str | None]:
         """A registry image's tag resolved to its digest now (retried while the registry
         does not answer, for up to `timeout` seconds); other images as `image_id` says."""
-        if self.registry is None or not self.registry.owns(image):
+        if not self.in_registry(image):
             return self.image_id(image), None
-        assert image is not None
         registry = self.registry
+        assert registry is not None and image is not None
         digest = _within(timeout, f"resolving {image}", lambda: registry.resolve(image), diagnose=registry.unreachable)
         return digest, registry.pinned(image, digest)
 

@@ -189,14 +189,15 @@ class SwarmRuntime(EngineRuntime):
         return self._node_id
 
     def _image(self, image: str | None) -> tuple[str, str]:
-        """(image id, what the service runs): the repository digest if the image has one,
-        else its id, so that no node ever pulls a tag. An image of the cluster registry
+        """(image id, what the service runs): the digest of the image's own repository if
+        it has one, else its id, so that no node ever pulls a tag. An image of the cluster registry
         runs by digest (pinned when its run started), which every node pulls from it."""
         if not image:
             raise BadRequest("the swarm runtime needs an image")
         check_image(image)  # a malformed name is a 400 before any engine is asked
         self.node_id()
-        if self.registry is not None and self.registry.owns(image):
+        if self.in_registry(image):
+            assert self.registry is not None
             if "@" in image:
                 return image.rsplit("@", 1)[1], image
             digest = self.registry.resolve(image)
@@ -206,9 +207,10 @@ class SwarmRuntime(EngineRuntime):
         name = image.split("@")[0]
         last = name.rsplit("/", 1)[-1]
         repo = name[: len(name) - len(last)] + last.split(":")[0]  # without the tag; a registry's port stays
+        # Only a digest of the image's own repository: one of another (a registry it was
+        # once pushed to, maybe gone) would send every node to pull from there.
         digests = [str(d) for d in info.get("RepoDigests") or []]
-        ref = next((d for d in digests if d.split("@")[0] == repo), digests[0] if digests else image_id)
-        return image_id, ref
+        return image_id, next((d for d in digests if d.split("@")[0] == repo), image_id)
 
     def image_id(self, image: str | None) -> str:
         return self._image(image)[0]
