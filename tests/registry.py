@@ -14,7 +14,6 @@ import os
 import secrets
 import signal
 import subprocess
-import threading
 import time
 import uuid
 from pathlib import Path
@@ -22,6 +21,7 @@ from pathlib import Path
 import bcrypt
 import httpx
 from jobenv import ROOT
+from relay import Relay
 from seaweed import SeaweedServer, _die_with_parent, _free_ports
 
 BINARY = ROOT / "build" / "registry" / "docker-registry"
@@ -150,55 +150,7 @@ class RegistryServer:
             return ""
 
 
-class SlowLink:
-    """A TCP relay to a local port whose downstream (server to client) runs at `rate`
-    bytes a second: a slow network between an engine and the registry, for fault
-    injection. Upstream bytes (a push) pass at full speed."""
-
-    def __init__(self, port: int, rate: int) -> None:
-        self.target = port
-        self.rate = rate
-        self.port = 0
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, name="slow-link", daemon=True)
-        self.server: asyncio.Server | None = None
-
-    @property
-    def address(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    def start(self) -> SlowLink:
-        self.thread.start()
-        self.server = asyncio.run_coroutine_threadsafe(
-            asyncio.start_server(self._serve, "127.0.0.1", 0), self.loop
-        ).result(10)
-        self.port = int(self.server.sockets[0].getsockname()[1])
-        return self
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            ur, uw = await asyncio.open_connection("127.0.0.1", self.target)
-        except OSError:
-            writer.close()
-            return
-        await asyncio.gather(self._pipe(reader, uw, 0), self._pipe(ur, writer, self.rate))
-
-    @staticmethod
-    async def _pipe(r: asyncio.StreamReader, w: asyncio.StreamWriter, rate: int) -> None:
-        try:
-            while data := await r.read(1 << 16):
-                w.write(data)
-                await w.drain()
-                if rate:
-                    await asyncio.sleep(len(data) / rate)
-        except OSError:
-            pass
-        finally:
-            with contextlib.suppress(Exception):
-                w.close()
-
-    def stop(self) -> None:
-        if self.server is not None:
-            self.loop.call_soon_threadsafe(self.server.close)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(10)
+def slow_link(port: int, rate: int) -> Relay:
+    """A relay to a local port whose downstream (server to client) runs at `rate` bytes a
+    second: a slow network between an engine and the registry. A push passes at full speed."""
+    return Relay("127.0.0.1", lambda: asyncio.open_connection("127.0.0.1", port), rate=rate).start()

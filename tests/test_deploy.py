@@ -34,6 +34,7 @@ import pytest
 from conftest import free_port
 from jobenv import ROOT, ensure_docker, job_image_fixture  # noqa: F401
 from registry import build_variant, docker, forget_images
+from relay import Relay
 from test_swarm import ensure_swarm, service_ids
 
 from pfs import Client
@@ -363,55 +364,14 @@ def test_compose_two_nodes_share_postgres_and_s3(
 # ---- the swarm stack --------------------------------------------------------------------
 
 
-class TlsDockerApi:
+def tls_docker_api(host: str, certs: Path) -> Relay:
     """The local engine's API over mutual TLS on one address, as `dockerd --tlsverify -H tcp://...`
     serves it: how deploy/stack.swarm-runtime.yaml gives pfs containers a manager's API without
     the Docker socket. A test stand-in for reconfiguring the shared engine."""
-
-    def __init__(self, host: str, certs: Path) -> None:
-        self.host = host
-        self.port = 0
-        self.certs = certs
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, name="tls-docker-api", daemon=True)
-        self.server: asyncio.Server | None = None
-
-    def start(self) -> TlsDockerApi:
-        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=str(self.certs / "ca.pem"))
-        ctx.load_cert_chain(str(self.certs / "server.pem"), str(self.certs / "server-key.pem"))
-        ctx.verify_mode = ssl.CERT_REQUIRED  # no client certificate, no API
-        self.thread.start()
-        self.server = asyncio.run_coroutine_threadsafe(
-            asyncio.start_server(self._serve, self.host, 0, ssl=ctx), self.loop
-        ).result(10)
-        self.port = int(self.server.sockets[0].getsockname()[1])
-        return self
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            ur, uw = await asyncio.open_unix_connection("/var/run/docker.sock")
-        except OSError:
-            writer.close()
-            return
-        await asyncio.gather(self._pipe(reader, uw), self._pipe(ur, writer))
-
-    @staticmethod
-    async def _pipe(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
-        try:
-            while data := await r.read(1 << 16):
-                w.write(data)
-                await w.drain()
-        except (OSError, ssl.SSLError):
-            pass
-        finally:
-            with contextlib.suppress(Exception):
-                w.close()
-
-    def stop(self) -> None:
-        if self.server is not None:
-            self.loop.call_soon_threadsafe(self.server.close)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(10)
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=str(certs / "ca.pem"))
+    ctx.load_cert_chain(str(certs / "server.pem"), str(certs / "server-key.pem"))
+    ctx.verify_mode = ssl.CERT_REQUIRED  # no client certificate, no API
+    return Relay(host, lambda: asyncio.open_unix_connection("/var/run/docker.sock"), tls=ctx).start()
 
 
 def bridge_address() -> str:
@@ -497,7 +457,7 @@ def test_stack_with_swarm_runtime(pfs_image: str, store_images: None, job_image:
     key = admin_key(secrets_dir)
     registry_password = (secrets_dir / "registry_password").read_text()
     hidden = [key[1], (secrets_dir / "server_key").read_text(), registry_password]
-    api = TlsDockerApi(gateway, certs).start()
+    api = tls_docker_api(gateway, certs)
     # The registry's port is published in host mode, as shipped: on every interface of this
     # node (swarm cannot bind one address), behind TLS and a password, for this test only.
     registry = f"127.0.0.1:{free_port()}"

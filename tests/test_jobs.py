@@ -352,6 +352,34 @@ def test_kill9_during_a_run_resumes_and_leaves_no_workers(tmp_path: Path) -> Non
         srv.stop()
 
 
+def test_a_stop_interrupts_every_job_running_together_and_the_run_resumes(tmp_path: Path) -> None:
+    """SIGTERM while two jobs of one run work side by side: both are interrupted, their
+    workers stopped, the run queued again; the next start finishes both."""
+    srv = ServerProc(tmp_path / "data", env={"PFS_JOB_RUNTIME": "process"}).start()
+    try:
+        with Client(srv.url) as c:
+            for i in range(6):
+                c.put_file(f"d/{i}", f"{i}".encode())
+            for name in ("a", "b"):
+                c.put_job(name, pspec("map", "d", "slow", "0.5", parallelism=1, inflight=1))
+            cid = c.commit(run=True).id
+            deadline = time.monotonic() + 30
+            while len(workers_alive()) < 2 and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert len(workers_alive()) == 2, "the two jobs did not run together"
+            assert {j.state for j in c.run_status(cid).jobs} == {"running"}
+        srv.stop()  # SIGTERM: both jobs interrupted, the run queued to resume
+        assert not workers_alive()
+        srv.start()
+        with Client(srv.url) as c:
+            status = c.wait_run(cid, timeout=60)
+            assert status.state == "succeeded", status
+            assert [c.get_job_file(n, "5", commit=cid) for n in ("a", "b")] == [b"5", b"5"]
+    finally:
+        srv.stop()
+    assert not workers_alive()
+
+
 def test_cli_job_verbs(srv: ServerProc, tmp_path: Path) -> None:
     def pfs(*args: str, input: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
         return subprocess.run(

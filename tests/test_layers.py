@@ -1,6 +1,6 @@
 """Who may import whom in src/pfs: each module imports only from its own layer or below.
 
-    shared (errors, paths, failpoints) < storage < repository < jobs, sync, config
+    shared (errors, paths, failpoints, metrics) < storage < repository < jobs, sync, config
         < http < client, sync's client-side driver < cli
 
 `pfs.client` is narrower still: shared modules and sync's wire format only, so a program
@@ -27,7 +27,7 @@ SHARED = ("pfs.errors", "pfs.paths", "pfs.failpoints")
 # as the server does, runs the package's __init__ but never loads the driver or the client).
 FACADES = (ROOT, "pfs.sync")
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
-    ("shared", SHARED),
+    ("shared", (*SHARED, "pfs.metrics")),  # metrics: counters any layer adds to; never the client's
     ("storage", ("pfs.storage",)),
     ("repository, access", ("pfs.repository", "pfs.access")),
     ("jobs, sync, config", ("pfs.jobs", "pfs.sync", "pfs.config")),

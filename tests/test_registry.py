@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from conftest import ServerProc
 from jobenv import docker_command, job_image_fixture  # noqa: F401
-from registry import RegistryServer, SlowLink, build_variant, docker, forget_images
+from registry import RegistryServer, build_variant, docker, forget_images, slow_link
 from seaweed import SeaweedServer, seaweed_fixture  # noqa: F401
 from test_jobs_docker import containers, eventually, instance_of
 
@@ -173,7 +173,7 @@ def test_registry_killed_mid_pull_fails_the_run_cleanly_and_the_next_run_recover
 def test_a_slow_pull_does_not_hold_up_another_jobs_workers(tmp_path: Path, reg: RegistryServer, job_image: str) -> None:
     """A big image crawling in over a slow link: a job with an image at hand, in the same
     run, starts, finishes and is done while the pull goes on."""
-    link = SlowLink(reg.port, rate=6 << 20).start()  # the engine pulls at 6 MiB/s
+    link = slow_link(reg.port, rate=6 << 20)  # the engine pulls at 6 MiB/s
     name = f"pfs-regtest/slow-{uuid.uuid4().hex[:8]}"
     local = build_variant(job_image, f"{name}:v1", "RUN head -c 100000000 /dev/urandom > /ballast")
     pushed = push_image(local, link.address, {"username": reg.user, "password": reg.password})

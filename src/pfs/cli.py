@@ -739,6 +739,37 @@ def fsck(
     sys.exit(0 if ok else 1)
 
 
+@main.command()
+@click.option(
+    "--grace", default="24h", show_default=True, help="unreachable objects older than this count as reclaimable"
+)
+@click.pass_context
+def du(ctx: click.Context, grace: str) -> None:
+    """What the repository stores: each branch's bytes, what its history alone holds, and
+    what a garbage collection would give back (repository admins)."""
+    from .paths import human_bytes
+
+    u = client(ctx).du(grace)
+    click.echo(f"{'branch':<24} {'logical':>10} {'stored':>10} {'exclusive':>10}")
+    for b in u.branches:
+        click.echo(
+            f"{printable(b.name):<24} {human_bytes(b.logical):>10} {human_bytes(b.stored):>10} "
+            f"{human_bytes(b.exclusive):>10}"
+        )
+    click.echo(f"stored: {u.objects} objects, {human_bytes(u.stored)}")
+    click.echo(
+        f"reachable: {u.reachable} objects, {human_bytes(u.reachable_bytes)} "
+        f"(logical {human_bytes(u.logical)}, dedupe {u.dedupe:.2f}x)"
+    )
+    click.echo(
+        f"reclaimable: {u.reclaimable} objects, {human_bytes(u.reclaimable_bytes)} (unreachable, older than {grace})"
+    )
+    click.echo(f"unreachable, within the grace period: {u.young} objects, {human_bytes(u.young_bytes)}")
+    for p in u.problems:
+        error_line(p)
+    sys.exit(1 if u.problems else 0)
+
+
 def _stderr_bar(*columns: ProgressColumn) -> Progress:
     """A progress display on stderr, drawn only on a terminal, gone when done."""
     return Progress(

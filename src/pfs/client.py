@@ -46,6 +46,7 @@ from .records import (
     RefUpdate,
     RepoInfo,
     Run,
+    StorageUsage,
     Unpacked,
     User,
     WhoAmI,
@@ -696,6 +697,16 @@ class Client:
             if isinstance(body, dict) and isinstance(body.get("problems"), list) and "ok" in body:
                 return FsckReport.from_json(body)
         return FsckReport.from_json(self._json(self._check(resp)))
+
+    def du(self, grace: str | None = None) -> StorageUsage:
+        """The repository's storage report (repository admins). `grace`: how old an
+        unreachable object must be to count as reclaimable ("24h" by default; "0": all)."""
+        resp = self._request("GET", "/du", params={"grace": grace})
+        with contextlib.suppress(ValueError):
+            body = resp.json()
+            if isinstance(body, dict) and isinstance(body.get("problems"), list) and "objects" in body:
+                return StorageUsage.from_json(body)  # a walk that met damage answers 500 with its report
+        return StorageUsage.from_json(self._json(self._check(resp)))
 
 
 class _QueueWriter:

@@ -193,3 +193,31 @@ def split(path: str) -> tuple[str, str]:
 
 def join(directory: str, name: str) -> str:
     return f"{directory}/{name}" if directory else name
+
+
+_DURATION = re.compile(r"(\d{1,9}(?:\.\d{1,6})?)([smhd]?)")
+_UNIT = {"": 1.0, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+MAX_DURATION = 3650 * 86400.0  # ten years
+
+
+def parse_duration(text: str, what: str = "duration") -> float:
+    """Seconds from "90", "90s", "30m", "24h", "7d" (a grace period, a retention)."""
+    m = _DURATION.fullmatch(text.strip())
+    if m is None:
+        raise BadRequest(f"{what} {text[:40]!r} is not a duration: give seconds, or a number with s, m, h or d")
+    seconds = float(m.group(1)) * _UNIT[m.group(2)]
+    if seconds > MAX_DURATION:
+        raise BadRequest(f"{what} {text[:40]!r} is more than ten years")
+    return seconds
+
+
+def human_bytes(n: int | None) -> str:
+    """1536 -> "1.5 KiB"; None (not computed) -> "-"."""
+    if n is None:
+        return "-"
+    size = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if size < 1024 or unit == "TiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    raise AssertionError("unreachable")

@@ -156,6 +156,53 @@ class FsckReport:
         return cls(**{**_fields(cls, data), "problems": tuple(data.get("problems") or ())})
 
 
+@dataclasses.dataclass(frozen=True)
+class BranchUsage:
+    """One branch in a storage report: its head's bytes; the bytes of the objects its
+    history and dirty writes reach, and of those no other root reaches (what deleting the
+    branch would free); None where the report left them out (many branches)."""
+
+    name: str
+    head: str | None
+    logical: int
+    stored: int | None = None
+    exclusive: int | None = None
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> BranchUsage:
+        return cls(**_fields(cls, data))
+
+
+@dataclasses.dataclass(frozen=True)
+class StorageUsage:
+    """A repository's storage (`GET /du`): stored objects, those a root reaches, and those
+    a garbage collection would remove (unreachable, older than `grace` seconds)."""
+
+    branches: tuple[BranchUsage, ...]
+    objects: int
+    stored: int
+    reachable: int
+    reachable_bytes: int
+    reclaimable: int
+    reclaimable_bytes: int
+    young: int
+    young_bytes: int
+    grace: float
+    logical: int
+    dedupe: float
+    problems: tuple[str, ...] = ()
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> StorageUsage:
+        return cls(
+            **{
+                **_fields(cls, data),
+                "branches": tuple(BranchUsage.from_json(b) for b in data.get("branches") or ()),
+                "problems": tuple(data.get("problems") or ()),
+            }
+        )
+
+
 # ---- sync ---------------------------------------------------------------------------------
 
 

@@ -32,6 +32,7 @@ from starlette.responses import PlainTextResponse, Response, StreamingResponse
 from starlette.routing import BaseRoute, Mount, Route, Router
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from .. import metrics
 from ..access.identity import Permission
 from ..access.service import Access
 from ..errors import (
@@ -49,7 +50,8 @@ from ..errors import (
 )
 from ..jobs.service import JobEngine, Jobs
 from ..jobs.spec import MAX_SPEC_BYTES, check_job_name
-from ..paths import check_branch, clean_path, join
+from ..paths import check_branch, clean_path, human_bytes, join, parse_duration
+from ..repository import gc
 from ..repository.fsck import fsck
 from ..repository.reader import Reader
 from ..repository.registry import RepoInfo, Repositories
@@ -59,7 +61,7 @@ from ..storage.trees import Commit, Entry
 from ..sync import receiver, sender, wire
 from . import admin
 from .auth import PRINCIPAL_SCOPE, Gate
-from .logs import REQUEST_ID, RequestIds
+from .logs import REPO_SCOPE, REQUEST_ID, RequestIds
 from .permissions import REPO_ROUTES, SERVER_ROUTES
 from .web import (
     Params,
@@ -275,6 +277,12 @@ class Server:
         if not ok:
             raise Unavailable(f"not ready: {why}")
         return respond(request, "ready\n", {"ready": True})
+
+    @accepts()
+    async def metrics_get(self, request: Request, q: Params) -> Response:
+        """This process's metrics in Prometheus's text format, for a scraper."""
+        body, content_type = await run(metrics.render, request.headers.get("accept"))
+        return Response(body, headers={"content-type": content_type})
 
     # ---- the cluster's image registry ----------------------------------------------
     @accepts()
@@ -570,6 +578,34 @@ class Server:
         )
         data = {**rep.__dict__, "ok": rep.ok}
         return respond(request, text, data, status=200 if rep.ok else 500)
+
+    @accepts("grace")
+    async def du(self, request: Request, q: Params) -> Response:
+        """What the repository stores and what a garbage collection would give back."""
+        grace = parse_duration(q.get("grace") or "24h", "grace")
+        u = await run(gc.usage, self.repo(request), grace)
+        data = {
+            "branches": [b.__dict__ for b in u.branches],
+            **{k: v for k, v in u.__dict__.items() if k != "branches"},
+            "logical": u.logical,
+            "dedupe": round(u.dedupe, 3),
+        }
+        lines = [f"{'branch':<24} {'logical':>10} {'stored':>10} {'exclusive':>10}\n"]
+        for b in u.branches:
+            lines.append(
+                f"{one_line(b.name):<24} {human_bytes(b.logical):>10} {human_bytes(b.stored):>10} "
+                f"{human_bytes(b.exclusive):>10}\n"
+            )
+        lines += [
+            f"stored: {u.objects} objects, {human_bytes(u.stored)}\n",
+            f"reachable: {u.reachable} objects, {human_bytes(u.reachable_bytes)} "
+            f"(logical {human_bytes(u.logical)}, dedupe {u.dedupe:.2f}x)\n",
+            f"reclaimable: {u.reclaimable} objects, {human_bytes(u.reclaimable_bytes)} "
+            f"(unreachable, last written over {grace:g} s ago)\n",
+            f"unreachable, within the grace period: {u.young} objects, {human_bytes(u.young_bytes)}\n",
+        ]
+        lines += [one_line(p) + "\n" for p in u.problems]
+        return respond(request, "".join(lines), data, status=500 if u.problems else 200)
 
     # ---- jobs and runs --------------------------------------------------------------
     @accepts()
@@ -894,9 +930,6 @@ async def _error(request: Request, exc: Exception) -> Response:
     return PlainTextResponse("\n".join(lines) + "\n", status_code=err.status, headers=headers)
 
 
-REPO_SCOPE = "pfs.repo"
-
-
 class InRepo:
     """Routes under `/repo/<name>/`: the repository is looked up once, in a worker thread
     (a database read), before the handler runs; a name not in the catalog is a 404."""
@@ -921,6 +954,7 @@ def routes(s: Server) -> list[BaseRoute]:
     return [
         route("/ping", get=s.ping),
         route("/ready", get=s.ready),
+        route("/metrics", get=s.metrics_get),
         route("/repo", get=s.repo_list),
         route("/image", get=s.image_list),
         route("/repo/{name}", get=s.repo_get, post=s.repo_create, put=s.repo_create, delete=s.repo_delete),
@@ -948,6 +982,7 @@ def repo_routes(s: Server) -> list[BaseRoute]:
         route("/revert", post=s.revert),
         route("/discard", post=s.discard),
         route("/fsck", get=s.fsck),
+        route("/du", get=s.du),
         route("/job", get=s.job_list),
         route("/job/{name}", get=s.job_get, post=s.job_put, put=s.job_put, delete=s.job_delete),
         route("/job/{name}/file/{path:anypath}", get=s.job_file),

@@ -19,6 +19,8 @@ from typing import Any
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from .. import metrics
+
 REQUEST_ID: ContextVar[str] = ContextVar("pfs_request_id", default="-")
 HEADER = "x-request-id"
 _WELL_FORMED = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:+=-]{0,127}")
@@ -54,13 +56,34 @@ def setup_logging(level: str = "warning") -> None:
     logger.propagate = False
 
 
+METHODS = frozenset(("GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH"))
+ROUTE_SCOPE = "pfs.route"  # what a front end names the request by, for metrics (else its route's template)
+REPO_SCOPE = "pfs.repo"  # the repository a `/repo/<name>/` route addresses (set by api.InRepo)
+
+
+def route_label(scope: Scope) -> str:
+    """A bounded name for the request: the S3 operation or the route's template (with the
+    `/repo/{repo}` prefix when it came through it), never the path itself."""
+    named = scope.get(ROUTE_SCOPE)
+    if named:
+        return str(named)
+    route = scope.get("route")
+    template = getattr(route, "path", None)
+    if not isinstance(template, str):
+        return "unmatched"
+    template = template.replace(":anypath", "")
+    return "/repo/{repo}" + template if REPO_SCOPE in scope else template
+
+
 class RequestIds:
     """ASGI middleware, outermost: sets the id before anything can log or fail, so even the
     last-resort 500 handler sees it. Logs one access line per request at INFO, and every
-    5xx at WARNING (path only: a query string may one day carry a signature)."""
+    5xx at WARNING (path only: a query string may one day carry a signature); counts it in
+    the metrics of its front end (`front`: api, s3)."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, front: str = "api") -> None:
         self.app = app
+        self.front = front
 
     def __getattr__(self, name: str) -> Any:  # `app.state` and friends of the wrapped app
         return getattr(self.app, name)
@@ -74,23 +97,42 @@ class RequestIds:
         token = REQUEST_ID.set(rid)
         start = time.monotonic()
         status = 0
+        front = self.front
+        metrics.HTTP_IN_FLIGHT.labels(front).inc()
+        received = metrics.HTTP_RECEIVED.labels(front)
+        sent = metrics.HTTP_SENT.labels(front)
+
+        async def counted_receive() -> Message:
+            message = await receive()
+            if message["type"] == "http.request":
+                received.inc(len(message.get("body", b"")))
+            return message
 
         async def send_with_id(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
                 MutableHeaders(scope=message)[HEADER] = rid
+            elif message["type"] == "http.response.body":
+                sent.inc(len(message.get("body", b"")))
             await send(message)
 
         try:
-            await self.app(scope, receive, send_with_id)
+            await self.app(scope, counted_receive, send_with_id)
         except Exception:
             # Starlette re-raises a bug after its 500 went out, for the server to log once
             # more, without the request id: it was logged with it already.
             if not status:
                 raise
         finally:
-            ms = (time.monotonic() - start) * 1000
+            seconds = time.monotonic() - start
+            ms = seconds * 1000
+            method = scope.get("method")
+            method = method if method in METHODS else "other"  # a label may not take any string
+            route = route_label(scope)
+            metrics.HTTP_IN_FLIGHT.labels(front).dec()
+            metrics.HTTP_REQUESTS.labels(front, method, route, str(status or 499)).inc()
+            metrics.HTTP_SECONDS.labels(front, method, route).observe(seconds)
             level = logging.WARNING if status >= 500 else logging.INFO
             if access_log.isEnabledFor(level):
                 path = scope.get("path", "")

@@ -253,7 +253,7 @@ def serve(
     if s3:
         from .s3.gateway import create_s3_app
 
-        app = ByListener(app, RequestIds(create_s3_app(node, gate=gate)), socks[1].getsockname()[1])
+        app = ByListener(app, RequestIds(create_s3_app(node, gate=gate), front="s3"), socks[1].getsockname()[1])
         where += f", S3 gateway on {_shown(socks[1], scheme)}"
     config = uvicorn.Config(
         app,

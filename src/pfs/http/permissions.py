@@ -25,6 +25,7 @@ SERVER_ROUTES: dict[str, dict[str, Permission]] = {
     "/ping": {"GET": PUBLIC},
     "/ready": {"GET": PUBLIC},
     "/whoami": {"GET": PUBLIC},
+    "/metrics": {"GET": USER},  # counts by route and status, no names: any signed-in user (a scraper's key)
     "/repo": {"GET": USER},  # lists the repositories the caller may read
     "/repo/{name}": {"GET": READ, "POST": SERVER, "PUT": SERVER, "DELETE": SERVER},
     "/user": {"GET": SERVER},
@@ -53,6 +54,7 @@ REPO_ROUTES: dict[str, dict[str, Permission]] = {
     "/revert": {"POST": WRITE},
     "/discard": {"POST": WRITE},
     "/fsck": {"GET": ADMIN},  # reads every object: costly
+    "/du": {"GET": ADMIN},  # walks every tree and lists every object: costly
     "/job": {"GET": READ},
     "/job/{name}": {"GET": READ, "POST": ADMIN, "PUT": ADMIN, "DELETE": ADMIN},  # a spec chooses what runs
     "/job/{name}/file/{path:anypath}": {"GET": READ},

@@ -30,6 +30,7 @@ from typing import Any
 
 import httpx
 
+from .. import metrics
 from ..errors import Conflict, FileNotFound, JobError, PfsError
 from ..repository.repo import Repository
 from ..storage.meta import Failure, JobRun, JobState, RunStore
@@ -289,17 +290,20 @@ class JobExecution:
                 )
             )
         except JobError as exc:
+            metrics.WORKER_FAILURES.labels(self.runtime.name).inc()
             with self.start_lock:
                 self.failed_starts += 1
                 self.last_start_error = exc.message
             with self.err_lock:
                 self.logs.append(f"--- worker failed to start\n{exc.message}")
             raise
+        metrics.WORKER_STARTS.labels(self.runtime.name).inc()
         with self.start_lock:
             self.failed_starts = 0
         return worker
 
     def note_dead(self, worker: Worker) -> None:
+        metrics.WORKER_FAILURES.labels(self.runtime.name).inc()
         reason = worker.exit_reason()
         text = worker.logs(LOG_LIMIT // 4)
         with self.err_lock:
@@ -346,6 +350,8 @@ class JobExecution:
         ):
             n = prev.total or 0
             self.update(state=JobState.REUSED, finished=time.time(), output_tree=prev.output_tree, total=n, reused=n)
+            metrics.JOB_FILES.labels("reused").inc(n)
+            metrics.JOBS.labels("reused").inc()
             return prev.output_tree
         try:
             out = self._map(inp, prev) if spec.type == "map" else self._reduce(inp)
@@ -354,11 +360,14 @@ class JobExecution:
             self.update(log=self.logs.text() or None, done=self.progress.done, failed=self.failures.count)
         failed = self.failures.count
         done = self.progress.done
+        for outcome, n in (("done", done), ("reused", self._reused), ("failed", failed)):
+            metrics.JOB_FILES.labels(outcome).inc(n)
         if failed and not (spec.skip_failed and done + self._reused > 0):
             # Every file was tried: what mapped is kept for the next run, never readable.
             self.update(partial_tree=out, done=done, failed=failed)
             raise JobError(self._failure_summary(failed, done))
         self.update(state=JobState.SUCCEEDED, finished=time.time(), output_tree=out, done=done, failed=failed)
+        metrics.JOBS.labels("succeeded").inc()
         return out
 
     def _failure_summary(self, failed: int, done: int) -> str:

@@ -17,6 +17,7 @@ import uuid
 from collections.abc import Callable, Iterable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 
+from .. import metrics
 from ..errors import PfsError
 from ..repository.repo import Repository
 from ..storage.meta import JobState, RunState, RunStore
@@ -170,6 +171,7 @@ class Scheduler:
                                 error=f"job {spec.upstream!r} failed",
                             )  # fmt: skip
                             failed.add(name)
+                            metrics.JOBS.labels("skipped").inc()
                         elif spec.upstream is None or spec.upstream in outputs:
                             del todo[name]
                             running[pool.submit(self._job, repo, cid, root, spec, dict(outputs))] = name
@@ -194,6 +196,7 @@ class Scheduler:
             state = RunState.FAILED if failed else RunState.SUCCEEDED
             error = f"failed: {', '.join(sorted(failed))}" if failed else None
             store.update_run(cid, state=state, finished=time.time(), error=error)
+            metrics.JOB_RUNS.labels(state.value).inc()
         except _Interrupted:
             log.warning("run %s interrupted by shutdown; queued to resume", cid[:12])
             for jr in store.job_runs(cid):
@@ -219,18 +222,25 @@ class Scheduler:
                 self._current.add(job)
             if self._stop.is_set():  # close() came before the job was listed: it was not interrupted
                 raise _Interrupted()
-            return job.execute()
+            metrics.JOBS_RUNNING.inc()
+            try:
+                out = job.execute()
+            finally:
+                metrics.JOBS_RUNNING.dec()
+            return out
         except _Interrupted:
             raise
         except PfsError as exc:
             if self._stop.is_set():
                 raise _Interrupted() from exc
             store.update_job_run(cid, name, state=JobState.FAILED, finished=time.time(), error=exc.message)
+            metrics.JOBS.labels("failed").inc()
         except Exception as exc:
             if self._stop.is_set():
                 raise _Interrupted() from exc
             log.exception("job %s on %s", name, cid)
             store.update_job_run(cid, name, state=JobState.FAILED, finished=time.time(), error=f"internal error: {exc}")
+            metrics.JOBS.labels("failed").inc()
         finally:
             if job is not None:
                 with self._cur_lock:

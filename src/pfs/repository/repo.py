@@ -17,6 +17,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from .. import metrics
 from ..errors import (
     BadRequest,
     BranchMoved,
@@ -312,6 +313,7 @@ class Repository:
                         raise
                     continue
                 failpoint("commit.ref_swapped")
+                metrics.COMMITS.inc()
                 if len(staged) >= RECLAIM_ROWS:
                     self.meta.reclaim()
                 return commit
@@ -432,6 +434,7 @@ class Repository:
                     self.meta.swap_ref(into, ours.id, commit)
                 except BranchMoved:
                     continue
+                metrics.COMMITS.inc()
                 return MergeResult(commit, "merge")
         raise BranchMoved(f"branch {into!r} kept moving; retry")
 
@@ -450,6 +453,7 @@ class Repository:
                 branch, dest.tree, [head] if head else [], message or f"Revert {branch} to {dest.id[:12]}"
             )
             self.meta.swap_ref(branch, head, commit)
+            metrics.COMMITS.inc()
             return commit
 
     # ---- sync support --------------------------------------------------------------

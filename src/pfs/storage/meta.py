@@ -24,6 +24,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError, OperationalError
 
+from .. import metrics
 from ..errors import AlreadyExists, BranchMoved, BranchNotFound, InsufficientStorage, Unavailable
 from .identity import grants_t, identity_md, protected_t
 from .trees import Commit, Entry
@@ -598,6 +599,7 @@ class Database:
         except OperationalError as exc:
             self.close()
             where = sa.engine.make_url(url).render_as_string(hide_password=True)
+            metrics.STORE_ERRORS.labels("meta", "unavailable").inc()
             raise Unavailable(f"cannot reach the metadata database {where}: {_first_line(exc.orig)}") from None
 
     def _init_schema(self, default_repo: str) -> None:
@@ -798,12 +800,14 @@ class SqlMetaStore(MetaStore):
                 exists = c.execute(sa.select(self.t.refs.c.name).where(self.t.refs.c.name == name)).first()
                 if exists is None:
                     raise BranchNotFound(f"branch {name!r} not found")
+                metrics.REF_UPDATES.labels("lost").inc()
                 raise BranchMoved(f"branch {name!r} moved while committing; retry")
             self._index(c, new)
             if consumed_upto is not None:
                 # A write that landed after the commit's snapshot has a higher seq: it stays.
                 for table in (self.t.staging, self.t.grafts):
                     c.execute(table.delete().where(table.c.branch == name, table.c.seq <= consumed_upto))
+        metrics.REF_UPDATES.labels("done").inc()  # once the transaction is in
 
     # ---- staging -----------------------------------------------------------------
     def stage_many(self, branch: str, items: list[tuple[str, Entry | None]]) -> None:
@@ -1301,7 +1305,20 @@ class _Guard:
 
 
 def _translate(exc: sa.exc.SQLAlchemyError) -> None:
-    """Raise the pfs error for a database failure that is not a bug: full, or unreachable."""
+    """Raise the pfs error for a database failure that is not a bug: full, or unreachable.
+    Every one is counted (a bug's too: it is still a failed store operation)."""
+    try:
+        _translate_one(exc)
+    except InsufficientStorage:
+        metrics.STORE_ERRORS.labels("meta", "full").inc()
+        raise
+    except Unavailable:
+        metrics.STORE_ERRORS.labels("meta", "unavailable").inc()
+        raise
+    metrics.STORE_ERRORS.labels("meta", "error").inc()
+
+
+def _translate_one(exc: sa.exc.SQLAlchemyError) -> None:
     if isinstance(exc, OperationalError):
         _raise_full(exc)
     if isinstance(exc, sa.exc.TimeoutError):  # every pooled connection busy for 30 s

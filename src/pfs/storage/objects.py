@@ -22,6 +22,7 @@ from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Generic, TypeVar
@@ -29,6 +30,7 @@ from typing import Any, Generic, TypeVar
 import blake3
 import zstandard
 
+from .. import metrics
 from ..errors import CorruptObject, InsufficientStorage, MissingObject, PayloadTooLarge
 from ..failpoints import failpoint
 
@@ -82,12 +84,24 @@ def decode_parts(key: str, kind: bytes, body: bytes) -> bytes:
         elif kind == _RAW:
             data = body
         else:
-            raise CorruptObject(f"object {key} has an unknown encoding")
+            raise _corrupt(f"object {key} has an unknown encoding")
     except zstandard.ZstdError:
-        raise CorruptObject(f"object {key} does not decompress") from None
+        raise _corrupt(f"object {key} does not decompress") from None
     if hash_bytes(data) != key:
-        raise CorruptObject(f"object {key} does not match its hash")
+        raise _corrupt(f"object {key} does not match its hash")
     return data
+
+
+def _corrupt(message: str) -> CorruptObject:
+    """A stored object that is not what its name says: counted, for an operator's alert."""
+    metrics.STORE_ERRORS.labels("objects", "corrupt").inc()
+    return CorruptObject(message)
+
+
+def missing(key: str) -> MissingObject:
+    """A named object the store does not hold: counted (a reachable one never should be)."""
+    metrics.STORE_ERRORS.labels("objects", "missing").inc()
+    return MissingObject(f"object {key} is missing")
 
 
 def decode_bounded(key: str, blob: bytes, limit: int) -> bytes:
@@ -199,6 +213,15 @@ class Batch(ABC):
             self.abort()
 
 
+@dataclass(frozen=True)
+class StoredObject:
+    """One object as its store lists it (garbage collection and storage accounting)."""
+
+    key: str
+    size: int  # bytes as stored
+    modified: float  # its last write, in seconds since the epoch
+
+
 class ObjectStore(ABC):
     @abstractmethod
     def has(self, key: str) -> bool: ...
@@ -214,8 +237,12 @@ class ObjectStore(ABC):
     @abstractmethod
     def delete(self, key: str) -> None: ...
 
+    def keys(self) -> Iterator[str]:
+        return (obj.key for obj in self.listing())
+
     @abstractmethod
-    def keys(self) -> Iterator[str]: ...
+    def listing(self) -> Iterator[StoredObject]:
+        """Every object with its stored size and last write, in key order, streamed."""
 
     @abstractmethod
     def child(self, name: str) -> ObjectStore:
@@ -260,7 +287,9 @@ class ObjectStore(ABC):
 
 def _raise_storage(exc: OSError) -> None:
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        metrics.STORE_ERRORS.labels("objects", "full").inc()
         raise InsufficientStorage("no space left on the object store") from None
+    metrics.STORE_ERRORS.labels("objects", "io").inc()
     raise exc
 
 
@@ -476,7 +505,7 @@ class LocalObjectStore(ObjectStore):
             with open(self.path(check_key(key)), "rb") as f:
                 return f.read()
         except FileNotFoundError:
-            raise MissingObject(f"object {key} is missing") from None
+            raise missing(key) from None
 
     def get(self, key: str) -> bytes:
         """The body is read on its own, so a raw chunk is one allocation and one copy, not a
@@ -486,7 +515,7 @@ class LocalObjectStore(ObjectStore):
                 kind = f.read(1)
                 body = f.readall()
         except FileNotFoundError:
-            raise MissingObject(f"object {key} is missing") from None
+            raise missing(key) from None
         return decode_parts(key, kind, body)
 
     def batch(self) -> Batch:
@@ -504,6 +533,20 @@ class LocalObjectStore(ObjectStore):
                 key = sub + name
                 if _KEY_RE.match(key):
                     yield key
+
+    def listing(self) -> Iterator[StoredObject]:
+        for sub in sorted(os.listdir(self.obj_dir)):
+            d = os.path.join(self.obj_dir, sub)
+            if len(sub) != 2 or not os.path.isdir(d):
+                continue
+            with os.scandir(d) as it:
+                entries = sorted((e for e in it if _KEY_RE.match(sub + e.name)), key=lambda e: e.name)
+            for e in entries:
+                try:
+                    st = e.stat()
+                except FileNotFoundError:  # deleted since the directory was read
+                    continue
+                yield StoredObject(sub + e.name, st.st_size, st.st_mtime)
 
     def child(self, name: str) -> LocalObjectStore:
         return LocalObjectStore(os.path.join(self.root, "repos", name))

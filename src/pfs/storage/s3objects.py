@@ -18,8 +18,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import obstore
 
-from ..errors import BadRequest, InsufficientStorage, MissingObject, PfsError, Unavailable
-from .objects import _KEY_RE, Batch, ObjectStore, PooledBatch, check_key, encode_parts
+from .. import metrics
+from ..errors import BadRequest, InsufficientStorage, PfsError, Unavailable
+from .objects import _KEY_RE, Batch, ObjectStore, PooledBatch, StoredObject, check_key, encode_parts, missing
 from .s3 import S3Config, make_client, make_fast_store, parse_s3_url, s3_failure
 
 log = logging.getLogger("pfs.objects.s3")
@@ -140,7 +141,7 @@ class S3ObjectStore(ObjectStore):
         except Exception as exc:
             failure = s3_failure(exc, self.config)
             if failure is not None and failure.not_found:
-                raise MissingObject(f"object {key} is missing") from None
+                raise missing(key) from None
             raise self._error(exc, f"read object {key}") from None
 
     def has_many(self, keys: list[str]) -> list[bool]:
@@ -159,7 +160,7 @@ class S3ObjectStore(ObjectStore):
         except Exception as exc:
             raise self._error(exc, f"delete object {key}") from None
 
-    def keys(self) -> Iterator[str]:
+    def listing(self) -> Iterator[StoredObject]:
         try:
             pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=self.prefix)
             for page in pages:
@@ -167,7 +168,7 @@ class S3ObjectStore(ObjectStore):
                     rest = str(obj.get("Key", ""))[len(self.prefix) :]
                     key = rest.replace("/", "", 1)
                     if len(rest) > 3 and rest[2] == "/" and _KEY_RE.match(key):
-                        yield key
+                        yield StoredObject(key, int(obj.get("Size", 0)), obj["LastModified"].timestamp())
         except PfsError:
             raise
         except Exception as exc:
@@ -202,8 +203,10 @@ class S3ObjectStore(ObjectStore):
         """The store's failure as a server-side error: a user's request is not at fault."""
         where = f"S3 {self.config.display_endpoint or 'AWS'} bucket {self.bucket!r}"
         failure = s3_failure(exc, self.config)
+        full = failure is not None and (failure.code in _FULL or failure.status == 507)
+        metrics.STORE_ERRORS.labels("objects", "full" if full else "unavailable").inc()
         if failure is not None:
-            if failure.code in _FULL or failure.status == 507:
+            if full:
                 return InsufficientStorage(f"cannot {what}: {where} is full ({failure.label}: {failure.message})")
             return Unavailable(f"cannot {what}: {where} answered {failure.label}: {failure.message}")
         detail = self.config.scrub(" ".join(str(exc).split()))[:300]

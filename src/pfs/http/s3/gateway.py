@@ -67,7 +67,7 @@ from ...repository.uploads import Part, Upload, Uploads
 from ...storage.trees import Entry
 from ..api import UPLOAD_BUFFER, Node, pump
 from ..auth import Gate, ask, audit_target, client_addr
-from ..logs import REQUEST_ID, RequestIds
+from ..logs import REQUEST_ID, ROUTE_SCOPE, RequestIds
 from ..permissions import S3_OPERATIONS, is_mutation
 from ..web import DRAIN_LIMIT, run
 from . import sigv4
@@ -271,7 +271,7 @@ class Gateway:
         self.gate = gate or Gate()
         self.base_domains = tuple(base_domains)
         self.ops = operations(self)
-        self._with_ids = RequestIds(self.handle)
+        self._with_ids = RequestIds(self.handle, front="s3")
 
     # ---- ASGI ----------------------------------------------------------------------
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -413,6 +413,7 @@ class Gateway:
         if name == "PutObject" and "x-amz-copy-source" in ctx.headers:
             name = "CopyObject"
         ctx.operation = name
+        ctx.request.scope[ROUTE_SCOPE] = name  # the metrics' route label
         await self.authorize(ctx, S3_OPERATIONS[name], ctx.bucket)
         return await handler(ctx)
 
