@@ -83,3 +83,13 @@ def test_pfs_du_prints_the_report(tmp_path: Path) -> None:
         assert any(ln.startswith("reclaimable: 0 objects") for ln in lines)
     finally:
         s.stop()
+
+
+def test_du_past_64_branches_reports_totals_only(client: Client) -> None:
+    client.put_file("a.bin", os.urandom(64 * KiB))
+    client.commit()
+    for i in range(64):
+        client.create_branch(f"b{i}")
+    u = client.du(grace="0")
+    assert len(u.branches) == 65 and all(b.stored is None and b.exclusive is None for b in u.branches)
+    assert all(b.logical == 64 * KiB for b in u.branches) and u.reachable == u.objects

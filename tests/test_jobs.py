@@ -180,6 +180,53 @@ def test_jobs_that_read_no_other_job_run_together(c: Client, tmp_path: Path) -> 
     assert jobs["r"].started >= jobs["a"].finished  # after its upstream, not before
 
 
+def test_jobs_at_once_1_runs_the_jobs_of_a_run_one_after_the_other(tmp_path: Path) -> None:
+    srv = ServerProc(tmp_path / "data", env={"PFS_JOB_RUNTIME": "process", "PFS_JOBS_AT_ONCE": "1"}).start()
+    try:
+        with Client(srv.url) as c:
+            c.put_file("d/x", b"hi\n")
+            for name in ("a", "b"):
+                c.put_job(name, pspec("map", "d", "slow", "0.3"))
+            cid, status = run_and_wait(c)
+            assert status.state == "succeeded", status
+            first, second = sorted(status.jobs, key=lambda j: j.started or "")
+            assert first.finished is not None and second.started is not None
+            assert second.started >= first.finished
+    finally:
+        srv.stop()
+
+
+def test_old_runs_are_pruned_but_heads_and_the_incremental_base_stay(c: Client, srv: ServerProc) -> None:
+    c.put_file("d/x", b"one\n")
+    c.put_job("m", pspec("map", "d", "upper"))
+    cids = []
+    for i in range(3):
+        c.put_file(f"d/f{i}", f"file {i}\n".encode())
+        cid, status = run_and_wait(c)
+        assert status.state == "succeeded"
+        cids.append(cid)
+    c.create_branch("old", cids[0])  # a branch head keeps its run
+    for bad in ({}, {"older_than": "soon"}, {"older_than": ""}):
+        r = httpx.delete(f"{srv.url}/run", params=bad)
+        assert r.status_code == 400, (bad, r.text)
+    assert c.prune_runs("1h") == 0  # nothing ended that long ago
+    assert c.prune_runs("0") == 1  # the middle run: neither a head nor the newest base
+    assert {r.commit for r in c.runs()} == {cids[0], cids[2]}
+    with pytest.raises(errors.RunNotFound):
+        c.get_job_file("m", "x", commit=cids[1])
+    assert c.get_job_file("m", "x", commit=cids[0]) == b"ONE\n"
+    # the next run still builds on the newest one: only the new file is mapped
+    c.put_file("d/new", b"new\n")
+    _, status = run_and_wait(c)
+    assert status.job("m").reused == 4 and status.job("m").done == 1, status
+    res = subprocess.run(
+        [sys.executable, "-m", "pfs.cli", "--url", srv.url, "job", "prune", "--older-than", "0"],
+        capture_output=True,
+        timeout=60,
+    )
+    assert res.returncode == 0 and res.stdout == b"Dropped 1 run(s).\n", res  # cids[2]: no longer the base
+
+
 def test_crashing_worker_is_replaced_then_the_job_fails(c: Client) -> None:
     c.put_file("d/x", b"1")
     c.put_job("crash", pspec("map", "d", "crash", retries=2))

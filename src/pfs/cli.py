@@ -355,6 +355,13 @@ class Transfer:
     help="most workers one map job may ask for [default: 4 per core]",
 )
 @click.option(
+    "--jobs-at-once",
+    envvar="PFS_JOBS_AT_ONCE",
+    type=click.IntRange(1, 64),
+    default=None,
+    help="jobs of one run that may execute together (those that do not read one another) [default: 4]",
+)
+@click.option(
     "--job-user",
     envvar="PFS_JOB_USER",
     default="65534:65534",
@@ -402,6 +409,7 @@ def serve(
     job_max_memory: str | None,
     job_max_cpus: float | None,
     job_max_parallelism: int | None,
+    jobs_at_once: int | None,
     job_user: str,
     job_firewall: str,
     default_repo: str,
@@ -426,6 +434,7 @@ def serve(
         cfg.job_max_memory = parse_size(job_max_memory)
     cfg.job_max_cpus = job_max_cpus or cfg.job_max_cpus
     cfg.job_max_parallelism = job_max_parallelism or cfg.job_max_parallelism
+    cfg.jobs_at_once = jobs_at_once or cfg.jobs_at_once
     cfg.job_user, cfg.job_firewall = job_user, job_firewall
     from .paths import check_repo_name
 
@@ -967,6 +976,16 @@ def job_runs(ctx: click.Context, name: str) -> None:
     """Past runs of a job, newest first."""
     for j in client(ctx).job_runs(name):
         click.echo(printable(f"{j.commit[:12]}  {j.state:<10} {j.progress}  {j.error or ''}"))
+
+
+@job.command("prune")
+@click.option("--older-than", required=True, help="drop runs that ended longer ago than this: 30d, 12h, 90m, seconds")
+@click.pass_context
+def job_prune(ctx: click.Context, older_than: str) -> None:
+    """Drop old runs: their outputs are no longer readable, and their data becomes garbage.
+    The runs on branch heads and the ones the next incremental run builds on stay."""
+    n = client(ctx).prune_runs(older_than)
+    click.echo(f"Dropped {n} run(s).")
 
 
 @job.command("cat")

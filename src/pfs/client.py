@@ -506,6 +506,11 @@ class Client:
         """The newest runs, newest first, without their jobs."""
         return [Run.from_json(r) for r in self._call("GET", "/run")]
 
+    def prune_runs(self, older_than: str) -> int:
+        """Drop the runs that ended more than `older_than` ago ("30d", "12h", seconds);
+        the runs on branch heads and those incremental runs build on stay. How many went."""
+        return int(self._call("DELETE", "/run", params={"older_than": older_than})["dropped"])
+
     def run_status(self, commit: str, wait: float | None = None) -> Run:
         """The run on `commit` with its jobs; `wait`: up to that many seconds for it to end."""
         params = {"wait": str(wait) if wait else None}

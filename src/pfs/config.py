@@ -43,6 +43,7 @@ class Config:
     job_max_memory: int | None = None  # bytes per worker; None: half the host's memory
     job_max_cpus: float | None = None  # per worker; None: the host's cores
     job_max_parallelism: int | None = None  # workers per map job; None: 4 per core
+    jobs_at_once: int | None = None  # jobs of one run executing together; None: the scheduler's 4
     job_user: str = "65534:65534"  # who a job's container runs as
     job_firewall: str = "pfs"  # "pfs": pfs adds the host rule that cuts workers off; "operator": it is there
     # Access control (DESIGN.md section 6). The server key encrypts access-key secrets: base64
@@ -69,6 +70,7 @@ class Config:
             job_max_memory=_env(parse_size, "PFS_JOB_MAX_MEMORY"),
             job_max_cpus=_env(float, "PFS_JOB_MAX_CPUS"),
             job_max_parallelism=_env(int, "PFS_JOB_MAX_PARALLELISM"),
+            jobs_at_once=_env(int, "PFS_JOBS_AT_ONCE"),
             job_user=os.environ.get("PFS_JOB_USER") or "65534:65534",
             job_firewall=os.environ.get("PFS_JOB_FIREWALL") or "pfs",
             server_key=os.environ.get("PFS_SERVER_KEY") or None,
@@ -228,7 +230,7 @@ class Config:
             sandbox=Sandbox(user=self.job_user, firewall=self.job_firewall),
             own_bucket=own_bucket,
             registry=Registry(self.registry) if self.registry is not None else None,
-            jobs_at_once=_env(int, "PFS_JOBS_AT_ONCE") or JOBS_AT_ONCE,
+            jobs_at_once=self.jobs_at_once or JOBS_AT_ONCE,
         )
 
 

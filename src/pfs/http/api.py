@@ -710,6 +710,16 @@ class Server:
             [_run_json(r, None) for r in runs],
         )
 
+    @accepts("older_than")
+    async def run_prune(self, request: Request, q: Params) -> Response:
+        """Drop the records of old runs (run retention)."""
+        given = q.get("older_than")
+        if given is None:
+            raise BadRequest("older_than is required: DELETE /run?older_than=30d drops the runs that ended before then")
+        older_than = parse_duration(given, "older_than")
+        n = await run(self.jobs(request).prune_runs, older_than)
+        return respond(request, f"Dropped {n} run(s) that ended more than {older_than:g} s ago.\n", {"dropped": n})
+
     @accepts("wait")
     async def run_one(self, request: Request, q: Params) -> Response:
         cid = (await run(self.repo(request).resolve, request.path_params["id"])).id
@@ -989,7 +999,7 @@ def repo_routes(s: Server) -> list[BaseRoute]:
         route("/job/{name}/file", get=s.job_file),
         route("/job/{name}/log", get=s.job_log),
         route("/job/{name}/runs", get=s.job_runs),
-        route("/run", get=s.run_list),
+        route("/run", get=s.run_list, delete=s.run_prune),
         route("/run/{id}", get=s.run_one),
         route("/sync/ancestors", post=s.sync_ancestors),
         route("/sync/walk", post=s.sync_walk),

@@ -61,7 +61,7 @@ REPO_ROUTES: dict[str, dict[str, Permission]] = {
     "/job/{name}/file": {"GET": READ},
     "/job/{name}/log": {"GET": READ},
     "/job/{name}/runs": {"GET": READ},
-    "/run": {"GET": READ},
+    "/run": {"GET": READ, "DELETE": ADMIN},  # DELETE ?older_than=: run retention
     "/run/{id}": {"GET": READ},
     "/sync/ancestors": {"POST": READ},  # POST carries the question; nothing is written
     "/sync/walk": {"POST": READ},

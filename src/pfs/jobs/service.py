@@ -5,6 +5,7 @@ and read back, and job outputs opened as `Reader`s. Front ends parse and render 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 
 import orjson
@@ -139,6 +140,13 @@ class Jobs:
     def runs(self) -> list[Run]:
         """The newest runs, newest first."""
         return self.runs_store.list_runs(RUNS_SHOWN)
+
+    def prune_runs(self, older_than: float) -> int:
+        """Drop the records of runs that ended more than `older_than` seconds ago: their
+        outputs stop being readable (and become garbage). Kept: the runs on a branch's
+        head, and the newest run each job would build on incrementally."""
+        heads = {head for _, head in self.repo.meta.list_refs() if head is not None}
+        return self.runs_store.drop_runs(time.time() - older_than, heads)
 
     def run(self, commit: str) -> Run:
         run = self.runs_store.get_run(commit)

@@ -456,6 +456,12 @@ class RunStore(ABC):
         success, or a failed map that tried every file): what an incremental run builds on."""
 
     @abstractmethod
+    def drop_runs(self, before: float, keep: set[str]) -> int:
+        """Delete the runs that ended before `before` (with their jobs and failed files),
+        except those on a commit in `keep` and those an incremental run would build on
+        (`job_run_base` of some job and spec key); how many went."""
+
+    @abstractmethod
     def add_job_failures(self, commit: str, job: str, items: list[Failure]) -> None:
         """Record the files a map job could not map."""
 
@@ -1195,6 +1201,31 @@ class SqlMetaStore(MetaStore):
                 .limit(1)
             ).first()
         return None if row is None else _row_job_run(row)
+
+    def drop_runs(self, before: float, keep: set[str]) -> int:
+        r, jr = self.t.runs, self.t.job_runs
+        over = [RunState.SUCCEEDED, RunState.FAILED]
+        has_tree = sa.or_(
+            jr.c.state.in_([JobState.SUCCEEDED, JobState.REUSED]),
+            sa.and_(jr.c.state == JobState.FAILED, jr.c.partial_tree.is_not(None)),
+        )
+        with self._write() as c:
+            old = {
+                row.commit for row in c.execute(sa.select(r.c.commit).where(r.c.state.in_(over), r.c.finished < before))
+            }
+            if not old:
+                return 0
+            newest: dict[tuple[str, str], tuple[float, str]] = {}  # (job, spec key) -> its base run
+            for row in c.execute(sa.select(jr.c.job, jr.c.spec_key, jr.c.commit, jr.c.finished).where(has_tree)):
+                k, seen = (row.job, row.spec_key or ""), (row.finished or 0.0, row.commit)
+                if k not in newest or seen > newest[k]:
+                    newest[k] = seen
+            gone = sorted(old - keep - {commit for _, commit in newest.values()})
+            for i in range(0, len(gone), 500):
+                part = gone[i : i + 500]
+                for table in (self.t.job_failures, jr, r):
+                    c.execute(table.delete().where(table.c.commit.in_(part)))
+        return len(gone)
 
     def add_job_failures(self, commit: str, job: str, items: list[Failure]) -> None:
         if not items:
