@@ -41,9 +41,12 @@ def test_du_per_branch_and_what_a_deleted_branch_leaves(client: Client, app: App
     assert u.reachable == u.objects and u.reachable_bytes == u.stored
     assert u.logical == 2 * len(shared) + len(only) and u.dedupe > 1.0  # shared.bin is on both heads, stored once
 
+    assert u.orphans == 0 and u.orphans_shown == ()
+    exp_head = next(b.head for b in client.branches() if b.name == "exp")
     client.delete_branch("exp")
     after = client.du(grace="0")
     assert [b.name for b in after.branches] == ["master"]
+    assert after.orphans == 1 and [c.id for c in after.orphans_shown] == [exp_head]  # what a sweep would remove
     freed = after.reclaimable_bytes
     assert by["exp"].exclusive == freed  # exactly what exp alone reached
     assert after.reachable_bytes == u.reachable_bytes - freed and after.objects == u.objects
@@ -81,6 +84,7 @@ def test_pfs_du_prints_the_report(tmp_path: Path) -> None:
         assert lines[0].split() == ["branch", "logical", "stored", "exclusive"]
         assert lines[1].split()[:3] == ["master", "2.0", "MiB"]
         assert any(ln.startswith("reclaimable: 0 objects") for ln in lines)
+        assert "commits no branch reaches: 0" in lines
     finally:
         s.stop()
 

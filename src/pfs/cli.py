@@ -774,6 +774,10 @@ def du(ctx: click.Context, grace: str) -> None:
         f"reclaimable: {u.reclaimable} objects, {human_bytes(u.reclaimable_bytes)} (unreachable, older than {grace})"
     )
     click.echo(f"unreachable, within the grace period: {u.young} objects, {human_bytes(u.young_bytes)}")
+    click.echo(f"commits no branch reaches: {u.orphans}")
+    for c in u.orphans_shown:
+        first = c.message.splitlines()[0] if c.message else ""
+        click.echo(printable(f"  {c.id[:12]}  {c.time}  {c.branch}  {first}"))
     for p in u.problems:
         error_line(p)
     sys.exit(1 if u.problems else 0)

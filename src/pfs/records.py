@@ -191,6 +191,8 @@ class StorageUsage:
     logical: int
     dedupe: float
     problems: tuple[str, ...] = ()
+    orphans: int = 0  # indexed commits no branch reaches (a deleted branch's): a sweep removes them
+    orphans_shown: tuple[CommitInfo, ...] = ()  # the newest of them
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> StorageUsage:
@@ -199,6 +201,7 @@ class StorageUsage:
                 **_fields(cls, data),
                 "branches": tuple(BranchUsage.from_json(b) for b in data.get("branches") or ()),
                 "problems": tuple(data.get("problems") or ()),
+                "orphans_shown": tuple(CommitInfo.from_json(c) for c in data.get("orphans_shown") or ()),
             }
         )
 

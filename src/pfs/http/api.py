@@ -586,7 +586,8 @@ class Server:
         u = await run(gc.usage, self.repo(request), grace)
         data = {
             "branches": [b.__dict__ for b in u.branches],
-            **{k: v for k, v in u.__dict__.items() if k != "branches"},
+            **{k: v for k, v in u.__dict__.items() if k not in ("branches", "orphans_shown")},
+            "orphans_shown": [commit_json(c) for c in u.orphans_shown],
             "logical": u.logical,
             "dedupe": round(u.dedupe, 3),
         }
@@ -603,7 +604,9 @@ class Server:
             f"reclaimable: {u.reclaimable} objects, {human_bytes(u.reclaimable_bytes)} "
             f"(unreachable, last written over {grace:g} s ago)\n",
             f"unreachable, within the grace period: {u.young} objects, {human_bytes(u.young_bytes)}\n",
+            f"commits no branch reaches: {u.orphans}\n",
         ]
+        lines += ["  " + commit_line(c) for c in u.orphans_shown]
         lines += [one_line(p) + "\n" for p in u.problems]
         return respond(request, "".join(lines), data, status=500 if u.problems else 200)
 

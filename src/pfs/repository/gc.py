@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ..errors import PfsError
-from ..storage.trees import Entry
+from ..storage.trees import Commit, Entry
 from .repo import Repository
 
 DEFAULT_GRACE = 24 * 3600.0  # seconds an unreachable object is kept after its last write
@@ -188,6 +188,8 @@ class Usage:
     young_bytes: int
     grace: float
     problems: list[str]
+    orphans: int = 0  # indexed commits no branch reaches (a deleted branch's): a sweep removes them
+    orphans_shown: list[Commit] = field(default_factory=list)  # the newest SHOWN of them
 
     @property
     def logical(self) -> int:
@@ -201,6 +203,7 @@ class Usage:
 
 
 DETAILED = 64  # branches that get their own group (bit) in `usage`
+SHOWN = 20  # commits no branch reaches, listed by `usage` (newest first); all are counted
 
 
 def usage(
@@ -245,6 +248,12 @@ def usage(
         else:
             young += 1
             young_bytes += obj.size
+    orphans = 0
+    shown: list[Commit] = []
+    for commit in repo.meta.list_commits():  # oldest first, paged
+        if commit.id not in whole:
+            orphans += 1
+            shown = [commit, *shown][:SHOWN]
     branches = [
         BranchUsage(
             name,
@@ -267,6 +276,8 @@ def usage(
         young_bytes,
         grace,
         whole.problems,
+        orphans,
+        shown,
     )
 
 
