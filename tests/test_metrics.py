@@ -56,6 +56,7 @@ def test_requests_commits_and_bytes_are_counted_by_route_template(tmp_path: Path
             assert h.request("PATCH", "/commit").status_code == 405
             assert h.request("BREW", "/commit").status_code == 405
             assert h.get("/no/such/route").status_code == 404
+            assert h.post("/branch", params={"branch": "master"}).status_code == 409  # exists: an answer
             after = scrape(h)
     finally:
         a.stop()
@@ -83,6 +84,8 @@ def test_requests_commits_and_bytes_are_counted_by_route_template(tmp_path: Path
     assert grown(before, after, "pfs_http_received_bytes_total", front="api") >= 5001
     assert grown(before, after, "pfs_http_sent_bytes_total", front="api") >= 5001
     assert value(after, "process_resident_memory_bytes") > 0  # the process collector is on
+    errors_now = sum(v for (name, _), v in after.items() if name == "pfs_store_errors_total")
+    assert errors_now == sum(v for (name, _), v in before.items() if name == "pfs_store_errors_total")
 
 
 def test_a_lost_compare_and_swap_is_counted(tmp_path: Path) -> None:

@@ -1337,7 +1337,10 @@ class _Guard:
 
 def _translate(exc: sa.exc.SQLAlchemyError) -> None:
     """Raise the pfs error for a database failure that is not a bug: full, or unreachable.
-    Every one is counted (a bug's too: it is still a failed store operation)."""
+    Every one is counted (a bug's too: it is still a failed store operation), but not a
+    constraint the caller turns into an answer (a branch that exists: 409)."""
+    if isinstance(exc, IntegrityError):
+        return
     try:
         _translate_one(exc)
     except InsufficientStorage:
