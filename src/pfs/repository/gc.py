@@ -38,8 +38,6 @@ class Mark:
 
     holders: dict[bytes, int] = field(default_factory=dict)
     bit: int = 1  # the group being walked now
-    commits: int = 0
-    files: int = 0
     problems: list[str] = field(default_factory=list)
 
     def add(self, key: str) -> bool:
@@ -89,7 +87,6 @@ class Marker:
             except PfsError as exc:
                 self.mark.problems.append(f"commit {cid}: {exc.message}")
                 continue
-            self.mark.commits += 1
             self.tree(commit.tree)
             todo.extend(commit.parents)
 
@@ -112,7 +109,6 @@ class Marker:
                 self.file(entry, path)
 
     def file(self, entry: Entry, where: str = "") -> None:
-        self.mark.files += 1
         if entry.data is not None:
             return  # inline: its bytes are in the tree node
         if entry.manifest is not None and not self._added(entry.manifest):
