@@ -783,6 +783,70 @@ def du(ctx: click.Context, grace: str) -> None:
     sys.exit(1 if u.problems else 0)
 
 
+@main.command()
+@click.option("--grace", default="24h", show_default=True, help="keep unreachable objects written more recently")
+@click.option("--dry-run", is_flag=True, help="report what would be deleted; delete nothing")
+@click.option("--status", is_flag=True, help="say whether a collection runs now and what the last one did")
+@click.pass_context
+def gc(ctx: click.Context, grace: str, dry_run: bool, status: bool) -> None:
+    """Garbage collection: delete the objects no branch, staged write, upload or job run
+    reaches, last written more than --grace ago, while the server keeps serving
+    (repository admins)."""
+    from .paths import human_bytes
+
+    c = client(ctx)
+    if status:
+        running, last = c.gc_status()
+        click.echo("running" if running else "not running")
+        if last is not None:
+            click.echo(f"last: deleted {last.deleted} objects, {human_bytes(last.deleted_bytes)} ({last.seconds:g} s)")
+        return
+    with err_console.status("collecting garbage…") if _interactive() else contextlib.nullcontext():
+        r = c.gc(grace, dry_run)
+    verb = "would delete" if r.dry_run else "deleted"
+    click.echo(f"{verb} {r.deleted} of {r.objects} objects, {human_bytes(r.deleted_bytes)} of {human_bytes(r.stored)}")
+    click.echo(f"commits no branch reaches: {r.commits} (with {r.runs} job run(s))")
+    if r.tmp_files:
+        click.echo(f"temporary files of dead writes: {r.tmp_files}")
+    for p in r.problems:
+        error_line(p)
+    sys.exit(1 if r.problems else 0)
+
+
+@main.group()
+def retention() -> None:
+    """Retention rules: how long a branch keeps the data of its commits. Older commits keep
+    their history and file lists; a garbage collection removes their data, and a read of
+    it answers 410 Gone with the reason. A branch's head always keeps its data."""
+
+
+@retention.command("ls")
+@click.pass_context
+def retention_ls(ctx: click.Context) -> None:
+    """Each rule: branch and the seconds its commits' data is kept."""
+    from .paths import human_duration
+
+    for branch, keep in sorted(client(ctx).retention().items()):
+        click.echo(f"{printable(branch)}\t{human_duration(keep)}")
+
+
+@retention.command("set")
+@click.argument("branch")
+@click.argument("keep")
+@click.pass_context
+def retention_set(ctx: click.Context, branch: str, keep: str) -> None:
+    """Keep the data of BRANCH's commits younger than KEEP (e.g. 30d) (repository admins)."""
+    client(ctx).set_retention(branch, keep)
+
+
+@retention.command("rm")
+@click.argument("branch")
+@click.pass_context
+def retention_rm(ctx: click.Context, branch: str) -> None:
+    """Drop BRANCH's rule: it keeps all its data again (what went stays gone)."""
+    client(ctx).drop_retention(branch)
+
+
 def _stderr_bar(*columns: ProgressColumn) -> Progress:
     """A progress display on stderr, drawn only on a terminal, gone when done."""
     return Progress(

@@ -35,6 +35,7 @@ from .records import (
     CommitInfo,
     FileInfo,
     FsckReport,
+    GcReport,
     Grant,
     Images,
     Job,
@@ -457,7 +458,8 @@ class Client:
         return BranchInfo.from_json(self._call("POST", "/branch", params={"branch": name, "commit": commit}))
 
     def delete_branch(self, name: str) -> None:
-        """Delete a branch and its dirty writes; its commits stay readable by id."""
+        """Delete a branch and its dirty writes; its commits stay readable by id until a
+        garbage collection removes those no other branch reaches."""
         self._call("DELETE", f"/branch/{_q(name)}")
 
     def log(self, branch: str = "master", limit: int | None = None) -> list[CommitInfo]:
@@ -712,6 +714,36 @@ class Client:
             if isinstance(body, dict) and isinstance(body.get("problems"), list) and "objects" in body:
                 return StorageUsage.from_json(body)  # a walk that met damage answers 500 with its report
         return StorageUsage.from_json(self._json(self._check(resp)))
+
+    def gc(self, grace: str | None = None, dry_run: bool = False) -> GcReport:
+        """Garbage collection (repository admins): delete what no root reaches, last written
+        more than `grace` ago ("24h" by default). 409 if one runs already. It waits for the
+        whole collection: no read timeout."""
+        params = {"grace": grace, "dry_run": "1" if dry_run else None}
+        resp = self._request("POST", "/gc", params=params, timeout=httpx.Timeout(None, connect=10.0))
+        with contextlib.suppress(ValueError):
+            body = resp.json()
+            if isinstance(body, dict) and isinstance(body.get("problems"), list) and "deleted" in body:
+                return GcReport.from_json(body)  # a mark that met damage deletes nothing: 500 with its report
+        return GcReport.from_json(self._json(self._check(resp)))
+
+    def retention(self) -> dict[str, float]:
+        """Retention rules: branch -> seconds of its commits' data kept."""
+        return {r["branch"]: float(r["keep"]) for r in self._call("GET", "/retention")}
+
+    def set_retention(self, branch: str, keep: str) -> None:
+        """Keep the data of `branch`'s commits younger than `keep` ("30d"), and of its head;
+        a garbage collection removes the rest (history and file lists stay). Admins."""
+        self._call("PUT", f"/retention/{_q(branch)}", params={"keep": keep})
+
+    def drop_retention(self, branch: str) -> None:
+        self._call("DELETE", f"/retention/{_q(branch)}")
+
+    def gc_status(self) -> tuple[bool, GcReport | None]:
+        """Whether a garbage collection runs now, and the last finished one's report."""
+        body = self._call("GET", "/gc")
+        last = body.get("last")
+        return bool(body.get("running")), GcReport.from_json(last) if last and "deleted" in last else None
 
 
 class _QueueWriter:

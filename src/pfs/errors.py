@@ -211,6 +211,14 @@ class MissingObject(PfsError):
     code = "missing_object"
 
 
+class DataExpired(PfsError):
+    """A file of an old commit whose data a retention rule let garbage collection remove:
+    the commit, its history and its file list stay; its bytes are gone for good."""
+
+    status = 410
+    code = "data_expired"
+
+
 def _all_subclasses(cls: type[PfsError]) -> list[type[PfsError]]:
     out: list[type[PfsError]] = []
     for sub in cls.__subclasses__():
@@ -234,6 +242,7 @@ def from_json(status: int, body: dict[str, Any]) -> PfsError:
             404: NotFound,
             405: MethodNotAllowed,
             409: Conflict,
+            410: DataExpired,
             413: PayloadTooLarge,
             429: TooManyRequests,
             503: Unavailable,

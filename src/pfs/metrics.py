@@ -88,3 +88,21 @@ def render(accept: str | None) -> tuple[bytes, str]:
     for (OpenMetrics, or Prometheus's text format by default)."""
     encode, content_type = choose_encoder(accept or "")
     return encode(REGISTRY), content_type
+
+
+GC_RUNS = Counter(
+    "pfs_gc_runs", "Garbage collections ended, by result (done, dry_run, failed).", ["result"], registry=REGISTRY
+)
+GC_DELETED = Counter("pfs_gc_deleted_objects", "Objects garbage collection deleted.", registry=REGISTRY)
+GC_FREED = Counter("pfs_gc_freed_bytes", "Stored bytes garbage collection gave back.", registry=REGISTRY)
+GC_PHASE = Gauge(
+    "pfs_gc_phase",
+    "1 for the phase a garbage collection on this node is in (waiting, marking, listing, sweeping), else 0.",
+    ["phase"],
+    registry=REGISTRY,
+)
+GC_PROGRESS = Gauge(
+    "pfs_gc_progress_objects",
+    "Objects the running garbage collection has marked (marking) or deleted (sweeping) so far.",
+    registry=REGISTRY,
+)

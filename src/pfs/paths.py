@@ -211,6 +211,14 @@ def parse_duration(text: str, what: str = "duration") -> float:
     return seconds
 
 
+def human_duration(seconds: float) -> str:
+    """2592000 -> "30d", 5400 -> "90m": the largest unit `parse_duration` reads back exactly."""
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{seconds // size:.0f}{unit}"
+    return f"{seconds:g}s"
+
+
 def human_bytes(n: int | None) -> str:
     """1536 -> "1.5 KiB"; None (not computed) -> "-"."""
     if n is None:

@@ -490,3 +490,28 @@ class Images:
     def from_json(cls, data: Mapping[str, Any]) -> Images:
         images = tuple(RegistryImage.from_json(i) for i in data.get("images") or ())
         return cls(str(data["registry"]), images, bool(data.get("truncated")))
+
+
+@dataclasses.dataclass(frozen=True)
+class GcReport:
+    """What a garbage collection (`POST /gc`) did, or (dry run) would do."""
+
+    generation: int
+    dry_run: bool
+    grace: float
+    cutoff: float  # objects last written before this (seconds since the epoch) could go
+    objects: int  # objects listed
+    stored: int  # their bytes
+    kept: int = 0
+    deleted: int = 0  # dry run: would be
+    deleted_bytes: int = 0
+    commits: int = 0  # commits no branch reached, forgotten
+    runs: int = 0  # their job runs
+    saved: int = 0  # objects a find logged during the sweep kept
+    tmp_files: int = 0
+    seconds: float = 0.0
+    problems: tuple[str, ...] = ()
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> GcReport:
+        return cls(**{**_fields(cls, data), "problems": tuple(data.get("problems") or ())})

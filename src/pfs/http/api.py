@@ -50,7 +50,7 @@ from ..errors import (
 )
 from ..jobs.service import JobEngine, Jobs
 from ..jobs.spec import MAX_SPEC_BYTES, check_job_name
-from ..paths import check_branch, clean_path, human_bytes, join, parse_duration
+from ..paths import check_branch, clean_path, human_bytes, human_duration, join, parse_duration
 from ..repository import gc
 from ..repository.fsck import fsck
 from ..repository.reader import Reader
@@ -423,9 +423,10 @@ class Server:
             headers["content-length"] = str(last - first + 1)
             headers["content-range"] = f"bytes {first}-{last}/{entry.size}"
         status = 206 if span is not None else 200
+        repo = self.repo(request)
+        await run(repo.check_data, entry)
         if request.method == "HEAD":
             return headers_only("application/octet-stream", headers, status)
-        repo = self.repo(request)
         body = pump(repo.read_range(entry, *span)) if span is not None else self._stream(repo, [entry])
         return StreamingResponse(body, status_code=status, media_type="application/octet-stream", headers=headers)
 
@@ -609,6 +610,53 @@ class Server:
         lines += ["  " + commit_line(c) for c in u.orphans_shown]
         lines += [one_line(p) + "\n" for p in u.problems]
         return respond(request, "".join(lines), data, status=500 if u.problems else 200)
+
+    @accepts("grace", flags=("dry_run",))
+    async def gc(self, request: Request, q: Params) -> Response:
+        """Delete what no root reaches and no operation relies on (docs/design.md §9)."""
+        grace = parse_duration(q.get("grace") or "24h", "grace")
+        dry = q.flag("dry_run")
+        c = await run(gc.collect_garbage, self.repo(request), grace, dry)
+        verb = "would delete" if dry else "deleted"
+        text = (
+            f"{'dry run: ' if dry else ''}{verb} {c.deleted} of {c.objects} objects, {human_bytes(c.deleted_bytes)} "
+            f"of {human_bytes(c.stored)}; {c.commits} commit(s) no branch reaches, {c.runs} of their job run(s)"
+            f"{f'; {c.tmp_files} temporary file(s)' if c.tmp_files else ''} ({c.seconds:g} s)\n"
+        )
+        text += "".join(one_line(p) + "\n" for p in c.problems)
+        return respond(request, text, c.__dict__, status=500 if c.problems else 200)
+
+    @accepts()
+    async def retention_list(self, request: Request, q: Params) -> Response:
+        rules = await run(self.repo(request).retention)
+        data = [{"branch": b, "keep": keep, "applied": at} for b, (keep, at) in sorted(rules.items())]
+        text = "".join(f"{one_line(b)}    {human_duration(keep)}\n" for b, (keep, _) in sorted(rules.items()))
+        return respond(request, text, data)
+
+    @accepts("keep")
+    async def retention_put(self, request: Request, q: Params) -> Response:
+        """Keep the data of the branch's commits younger than `keep` (and of its head)."""
+        branch = check_branch(request.path_params["name"])
+        given = q.get("keep")
+        if not given:
+            raise BadRequest("keep is required: PUT /retention/<branch>?keep=30d")
+        keep = parse_duration(given, "keep")
+        await run(self.repo(request).set_retention, branch, keep)
+        text = f"Branch {branch} keeps the data of commits younger than {human_duration(keep)}.\n"
+        return respond(request, text, {"branch": branch, "keep": keep})
+
+    @accepts()
+    async def retention_delete(self, request: Request, q: Params) -> Response:
+        branch = check_branch(request.path_params["name"])
+        await run(self.repo(request).drop_retention, branch)
+        return respond(request, f"Branch {branch} keeps all its data.\n", {"branch": branch, "deleted": True})
+
+    @accepts()
+    async def gc_status(self, request: Request, q: Params) -> Response:
+        """Whether a garbage collection of the repository runs now, and what the last one did."""
+        running, last = await run(gc.status, self.repo(request))
+        text = f"{'running' if running else 'not running'}; last: {last or 'none'}\n"
+        return respond(request, text, {"running": running, "last": orjson.loads(last) if last else None})
 
     # ---- jobs and runs --------------------------------------------------------------
     @accepts()
@@ -996,6 +1044,9 @@ def repo_routes(s: Server) -> list[BaseRoute]:
         route("/discard", post=s.discard),
         route("/fsck", get=s.fsck),
         route("/du", get=s.du),
+        route("/gc", get=s.gc_status, post=s.gc),
+        route("/retention", get=s.retention_list),
+        route("/retention/{name:anypath}", put=s.retention_put, delete=s.retention_delete),
         route("/job", get=s.job_list),
         route("/job/{name}", get=s.job_get, post=s.job_put, put=s.job_put, delete=s.job_delete),
         route("/job/{name}/file/{path:anypath}", get=s.job_file),

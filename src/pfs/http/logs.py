@@ -8,6 +8,7 @@ threads too: anyio copies the context into them), so a 5xx can be tied to its lo
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import sys
@@ -20,6 +21,7 @@ from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .. import metrics
+from ..storage import collect
 
 REQUEST_ID: ContextVar[str] = ContextVar("pfs_request_id", default="-")
 HEADER = "x-request-id"
@@ -117,8 +119,12 @@ class RequestIds:
                 sent.inc(len(message.get("body", b"")))
             await send(message)
 
+        # A request that may write is an operation in flight: a garbage collection keeps the
+        # objects written since it began (storage/collect.py). GET and HEAD never write.
+        flight = contextlib.nullcontext() if scope.get("method") in ("GET", "HEAD") else collect.FLIGHT.op()
         try:
-            await self.app(scope, counted_receive, send_with_id)
+            with flight:
+                await self.app(scope, counted_receive, send_with_id)
         except Exception:
             # Starlette re-raises a bug after its 500 went out, for the server to log once
             # more, without the request id: it was logged with it already.

@@ -54,6 +54,9 @@ REPO_ROUTES: dict[str, dict[str, Permission]] = {
     "/revert": {"POST": WRITE},
     "/discard": {"POST": WRITE},
     "/fsck": {"GET": ADMIN},  # reads every object: costly
+    "/gc": {"GET": ADMIN, "POST": ADMIN},  # deletes data; its report names the repository's size
+    "/retention": {"GET": READ},
+    "/retention/{name:anypath}": {"PUT": ADMIN, "DELETE": ADMIN},  # what garbage collection may delete
     "/du": {"GET": ADMIN},  # walks every tree and lists every object: costly
     "/job": {"GET": READ},
     "/job/{name}": {"GET": READ, "POST": ADMIN, "PUT": ADMIN, "DELETE": ADMIN},  # a spec chooses what runs

@@ -33,6 +33,7 @@ import httpx
 from .. import metrics
 from ..errors import Conflict, FileNotFound, JobError, PfsError
 from ..repository.repo import Repository
+from ..storage import collect
 from ..storage.meta import Failure, JobRun, JobState, RunStore
 from ..storage.trees import Entry
 from .inputs import Input
@@ -340,7 +341,7 @@ class JobExecution:
         )
         inp = self.input_tree()
         self.update(input_tree=inp)
-        prev = self.store.job_run_base(spec.name, key)
+        prev = self._rely_on_base(self.store.job_run_base(spec.name, key), key)
         if (
             prev is not None
             and prev.input_tree == inp
@@ -369,6 +370,17 @@ class JobExecution:
         self.update(state=JobState.SUCCEEDED, finished=time.time(), output_tree=out, done=done, failed=failed)
         metrics.JOBS.labels("succeeded").inc()
         return out
+
+    def _rely_on_base(self, prev: JobRun | None, key: str) -> JobRun | None:
+        """The run this one builds on: its trees are reused by reference, so they are recorded
+        as found for garbage collection. While a GC is active the base must still be on
+        record once logged; a base dropped meanwhile means a full run instead."""
+        if prev is None:
+            return None
+        trees = [t for t in (prev.output_tree, prev.partial_tree) if t]
+        if self.repo.found(collect.TREE, trees) and self.store.job_run_base(self.spec.name, key) != prev:
+            return None
+        return prev
 
     def _failure_summary(self, failed: int, done: int) -> str:
         first = self.store.job_failures(self.cid, self.spec.name, 3)

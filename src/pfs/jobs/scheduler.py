@@ -20,6 +20,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from .. import metrics
 from ..errors import PfsError
 from ..repository.repo import Repository
+from ..storage import collect
 from ..storage.meta import JobState, RunState, RunStore
 from .execution import JobExecution
 from .inputs import InputRules, input_of
@@ -224,7 +225,8 @@ class Scheduler:
                 raise _Interrupted()
             metrics.JOBS_RUNNING.inc()
             try:
-                out = job.execute()
+                with collect.FLIGHT.op():  # a GC keeps what this job writes until it is recorded
+                    out = job.execute()
             finally:
                 metrics.JOBS_RUNNING.dec()
             return out

@@ -50,8 +50,12 @@ def fsck(repo: Repository, verify_data: bool = True, progress: Callable[[int], N
         return True
 
     verified: set[Entry] = set()  # file entries whose content was hashed already
+    with_data = [True]  # False: the trees of commits whose data retention may have removed
 
     def check_file(entry: Entry, where: str) -> None:
+        if not with_data[0] and entry.data is None:
+            rep.files += 1
+            return
         if entry.data is not None:
             rep.files += 1
             if len(entry.data) != entry.size or hash_bytes(entry.data) != entry.hash:
@@ -124,11 +128,18 @@ def fsck(repo: Repository, verify_data: bool = True, progress: Callable[[int], N
                 check_file(entry, path)
 
     todo: list[str] = []
+    heads: set[str] = set()
     for _, head in repo.meta.list_refs():
         if head is not None:
             todo.append(head)
+            heads.add(head)
     for c in repo.meta.list_commits():
         todo.append(c.id)
+    # Commits older than what a retention rule let garbage collection apply keep their
+    # trees, not necessarily their files' data: their trees are checked after every other
+    # commit's (whose data must all be there), without their files.
+    horizon = max((at or 0.0 for _, at in repo.meta.retention().values()), default=0.0)
+    old: list[str] = []
     done: set[str] = set()
     while todo:
         cid = todo.pop()
@@ -143,8 +154,15 @@ def fsck(repo: Repository, verify_data: bool = True, progress: Callable[[int], N
             rep.problems.append(f"commit {cid}: {exc.message}")
             continue
         rep.commits += 1
-        check_tree(commit.tree, "")
+        if commit.time < horizon and cid not in heads:
+            old.append(commit.tree)
+        else:
+            check_tree(commit.tree, "")
         todo.extend(commit.parents)
+    with_data[0] = False
+    for tree in old:
+        check_tree(tree, "")
+    with_data[0] = True
     for run in repo.meta.list_runs(limit=1 << 30):
         for jr in repo.meta.job_runs(run.commit):
             if jr.output_tree:  # a job's recorded output is as reachable as a commit

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 from ..errors import Conflict, RepositoryNotEmpty, RepositoryNotFound
 from ..paths import check_repo_name
+from ..storage import collect
 from ..storage.identity import IdentityStore
 from ..storage.meta import Database, RepoRow, SqlMetaStore
 from ..storage.objects import ObjectStore
@@ -55,6 +56,7 @@ class Repositories:
         self._open: dict[int, Repository] = {}
         self._lock = threading.Lock()
         self._default: Repository | None = None
+        collect.board(db)  # this process is a node: a garbage collection waits for it
         if db.get_repo(self.default_name) is None:
             with contextlib.suppress(Conflict):  # another node made it
                 db.create_repo(self.default_name)

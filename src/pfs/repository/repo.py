@@ -24,17 +24,21 @@ from ..errors import (
     BranchNotFound,
     CommitNotFound,
     Conflict,
+    DataExpired,
     DirtyBranch,
     FileNotFound,
     MergeConflict,
+    MissingObject,
     NotFastForward,
+    NotFound,
     PathConflict,
     PfsError,
 )
 from ..failpoints import failpoint
-from ..paths import check_branch, check_message, is_commit_like, parent_dirs, under
+from ..paths import check_branch, check_message, human_duration, is_commit_like, parent_dirs, under
+from ..storage import collect
 from ..storage.chunking import FileWriter
-from ..storage.meta import Graft, MetaStore, Staged
+from ..storage.meta import Graft, MetaStore, SqlMetaStore, Staged
 from ..storage.objects import Batch, ObjectStore
 from ..storage.trees import (
     COMMIT,
@@ -80,9 +84,88 @@ class Repository:
         self._locks_lock = threading.Lock()
         self._commits: OrderedDict[str, Commit] = OrderedDict()
         self._received = Received(self)
+        objects.on_found = lambda key: self.found(collect.OBJECT, [key])
+        objects.on_blind_write = self._blind_write
         if not objects.has(self.trees.empty_tree):
             with objects.batch() as b:
                 self.trees.write_tree({}, b)
+
+    # ---- what operations rely on (garbage collection, docs/design.md section 9) ---------
+    def found(self, kind: str, keys: list[str]) -> bool:
+        """Record that the operation in flight relies on stored objects it did not write.
+        True: a GC is active, they were logged, and the caller must look again."""
+        if not isinstance(self.meta, SqlMetaStore):
+            return False
+        return collect.FLIGHT.found(collect.board(self.meta.db), self.meta.repo_id, [(kind, k) for k in keys])
+
+    def _blind_write(self, key: str) -> None:
+        """A write that did not look first is a find only while a GC is active (the object
+        may be on its list from before); otherwise the write itself makes it young."""
+        if isinstance(self.meta, SqlMetaStore) and collect.FLIGHT.logging((self.meta.db.url, self.meta.repo_id)):
+            self.found(collect.OBJECT, [key])
+
+    # ---- retention rules ----------------------------------------------------------
+    def retention(self) -> dict[str, tuple[float, float | None]]:
+        """Branch -> (seconds its commits' data is kept, the horizon the last GC applied)."""
+        return self.meta.retention()
+
+    def set_retention(self, branch: str, keep: float) -> None:
+        """Keep the data of `branch`'s commits younger than `keep` seconds, and of its head
+        whatever its age; a garbage collection removes the rest (history and file lists stay)."""
+        if keep <= 0:
+            raise BadRequest("keep must be more than 0 s (to drop a branch's history, delete the branch)")
+        if not isinstance(self.meta, SqlMetaStore):
+            raise BadRequest("retention rules need the metadata database")
+        self.meta.set_retention(check_branch(branch), keep)
+
+    def drop_retention(self, branch: str) -> None:
+        if not isinstance(self.meta, SqlMetaStore) or not self.meta.drop_retention(check_branch(branch)):
+            raise NotFound(f"branch {branch!r} has no retention rule")
+
+    def check_data(self, entry: Entry) -> None:
+        """Before a file's bytes are sent: once a retention rule let a garbage collection
+        remove old commits' data, a file whose data went answers 410 Gone with the reason,
+        not a stream that breaks halfway. Costs a look per chunk, and only then."""
+        if entry.data is not None or not isinstance(self.meta, SqlMetaStore):
+            return
+        applied = [(at, branch, keep) for branch, (keep, at) in self.meta.retention().items() if at]
+        if not applied:
+            return
+        try:
+            keys = [key for key, _ in self.trees.chunks(entry)] + ([entry.manifest] if entry.manifest else [])
+            there = all(self.objects.has_many(keys))
+        except MissingObject:
+            there = False
+        if there:
+            return
+        at, branch, keep = max(applied)
+        when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(at))
+        raise DataExpired(
+            f"the data of this file was removed by garbage collection: branch {branch!r} keeps the data of "
+            f"its commits younger than {human_duration(keep)}, and the data of older commits (before {when}) went; "
+            "the commit, its history and its file list remain"
+        )
+
+    def rely_on_commit(self, commit: Commit) -> Commit:
+        """`commit`, which a new branch head or commit is about to name: recorded as found,
+        and still indexed (so complete) once logged, or CommitNotFound."""
+        if self.found(collect.COMMIT, [commit.id]) and self.meta.get_commit(commit.id) is None:
+            raise CommitNotFound(f"commit {commit.id} was removed by a garbage collection")
+        return commit
+
+    def rely_on_entry(self, entry: Entry) -> Entry:
+        """A stored file that a new staged row is about to name (a copy): its manifest and
+        chunks, recorded as found, and still all stored once logged, or MissingObject."""
+        if entry.manifest is not None:
+            logged = self.found(collect.MANIFEST, [entry.manifest])
+        else:
+            logged = self.found(collect.OBJECT, [key for key, _ in entry.chunks or ()])
+        if logged:
+            keys = [key for key, _ in self.trees.chunks(entry)] + ([entry.manifest] if entry.manifest else [])
+            gone = [k for k, there in zip(keys, self.objects.has_many(keys), strict=True) if not there]
+            if gone:
+                raise MissingObject(f"object {gone[0]} of the file was removed by a garbage collection")
+        return entry
 
     def _lock(self, branch: str) -> threading.Lock:
         """In-process serialisation of one branch's commits; CAS still guards other nodes."""
@@ -334,12 +417,13 @@ class Repository:
 
     def create_branch(self, name: str, commit: str | None = None) -> str | None:
         check_branch(name)
-        head = self.resolve(commit).id if commit else self.meta.get_ref("master")
+        head = self.rely_on_commit(self.resolve(commit)).id if commit else self.meta.get_ref("master")
         self.meta.create_ref(name, head)
         return head
 
     def delete_branch(self, name: str) -> None:
-        """Drops the ref and its dirty writes; its commits stay reachable by id."""
+        """Drops the ref and its dirty writes; its commits stay readable by id until a
+        garbage collection removes those no other branch reaches."""
         if check_branch(name) == "master":
             raise Conflict("master is the default branch and cannot be deleted")
         self.guard(name, "deleting it")
@@ -391,7 +475,7 @@ class Repository:
         check_branch(into)
         if message is not None:
             check_message(message)
-        theirs = self.resolve(source)
+        theirs = self.rely_on_commit(self.resolve(source))
         with self._lock(into):
             for _ in range(CAS_RETRIES):
                 if self.meta.has_staged(into):
@@ -444,7 +528,7 @@ class Repository:
         if message is not None:
             check_message(message)
         self.guard(branch, "a revert")
-        dest = self.resolve(target)
+        dest = self.rely_on_commit(self.resolve(target))
         with self._lock(branch):
             if self.meta.has_staged(branch):
                 raise DirtyBranch(f"branch {branch!r} has uncommitted changes; commit them first")
@@ -524,6 +608,7 @@ class Repository:
         commit = self.meta.get_commit(new)
         if commit is None:
             raise CommitNotFound(f"commit {new} is not on this server; send its objects first")
+        self.rely_on_commit(commit)
         with self._lock(branch):
             try:
                 cur: str | None = self.meta.get_ref(branch)

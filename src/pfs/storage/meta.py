@@ -203,6 +203,57 @@ counters_t = sa.Table(
     sa.Column("name", sa.String(32), primary_key=True),
     sa.Column("value", sa.BigInteger, nullable=False),
 )
+# Garbage collection's shared state (docs/design.md, section 9; storage/collect.py): a row
+# per repository that has had a GC (its generation, whether one is active, its lease), the
+# log of objects operations rely on without having written them, and each live node's
+# heartbeat and acknowledgement of a GC.
+gc_t = sa.Table(
+    "gc",
+    catalog_md,
+    sa.Column("repo", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("gen", sa.Integer, nullable=False),
+    sa.Column("active", sa.Boolean, nullable=False),
+    sa.Column("owner", sa.String(64), nullable=False),
+    sa.Column("lease", sa.Float, nullable=False),
+    sa.Column("started", sa.Float, nullable=False),
+    sa.Column("result", sa.Text),
+)
+gc_log_t = sa.Table(
+    "gc_log",
+    catalog_md,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True),
+    sa.Column("repo", sa.Integer, nullable=False),
+    sa.Column("kind", sa.String(1), nullable=False),
+    sa.Column("key", sa.String(64), nullable=False),
+    sa.Column("at", sa.Float, nullable=False),
+    sa.Index("gc_log_repo_id", "repo", "id"),
+)
+nodes_t = sa.Table(
+    "nodes",
+    catalog_md,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("beat", sa.Float, nullable=False),
+)
+gc_acks_t = sa.Table(
+    "gc_acks",
+    catalog_md,
+    sa.Column("repo", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("node", sa.String(64), primary_key=True),
+    sa.Column("gen", sa.Integer, nullable=False),
+    sa.Column("oldest", sa.Float, nullable=False),
+)
+# Retention rules: a branch keeps the data of its commits younger than `keep` seconds
+# (and of its head, whatever its age); older commits keep their history and file lists.
+# `applied` is the horizon the last garbage collection applied (commits older than it
+# may have lost their data): what a read of one is answered by (410 Gone).
+retention_t = sa.Table(
+    "retention",
+    catalog_md,
+    sa.Column("repo", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("branch", sa.String(100), primary_key=True),
+    sa.Column("keep", sa.Float, nullable=False),
+    sa.Column("applied", sa.Float),
+)
 _default = tables()
 RUN_FIELDS = {c.name for c in _default.runs.c}
 JOB_RUN_FIELDS = {c.name for c in _default.job_runs.c}
@@ -534,6 +585,10 @@ class MetaStore(RefStore, StagingStore, CommitIndex, JobStore, RunStore, UploadS
     def ping(self) -> None:
         """Raise Unavailable unless the store answers now (readiness)."""
 
+    def retention(self) -> dict[str, tuple[float, float | None]]:
+        """Retention rules: branch -> (seconds of data kept, horizon last applied)."""
+        return {}
+
     def reclaim(self) -> None:  # noqa: B027 - optional
         """Give back the space of rows just deleted, where the backend keeps it."""
 
@@ -674,6 +729,9 @@ class Database:
             self._reclaimer.join(timeout=120)
 
     def close(self) -> None:
+        from .collect import close_board  # its node stops beating and leaves
+
+        close_board(self)
         self.settle()
         self.engine.dispose()
         self.reader.dispose()
@@ -720,6 +778,8 @@ class Database:
             c.execute(repos_t.delete().where(repos_t.c.id == row.id))
             c.execute(grants_t.delete().where(grants_t.c.repo == row.id))
             c.execute(protected_t.delete().where(protected_t.c.repo == row.id))
+            for table in (gc_t, gc_log_t, gc_acks_t, retention_t):
+                c.execute(table.delete().where(table.c.repo == row.id))
             tables(row.prefix).md.drop_all(c)
 
     def _upgrade_job_runs(self, c: Connection) -> None:
@@ -750,6 +810,7 @@ class SqlMetaStore(MetaStore):
         self.url = self.db.url
         self.is_sqlite = self.db.is_sqlite
         self.t = tables(repo.prefix if repo is not None else "")
+        self.repo_id = repo.id if repo is not None else 0
         self._placement_q: Any = None  # statements of the single-file write path, built once
         self._stage_one_q: Any = None
 
@@ -1069,6 +1130,46 @@ class SqlMetaStore(MetaStore):
             for r in rows:
                 yield _row_commit(r)
             last = (rows[-1].time, rows[-1].id)
+
+    # ---- retention rules ---------------------------------------------------------
+    def set_retention(self, branch: str, keep: float) -> None:
+        r = retention_t
+        with self._write() as c:
+            if (
+                c.execute(r.update().where(r.c.repo == self.repo_id, r.c.branch == branch).values(keep=keep)).rowcount
+                == 0
+            ):
+                c.execute(r.insert().values(repo=self.repo_id, branch=branch, keep=keep, applied=None))
+
+    def drop_retention(self, branch: str) -> bool:
+        with self._write() as c:
+            r = retention_t
+            return bool(c.execute(r.delete().where(r.c.repo == self.repo_id, r.c.branch == branch)).rowcount)
+
+    def retention(self) -> dict[str, tuple[float, float | None]]:
+        """Branch -> (seconds of data kept, horizon the last GC applied)."""
+        r = retention_t
+        with self._read() as c:
+            rows = c.execute(sa.select(r.c.branch, r.c.keep, r.c.applied).where(r.c.repo == self.repo_id)).all()
+        return {row.branch: (float(row.keep), row.applied) for row in rows}
+
+    def retention_applied(self, horizons: dict[str, float]) -> None:
+        r = retention_t
+        with self._write() as c:
+            for branch, horizon in horizons.items():
+                where = (r.c.repo == self.repo_id, r.c.branch == branch)
+                old = c.execute(sa.select(r.c.applied).where(*where)).scalar()
+                c.execute(r.update().where(*where).values(applied=max(old or 0.0, horizon)))
+
+    def drop_commits(self, ids: list[str]) -> None:
+        """Forget commits (a garbage collection's, before it deletes their objects): their
+        index rows and the records of their job runs, in one transaction."""
+        with self._write() as c:
+            for i in range(0, len(ids), 500):
+                part = ids[i : i + 500]
+                for table in (self.t.job_failures, self.t.job_runs, self.t.runs):
+                    c.execute(table.delete().where(table.c.commit.in_(part)))
+                c.execute(self.t.commits.delete().where(self.t.commits.c.id.in_(part)))
 
     # ---- jobs and runs -------------------------------------------------------------
     def put_job(self, name: str, spec: str) -> None:

@@ -20,7 +20,7 @@ import uuid
 import weakref
 from abc import ABC, abstractmethod
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -223,8 +223,23 @@ class StoredObject:
 
 
 class ObjectStore(ABC):
+    # Called with a key the store found already stored instead of writing it (dedupe):
+    # True means a garbage collection is active and the find was logged, so the store
+    # looks again and writes the object if it went meanwhile (storage/collect.py).
+    on_found: Callable[[str], bool] | None = None
+    # Called before a write made without looking first (S3's small objects): while a GC
+    # sweeps, the object may be on its list from before this write, so the write is logged.
+    on_blind_write: Callable[[str], None] | None = None
+
     @abstractmethod
     def has(self, key: str) -> bool: ...
+
+    def stored_already(self, key: str) -> bool:
+        """Whether a write of `key` may be skipped: it is stored, and (a GC being active)
+        still there once the find was logged."""
+        if not self.has(key):
+            return False
+        return self.on_found is None or not self.on_found(key) or self.has(key)
 
     @abstractmethod
     def _read(self, key: str) -> bytes:
@@ -236,6 +251,16 @@ class ObjectStore(ABC):
 
     @abstractmethod
     def delete(self, key: str) -> None: ...
+
+    def delete_many(self, keys: list[str]) -> None:
+        """Delete objects (garbage collection); one absent already is no error."""
+        for key in keys:
+            self.delete(key)
+
+    def sweep_tmp(self, before: float) -> int:
+        """Remove temporary files last written before `before` (left by a process that
+        died mid-write); how many. Stores without such files have none."""
+        return 0
 
     def keys(self) -> Iterator[str]:
         return (obj.key for obj in self.listing())
@@ -486,7 +511,7 @@ class LocalObjectStore(ObjectStore):
 
     def write_tmp(self, key: str, data: bytes | memoryview, compress: bool) -> str | None:
         """Write an object to a temporary file (None: it is stored already)."""
-        if self.has(key):
+        if self.stored_already(key):
             return None
         tmp = os.path.join(self.tmp_dir, uuid.uuid4().hex)
         try:
@@ -523,6 +548,16 @@ class LocalObjectStore(ObjectStore):
 
     def delete(self, key: str) -> None:
         _unlink(self.path(check_key(key)))
+
+    def sweep_tmp(self, before: float) -> int:
+        n = 0
+        with os.scandir(self.tmp_dir) as it:
+            for e in it:
+                with contextlib.suppress(FileNotFoundError):
+                    if e.is_file(follow_symlinks=False) and e.stat().st_mtime < before:
+                        os.unlink(e.path)
+                        n += 1
+        return n
 
     def keys(self) -> Iterator[str]:
         for sub in sorted(os.listdir(self.obj_dir)):

@@ -119,8 +119,10 @@ class S3ObjectStore(ObjectStore):
             raise self._error(exc, f"look up object {key}") from None
 
     def upload(self, key: str, data: bytes | memoryview, compress: bool) -> None:
-        if len(data) >= HEAD_FIRST and self.has(key):
+        if len(data) >= HEAD_FIRST and self.stored_already(key):
             return  # a big chunk stored before (dedupe): not sent again
+        if len(data) < HEAD_FIRST and self.on_blind_write is not None:
+            self.on_blind_write(key)
         head, body = encode_parts(data, compress)
         try:
             if self.fast is not None:
@@ -159,6 +161,20 @@ class S3ObjectStore(ObjectStore):
             self.client.delete_object(Bucket=self.bucket, Key=name)
         except Exception as exc:
             raise self._error(exc, f"delete object {key}") from None
+
+    def delete_many(self, keys: list[str]) -> None:
+        for i in range(0, len(keys), 1000):  # DeleteObjects takes 1000 keys at most
+            names = [{"Key": self.name(check_key(k))} for k in keys[i : i + 1000]]
+            try:
+                out = self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": names, "Quiet": True})
+            except Exception as exc:
+                raise self._error(exc, f"delete {len(names)} objects") from None
+            errors = out.get("Errors") or []
+            if errors:
+                first = errors[0]
+                raise self._error(
+                    RuntimeError(f"{first.get('Code')}: {first.get('Message')}"), f"delete object {first.get('Key')}"
+                )
 
     def listing(self) -> Iterator[StoredObject]:
         try:

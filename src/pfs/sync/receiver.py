@@ -30,6 +30,7 @@ from ..errors import (
     PfsError,
 )
 from ..paths import check_branch
+from ..storage import collect
 from ..storage.objects import VERIFY_BUDGET, Batch, decode_bounded
 from ..storage.trees import Commit
 from .wire import (
@@ -59,13 +60,29 @@ def missing(repo: Repository, items: list[tuple[str, str]]) -> list[tuple[str, s
     """The items this repository lacks, in their order. A commit counts as present only
     when indexed (complete); any other object when stored, since the receiver checks
     every new commit's objects itself before indexing it."""
-    present = iter(repo.has_objects([key for kind, key in items if kind != COMMIT]))
-    out: list[tuple[str, str]] = []
-    for kind, key in items:
-        have = repo.has_commit(key) if kind == COMMIT else next(present)
-        if not have:
-            out.append((kind, key))
+    out, have = _lacking(repo, items)
+    # What is here the sender will not send: the transfer relies on it, so it is recorded
+    # as found (a garbage collection keeps it); while one is active, looked at again.
+    commits = [key for kind, key in have if kind == COMMIT]
+    objects = [key for kind, key in have if kind != COMMIT]
+    logged = repo.found(collect.COMMIT, commits)
+    logged = repo.found(collect.OBJECT, objects) or logged
+    if logged:
+        gone, _ = _lacking(repo, have)
+        lost = set(out) | set(gone)
+        out = [item for item in items if item in lost]
     return out
+
+
+def _lacking(repo: Repository, items: list[tuple[str, str]]) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """The items this repository lacks and those it has, each in their order."""
+    present = iter(repo.has_objects([key for kind, key in items if kind != COMMIT]))
+    lacks: list[tuple[str, str]] = []
+    has: list[tuple[str, str]] = []
+    for kind, key in items:
+        there = repo.has_commit(key) if kind == COMMIT else next(present)
+        (has if there else lacks).append((kind, key))
+    return lacks, has
 
 
 def _read_exact(f: io.BufferedIOBase, n: int) -> bytes:

@@ -207,6 +207,7 @@ PFS_TO_S3: dict[str, str] = {
     "forbidden": "AccessDenied",
     "branch_protected": "AccessDenied",
     "too_many_requests": "SlowDown",
+    "data_expired": "InvalidObjectState",  # S3's answer for data it no longer serves (archived)
     "corrupt_object": "InternalError",
     "missing_object": "InternalError",
 }
@@ -579,6 +580,7 @@ class Gateway:
             status = 206
             headers["content-range"] = f"bytes {first}-{last}/{entry.size}"
             headers["content-length"] = str(last - first + 1)
+        await run(repo.check_data, entry)
         if ctx.method == "HEAD":
             return Response(b"", status_code=status, headers=headers)
         pieces = repo.read_range(entry, *span) if span is not None else repo.read_file(entry)
@@ -691,7 +693,7 @@ class Gateway:
             meta = tuple(sorted(meta_from_headers(ctx.headers) + kept))
         await self._check_write_conditions(ctx, dest_repo, branch, path)
         if same_bucket:  # the same chunks: no byte is copied
-            new = dataclasses.replace(entry, meta=meta)
+            new = dataclasses.replace(await run(dest_repo.rely_on_entry, entry), meta=meta)
             await run(dest_repo.stage_file, branch, path, new)
             return xml_response(s3xml.copy_object_result_xml(etag_of(new), time.time()))
 
