@@ -102,6 +102,7 @@ def test_gc_repeated_under_writers_a_job_and_a_push(tmp_path: Path, storage: Sto
     stop = threading.Event()
     failures: list[BaseException] = []
     collections: list[int] = []
+    clones: dict[str, dict[str, bytes]] = {}  # repository -> its master's files, once cloned
 
     def guard(fn):  # type: ignore[no-untyped-def]
         def run(*args):  # type: ignore[no-untyped-def]
@@ -182,6 +183,12 @@ def test_gc_repeated_under_writers_a_job_and_a_push(tmp_path: Path, storage: Sto
                 if all(b.result == "created" for b in report.branches):
                     with lock:
                         acked.update({(f"in-{n}", p): d for p, d in files.items()})
+                if n % 3 == 0:  # a whole clone into a new repository, which the collector also collects
+                    t.create_repo(f"clone-{n}")
+                    with t.repo(f"clone-{n}") as dest:
+                        sync.clone(s, dest)
+                    with lock:
+                        clones[f"clone-{n}"] = dict(files)
                 n += 1
 
     @guard
@@ -191,6 +198,9 @@ def test_gc_repeated_under_writers_a_job_and_a_push(tmp_path: Path, storage: Sto
                 r = c.gc(grace="0")
                 assert r.problems == (), r.problems
                 collections.append(r.deleted)
+                for repo in [r.name for r in c.repos() if r.name.startswith("clone-")][-2:]:
+                    with c.repo(repo) as other_repo:
+                        assert other_repo.gc(grace="0").problems == ()
 
     with Client(target.url) as c:
         c.put_file("data/0.txt", b"first\n")
@@ -217,6 +227,12 @@ def test_gc_repeated_under_writers_a_job_and_a_push(tmp_path: Path, storage: Sto
             assert check.ok, (check.problems[:5], str(target.log_path))
             for (branch, path), data in sorted(acked.items()):
                 assert c.get_file(path, branch=branch) == data, (branch, path)
+            assert clones
+            for repo, files in clones.items():
+                with c.repo(repo) as cloned:
+                    assert cloned.fsck().ok
+                    for path, data in files.items():
+                        assert cloned.get_file(path) == data, (repo, path)
             head = c.log("master", limit=1)[0].id
             status = c.wait_run(head, timeout=120)
             assert status.state == "succeeded"
