@@ -17,6 +17,7 @@ from pfs import Client, errors
 from pfs.repository import gc
 from pfs.repository.repo import Repository
 from pfs.storage import collect
+from pfs.storage.meta import SqlMetaStore, gc_t
 from pfs.storage.trees import Entry
 
 KiB, MiB = 1 << 10, 1 << 20
@@ -279,3 +280,19 @@ def test_pfs_gc_and_retention_commands(tmp_path: Path) -> None:
         assert gone.returncode == 1 and "no retention rule" in gone.stderr
     finally:
         s.stop()
+
+
+def test_a_gc_whose_lease_ran_out_stops_and_another_takes_over(app: AppServer) -> None:
+    meta = app.repo.meta
+    assert isinstance(meta, SqlMetaStore)
+    board = collect.board(meta.db)
+    lease = board.begin(app.repo.id)
+    assert board.active() == {app.repo.id: lease.gen}
+    with meta.db.write() as c:
+        c.execute(gc_t.update().where(gc_t.c.repo == app.repo.id).values(lease=time.time() - 1))
+    assert board.active() == {}  # the nodes stop logging their finds: it must not delete more
+    with pytest.raises(errors.Conflict, match="lease"):
+        board.renew(lease)
+    taken = board.begin(app.repo.id)
+    assert taken.gen == lease.gen + 1
+    board.end(taken, "{}")

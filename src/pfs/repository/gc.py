@@ -445,6 +445,7 @@ def _mark_and_sweep(
     progress: Callable[[str, int], None] | None,
 ) -> Collection:
     def marked(n: int) -> None:
+        board.keep(lease)
         metrics.GC_PROGRESS.set(n)
         if progress is not None:
             progress("marked", n)
@@ -465,17 +466,21 @@ def _mark_and_sweep(
     for obj in repo.objects.listing():
         report.objects += 1
         report.stored += obj.size
+        if report.objects % 10_000 == 0:
+            board.keep(lease)
         if obj.key not in mark and obj.modified < cutoff:
             candidates[_short(obj.key)] = obj.size
     # Indexed commits no root reached: old ones go; a young one (just made or received, its
     # branch not moved yet) stays whole, for the index names only complete commits.
     # (An object pinned by a logged find that is a commit is walked here too: pinned, its
     # history was not.)
+    board.keep(lease)
     orphans = [c.id for c in meta.list_commits() if _short(c.id) not in mark.holders]
     for cid in orphans:
         if _short(cid) not in candidates:
             marker.history(cid)
     doomed = {cid for cid in orphans if cid not in mark}
+    board.keep(lease)
     for run in meta.list_runs(limit=1 << 30):
         if run.commit in doomed:
             report.runs += 1
@@ -498,6 +503,7 @@ def _mark_and_sweep(
         return report
 
     _phase("sweeping")
+    board.renew(lease)
     with board.exclusive(repo.id):  # first the commits: a find of one logged after this sees it gone
         finds, after = board.logged(repo.id, after, since)
         marker.logged(finds)

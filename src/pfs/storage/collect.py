@@ -146,6 +146,7 @@ class Board:
         self._locks: dict[int, threading.Lock] = {}  # SQLite: one process, so the sweep's lock is a mutex
         self._locks_lock = threading.Lock()
         self._tick_lock = threading.Lock()
+        self._renewed: dict[int, float] = {}  # repository -> when this node last renewed its GC's lease
 
     # ---- the node --------------------------------------------------------------------
     def start(self) -> None:
@@ -274,6 +275,7 @@ class Board:
             c.execute(gc_acks_t.delete().where(gc_acks_t.c.repo == repo, gc_acks_t.c.gen < gen))
             c.execute(gc_log_t.delete().where(gc_log_t.c.repo == repo, gc_log_t.c.at < now - 2 * FIND_WINDOW))
             c.execute(nodes_t.delete().where(nodes_t.c.beat < now - 86400))  # killed long ago
+        self._renewed[repo] = now
         return Lease(repo, gen, self.node, now)
 
     def _alive(self, c: sa.Connection, node: str, now: float) -> bool:
@@ -281,15 +283,28 @@ class Board:
         return beat is not None and beat > now - node_ttl()
 
     def renew(self, lease: Lease) -> None:
-        """Extend the lease; Conflict if another GC took it over (this one must stop)."""
+        """Extend the lease; Conflict if it ran out or another GC took it over: nodes may
+        have stopped logging their finds, so this one must stop before deleting more."""
+        now = time.time()
         with self.db.write() as c:
             n = c.execute(
                 gc_t.update()
-                .where(gc_t.c.repo == lease.repo, gc_t.c.gen == lease.gen, gc_t.c.owner == lease.owner)
-                .values(lease=time.time() + LEASE)
+                .where(
+                    gc_t.c.repo == lease.repo,
+                    gc_t.c.gen == lease.gen,
+                    gc_t.c.owner == lease.owner,
+                    gc_t.c.lease > now,
+                )
+                .values(lease=now + LEASE)
             ).rowcount
         if n != 1:
-            raise Conflict("another garbage collection took this one's lease over; it stopped")
+            raise Conflict("the garbage collection's lease ran out or was taken over; it stopped")
+        self._renewed[lease.repo] = now
+
+    def keep(self, lease: Lease) -> None:
+        """Renew the lease if a quarter of it went by (called often during a long mark)."""
+        if time.time() - self._renewed.get(lease.repo, 0.0) > LEASE / 4:
+            self.renew(lease)
 
     def end(self, lease: Lease, result: str) -> None:
         with self.db.write() as c:
@@ -325,7 +340,7 @@ class Board:
                     f"{len(waiting)} node(s) did not acknowledge the garbage collection; nothing was deleted"
                 )
             time.sleep(0.1)
-            self.renew(lease)
+            self.keep(lease)
 
     def last(self, repo: int) -> tuple[bool, str | None]:
         """Whether a GC is active, and the last finished one's report (JSON)."""
