@@ -94,11 +94,7 @@ def test_a_find_logged_before_a_sweep_batch_keeps_its_object(app: AppServer) -> 
     sweeps: logged before the batch, the chunks stay, and the file reads back whole."""
     repo = app.repo
     data = os.urandom(3 * MiB)
-    repo.create_branch("tmp")
-    repo.stage_file("tmp", "d.bin", repo.store([data]))
-    repo.commit_branch("tmp")
-    repo.delete_branch("tmp")
-    time.sleep(SETTLE)
+    _garbage(repo, data)
 
     def again(phase: str, n: int) -> None:
         if phase == "sweeping":  # after the commits went, before any object
@@ -114,11 +110,7 @@ def test_a_find_logged_before_a_sweep_batch_keeps_its_object(app: AppServer) -> 
 def test_a_find_logged_after_its_object_went_writes_it_again(app: AppServer) -> None:
     repo = app.repo
     data = os.urandom(3 * MiB)
-    repo.create_branch("tmp")
-    repo.stage_file("tmp", "d.bin", repo.store([data]))
-    repo.commit_branch("tmp")
-    repo.delete_branch("tmp")
-    time.sleep(SETTLE)
+    _garbage(repo, data)
     done: list[int] = []
 
     def again(phase: str, n: int) -> None:
@@ -134,17 +126,13 @@ def test_a_find_logged_after_its_object_went_writes_it_again(app: AppServer) -> 
 
 def test_a_branch_made_at_a_removed_commit_fails_cleanly(app: AppServer) -> None:
     repo = app.repo
-    repo.create_branch("tmp")
-    repo.stage_file("tmp", "d.bin", repo.store([os.urandom(2 * MiB)]))
-    gone = repo.commit_branch("tmp")
-    repo.delete_branch("tmp")
-    time.sleep(SETTLE)
+    gone = _garbage(repo, os.urandom(2 * MiB))
     made: list[BaseException | None] = []
 
     def at_gone(phase: str, n: int) -> None:
         if phase == "sweeping":  # the commit was forgotten: a branch there is refused, nothing dangles
             try:
-                repo.create_branch("late", gone.id)
+                repo.create_branch("late", gone)
                 made.append(None)
             except errors.PfsError as exc:
                 made.append(exc)
@@ -153,21 +141,17 @@ def test_a_branch_made_at_a_removed_commit_fails_cleanly(app: AppServer) -> None
     assert made and isinstance(made[0], errors.CommitNotFound)
     assert "late" not in dict(repo.branches())
     with pytest.raises(errors.CommitNotFound):
-        repo.create_branch("later", gone.id)
+        repo.create_branch("later", gone)
 
 
 def test_a_find_before_the_gc_began_is_kept(app: AppServer) -> None:
     """A branch made at a commit no branch reached, just before the GC: the find was held
     in memory, and the GC's activation wrote it to the log before the mark."""
     repo = app.repo
-    repo.create_branch("tmp")
     data = os.urandom(2 * MiB)
-    repo.stage_file("tmp", "d.bin", repo.store([data]))
-    c = repo.commit_branch("tmp")
-    repo.delete_branch("tmp")
-    time.sleep(SETTLE)
+    c = _garbage(repo, data)
     # the find, then (before the ref lands) a whole GC: as a slow request would see it
-    commit = repo.rely_on_commit(repo.resolve(c.id))
+    commit = repo.rely_on_commit(repo.resolve(c))
     r = gc.collect_garbage(repo, grace=0)
     assert r.deleted == 0 and r.commits == 0
     repo.meta.create_ref("back", commit.id)
@@ -296,3 +280,13 @@ def test_a_gc_whose_lease_ran_out_stops_and_another_takes_over(app: AppServer) -
     taken = board.begin(app.repo.id)
     assert taken.gen == lease.gen + 1
     board.end(taken, "{}")
+
+
+def _garbage(repo: Repository, data: bytes) -> str:
+    """A commit of `data` that only a deleted branch reached, old enough to be swept."""
+    repo.create_branch("tmp")
+    repo.stage_file("tmp", "d.bin", repo.store([data]))
+    commit = repo.commit_branch("tmp")
+    repo.delete_branch("tmp")
+    time.sleep(SETTLE)
+    return commit.id

@@ -5,10 +5,8 @@ acknowledged write readable."""
 
 from __future__ import annotations
 
-import io
 import os
 import random
-import tarfile
 import threading
 import time
 from collections.abc import Iterator
@@ -17,22 +15,13 @@ from pathlib import Path
 import pytest
 from conftest import ServerProc, Storage
 from test_jobs import pspec
+from test_sync import tar_of
 
 from pfs import Client, errors, sync
 
 KiB, MiB = 1 << 10, 1 << 20
 SIZES = (3 * KiB, 40 * KiB, 300 * KiB, 1536 * KiB)
 FAST_NODES = {"PFS_GC_NODE_TTL": "2"}  # a killed node stops counting as live after 2 s
-
-
-def _tar(files: dict[str, bytes]) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as t:
-        for name, data in files.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            t.addfile(info, io.BytesIO(data))
-    return buf.getvalue()
 
 
 def _gc_after_restart(c: Client) -> None:
@@ -55,10 +44,10 @@ def test_kill9_during_gc_then_the_next_gc_finishes(tmp_path: Path, point: str) -
         keep = {f"keep/{i:04d}.bin": os.urandom(3 * KiB) for i in range(300)}
         gone = {f"gone/{i:04d}.bin": os.urandom(3 * KiB) for i in range(1500)}  # > 1 sweep batch
         with Client(server.url) as c:
-            c.put_tar("", [_tar(keep)])
+            c.put_tar("", [tar_of(keep)])
             c.commit()
             c.create_branch("old")
-            c.put_tar("", [_tar(gone)], branch="old")
+            c.put_tar("", [tar_of(gone)], branch="old")
             c.commit(branch="old")
             c.delete_branch("old")
             time.sleep(2.5)
