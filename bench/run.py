@@ -3,16 +3,20 @@
     python bench/run.py                 # full run (1 GiB files), prints a Markdown report
     python bench/run.py --size-mb 64    # quicker smoke run
     python bench/run.py --out bench/RESULTS.md
+    python bench/run.py --only gc --gc-objects 1000000   # the recorded GC figure (~15 min)
 
 Baselines: a plain HTTP sink/source (uvicorn + starlette, body straight to/from a file on
-the same disk), `git add && git commit`, raw disk copy, and for map jobs a plain pool of
+the same disk), `git add && git commit`, raw disk copy, for map jobs a plain pool of
 local map-server processes fed straight from local files (the limit for the same map
-function behind the same protocol).
+function behind the same protocol), and for garbage collection listing the object store
+and unlinking as many files on the same disk (the file system's floor) and `git gc
+--prune=now` on a git repository of the same files and branches.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import random
 import shutil
@@ -23,7 +27,7 @@ import tempfile
 import textwrap
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -33,9 +37,16 @@ from pfs import Client
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from auth import bench_auth  # noqa: E402
 from cluster import bench_cluster  # noqa: E402
-from common import Proc, free_port, start_pfs, timed  # noqa: E402
+from common import Proc, Rows, free_port, start_pfs, timed  # noqa: E402
 from ingest import bench_ingest, make_tree  # noqa: E402
 from s3 import bench_s3  # noqa: E402
+
+# bench/gc.py by its path: `import gc` would find the interpreter's built-in module first.
+_spec = importlib.util.spec_from_file_location("bench_gc", Path(__file__).with_name("gc.py"))
+assert _spec is not None and _spec.loader is not None
+_gc_bench = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_gc_bench)
+bench_gc: Callable[[Path, Rows, int], None] = _gc_bench.bench_gc
 
 PIECE = 1 << 20
 SINK_APP = textwrap.dedent(
@@ -574,6 +585,11 @@ writes) on the same cores; one GetObject shows the gateway's own read path. List
 "plain HTTP pages" row is the gateway's share; the rest is botocore parsing 100 XML pages.
 Small PUTs: each is staged with one durable SQLite commit (fsync), which SeaweedFS's S3
 server, writing without a transaction log, does not pay.
+GC (bench/gc.py): files of 3 KiB (one chunk object each) on two branches, one deleted, so
+about half the objects are garbage; each collection runs on a freshly started server. The
+floor baseline is listing the objects directory (os.scandir + stat) plus unlinking as many
+files of the garbage's mean stored size, made for it on the same disk; git's objects are in
+one pack, so its gc rewrites one file rather than unlinking one per object.
 """
 
 
@@ -581,9 +597,15 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--size-mb", type=int, default=1024, help="size of the large file (MiB)")
     ap.add_argument("--out", help="also write the report to this Markdown file")
-    parts = "throughput,small,scaling,storage,jobs,sync,cluster,s3,auth,ingest"
+    parts = "throughput,small,scaling,storage,jobs,sync,cluster,s3,auth,ingest,gc"
     ap.add_argument("--only", help=f"comma-separated subset: {parts}")
     ap.add_argument("--huge", action="store_true", help="ingest: also 1,000,000 files of 100 B (several minutes)")
+    ap.add_argument(
+        "--gc-objects",
+        type=int,
+        default=100_000,
+        help="gc: files in the collected repository, half of them garbage (recorded: 1000000, ~15 minutes)",
+    )
     ap.add_argument("--work", help="scratch directory (default: a temp dir on the same disk as /tmp)")
     args = ap.parse_args()
     size = args.size_mb << 20
@@ -602,6 +624,7 @@ def main() -> None:
             ("s3", lambda: bench_s3(work, size, rows)),
             ("auth", lambda: bench_auth(work, rows)),
             ("ingest", lambda: bench_ingest(work, rows, huge=args.huge)),
+            ("gc", lambda: bench_gc(work, rows, args.gc_objects)),
         ):
             if args.only and name not in args.only.split(","):
                 continue
