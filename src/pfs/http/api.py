@@ -59,7 +59,7 @@ from ..repository.repo import Repository
 from ..storage.meta import Failure, JobRun, JobState, Run
 from ..storage.trees import Commit, Entry
 from ..sync import receiver, sender, wire
-from . import admin
+from . import admin, console
 from .auth import PRINCIPAL_SCOPE, Gate
 from .logs import REPO_SCOPE, REQUEST_ID, RequestIds
 from .permissions import REPO_ROUTES, SERVER_ROUTES
@@ -1020,6 +1020,7 @@ def routes(s: Server) -> list[BaseRoute]:
         route("/image", get=s.image_list),
         route("/repo/{name}", get=s.repo_get, post=s.repo_create, put=s.repo_create, delete=s.repo_delete),
         *admin.server_routes(s, route),
+        *console.routes(s),  # the web console under /ui
         Mount("/repo/{repo}", app=InRepo(s.node, Router(per_repo))),
         *per_repo,
     ]

@@ -37,6 +37,15 @@ SERVER_ROUTES: dict[str, dict[str, Permission]] = {
     "/key/{id}/rotate": {"POST": USER},
     "/audit": {"GET": SERVER},
     "/image": {"GET": USER},  # what the cluster registry holds: job authors pick from it
+    # The web console (read only): its pages need what the API's reads of the same data need.
+    "/ui": {"GET": USER},  # lists the repositories the caller may read, like /repo
+    "/ui/_static/{name}": {"GET": PUBLIC},  # the stylesheet
+    "/ui/{repo}": {"GET": READ},
+    "/ui/{repo}/log/{ref}": {"GET": READ},
+    "/ui/{repo}/tree/{ref}": {"GET": READ},
+    "/ui/{repo}/tree/{ref}/{path:anypath}": {"GET": READ},
+    "/ui/{repo}/blob/{ref}/{path:anypath}": {"GET": READ},
+    "/ui/{repo}/raw/{ref}/{path:anypath}": {"GET": READ},
 }
 
 REPO_ROUTES: dict[str, dict[str, Permission]] = {

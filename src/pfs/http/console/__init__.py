@@ -1,0 +1,46 @@
+"""The web console: read-only HTML pages under `/ui`, served by the same app and listener
+as the API (docs/design.md section 2).
+
+Server-rendered (Jinja2, autoescaped), no script, no build step. Its routes are built like
+the API's: one handler per method (`endpoint`, so HEAD never writes and other methods are
+405), each route's permission from permissions.py, checked by the API's guard.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from starlette.routing import BaseRoute, Route
+
+from ..permissions import SERVER_ROUTES
+from ..web import endpoint
+from .pages import Console
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
+    from starlette.requests import Request
+    from starlette.responses import Response
+
+    from ..api import Server
+
+
+def routes(s: Server) -> list[BaseRoute]:
+    """`/ui` (the repositories) and everything below it, each route under its full path as
+    permissions.py names it. The pages of a repository need READ on it; the stylesheet is
+    public (error pages show it too)."""
+    c = Console(s)
+
+    def page(path: str, get: Callable[[Request], Awaitable[Response]]) -> Route:
+        return Route(path, endpoint(get=get).guarded(path, SERVER_ROUTES[path], c.guard))
+
+    return [
+        page("/ui", c.repos_page),
+        page("/ui/_static/{name}", c.static),
+        page("/ui/{repo}", c.repo_page),
+        page("/ui/{repo}/log/{ref}", c.log_page),
+        page("/ui/{repo}/tree/{ref}", c.tree_page),
+        page("/ui/{repo}/tree/{ref}/{path:anypath}", c.tree_page),
+        page("/ui/{repo}/blob/{ref}/{path:anypath}", c.blob_page),
+        page("/ui/{repo}/raw/{ref}/{path:anypath}", c.raw),
+    ]

@@ -1,0 +1,432 @@
+"""The console's handlers: parse the request, call the repository layer as the JSON API
+does (in a worker thread, through `run`), render a page. Errors come from the one
+exception tree (`pfs.errors`) and keep their status; they are rendered as an HTML page
+(or as the API's JSON error for a client that asks for JSON).
+
+Each page reads only what it shows: one page of a directory (`Reader.listdir` from a
+name on), one page of a log (the walk stops after it), the first PREVIEW_BYTES of a file.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import http
+import itertools
+import urllib.parse
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from typing import TYPE_CHECKING, Any
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
+
+from ...access.identity import Permission
+from ...errors import (
+    BadRequest,
+    CommitNotFound,
+    FileNotFound,
+    InvalidPath,
+    PfsError,
+    RangeNotSatisfiable,
+    TooManyRequests,
+    Unauthorized,
+    Unavailable,
+)
+from ...paths import clean_path, human_bytes, is_commit_like, join
+from ...repository.reader import Reader
+from ...repository.registry import RepoInfo
+from ...repository.repo import Repository
+from ...storage.trees import Commit, Entry
+from ..auth import PRINCIPAL_SCOPE
+from ..logs import REPO_SCOPE, REQUEST_ID, ROUTE_SCOPE
+from ..web import Params, accepts, headers_only, run, wants_json
+from . import preview as pv
+from .templates import ENV, STATIC
+
+if TYPE_CHECKING:
+    from ..api import Server
+
+LOG_PAGE = 50  # commits per log page
+TREE_PAGE = 500  # names per directory page
+BRANCH_PAGE = 200  # branches per repository page
+SKEW = 86_400.0  # a log walk looks this far (seconds) past `after` before it calls it absent
+
+# Pages: same origin only, no script at all (the console needs none), no framing, no
+# plugins, forms back to itself only.
+PAGE_CSP = (
+    "default-src 'none'; style-src 'self'; img-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+)
+# Stored bytes: nothing may run or load, even if a browser is talked into rendering them.
+RAW_CSP = "default-src 'none'; img-src 'self'; style-src 'unsafe-inline'; sandbox; frame-ancestors 'none'"
+SECURITY = {
+    "content-security-policy": PAGE_CSP,
+    "x-frame-options": "DENY",
+    "x-content-type-options": "nosniff",
+    "referrer-policy": "same-origin",
+    "cache-control": "no-cache",
+}
+RAW_SECURITY = {**SECURITY, "content-security-policy": RAW_CSP}
+
+
+def q(segment: str) -> str:
+    """One URL path segment (or a path of them), percent-encoded."""
+    return urllib.parse.quote(segment, safe="/")
+
+
+def url(repo: str, view: str = "", ref: str = "", path: str = "", **query: str) -> str:
+    """A console URL: `/ui/<repo>/<view>/<ref>/<path>` with every part quoted."""
+    out = "/ui/" + q(repo)
+    if view:
+        out += f"/{view}/{q(ref)}"
+        if path:
+            out += "/" + q(path)
+    if query:
+        out += "?" + urllib.parse.urlencode(query)
+    return out
+
+
+def when(t: float) -> str:
+    return dt.datetime.fromtimestamp(t, tz=dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def commit_view(c: Commit, repo: str) -> dict[str, Any]:
+    """What a page shows of a commit; message lines as text (escaped by the template)."""
+    subject, _, rest = c.message.partition("\n")
+    return {
+        "id": c.id,
+        "short": c.id[:12],
+        "time": when(c.time),
+        "branch": c.branch,
+        "subject": subject or "(no message)",
+        "body": c.message if rest.strip() else "",
+        "tree": url(repo, "tree", c.id),
+        "parents": [{"id": p, "short": p[:12], "href": url(repo, "log", p)} for p in c.parents],
+    }
+
+
+def raw_path(request: Request) -> str:
+    """The `path` parameter, refused unless it is UTF-8 (the server would decode other
+    bytes to U+FFFD, naming another file)."""
+    try:
+        urllib.parse.unquote_to_bytes(request.scope.get("raw_path", b"")).decode("utf-8")
+    except UnicodeDecodeError:
+        raise InvalidPath("path is not valid UTF-8") from None
+    return str(request.path_params.get("path", ""))
+
+
+def error_response(request: Request, exc: PfsError) -> Response:
+    """An error as a page with its status (JSON, as the API answers it, on request). The
+    same headers as the API's errors: the error code, Retry-After, WWW-Authenticate, Allow."""
+    rid = REQUEST_ID.get()
+    headers = {"x-pfs-error": exc.code}
+    if isinstance(exc, Unavailable | TooManyRequests):
+        headers["retry-after"] = str(exc.retry_after)
+    if isinstance(exc, Unauthorized):
+        headers["www-authenticate"] = 'Basic realm="pfs", charset="UTF-8"'
+    if "allow" in exc.details:
+        headers["allow"] = str(exc.details["allow"])
+    if isinstance(exc, RangeNotSatisfiable):
+        headers["content-range"] = f"bytes */{exc.details['size']}"
+    if wants_json(request):
+        body = orjson.dumps({**exc.to_json(), "request_id": rid})
+        return Response(body, status_code=exc.status, media_type="application/json", headers=headers)
+    try:
+        reason = http.HTTPStatus(exc.status).phrase
+    except ValueError:
+        reason = "Error"
+    html = ENV.get_template("error.html").render(
+        title=f"{exc.status} {reason}",
+        crumbs=[],
+        status=exc.status,
+        reason=reason,
+        message=exc.message,
+        request_id=rid,
+    )
+    return HTMLResponse(html, status_code=exc.status, headers={**SECURITY, **headers})
+
+
+class Console:
+    """The pages, served by the node the API serves (`server`), behind its guard."""
+
+    def __init__(self, server: Server) -> None:
+        self.s = server
+
+    # ---- access --------------------------------------------------------------------
+    async def guard(
+        self, request: Request, need: Permission, action: str, handler: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        """The API's guard, after what only the console needs: the page's repository looked
+        up (so READ is checked on it) once the caller has signed in, so that an anonymous
+        caller learns nothing, not even whether a repository exists; errors as pages."""
+        request.scope[ROUTE_SCOPE] = action  # the metrics' route label: the full template
+        try:
+            if need != Permission.PUBLIC and "repo" in request.path_params:
+                access = self.s.node.access
+                principal = await self.s.gate.principal(request, access.identity)
+                access.identity.require(principal, Permission.USER)
+                request.scope[REPO_SCOPE] = await run(self.s.node.repos.get, request.path_params["repo"])
+            return await self.s.guard(request, need, action, handler)
+        except PfsError as exc:
+            return error_response(request, exc)
+
+    @staticmethod
+    def repo(request: Request) -> Repository:
+        repo: Repository = request.scope[REPO_SCOPE]
+        return repo
+
+    # ---- rendering -----------------------------------------------------------------
+    async def page(self, request: Request, template: str, **context: Any) -> Response:
+        """A page rendered in a worker thread (a long file preview is many lines), with the
+        console's security headers. HEAD gets the same headers and no body."""
+        html = await run(ENV.get_template(template).render, **context)
+        return HTMLResponse(html, headers=SECURITY)
+
+    @staticmethod
+    def crumbs(repo: str, ref: str = "", path: str = "", tail: str = "") -> list[tuple[str, str | None]]:
+        """Breadcrumbs: the repository, the ref (its tree), each directory of `path`, then
+        `tail`; the last one is where we are, not a link."""
+        out: list[tuple[str, str | None]] = [(repo, url(repo))]
+        if ref:
+            out.append((ref[:12] if is_commit_like(ref) else ref, url(repo, "tree", ref)))
+        done = ""
+        for part in path.split("/") if path else ():
+            done = join(done, part)
+            out.append((part, url(repo, "tree", ref, done)))
+        if tail:
+            out.append((tail, None))
+        else:
+            out[-1] = (out[-1][0], None)
+        return out
+
+    @staticmethod
+    def at(repo: Repository, ref: str) -> tuple[Commit, Reader]:
+        """A branch's last commit or a commit, and a reader of it: the console shows
+        committed files (stable, linkable by id), not a branch's dirty writes."""
+        commit = repo.resolve(ref)
+        return commit, repo.view(commit=commit.id)
+
+    # ---- static --------------------------------------------------------------------
+    @accepts()
+    async def static(self, request: Request, params: Params) -> Response:
+        name = request.path_params["name"]
+        if name not in STATIC:
+            raise FileNotFound(f"no static file {name[:100]!r}")
+        media, body = STATIC[name]
+        return Response(body, media_type=media, headers={**SECURITY, "cache-control": "public, max-age=3600"})
+
+    # ---- pages ---------------------------------------------------------------------
+    @accepts()
+    async def repos_page(self, request: Request, params: Params) -> Response:
+        """The repositories the caller may read, as `GET /repo` lists them."""
+        identity = self.s.node.access.identity
+        principal = request.scope[PRINCIPAL_SCOPE]
+
+        def readable() -> list[RepoInfo]:
+            return [r for r in self.s.node.repos.list() if identity.allowed(principal, Permission.READ, r.id)]
+
+        infos = await run(readable)
+        repos = [{"name": r.name, "href": url(r.name), "created": when(r.created), "default": r.default} for r in infos]
+        return await self.page(request, "repos.html", title="repositories", crumbs=[], repos=repos)
+
+    @accepts("after")
+    async def repo_page(self, request: Request, params: Params) -> Response:
+        """A repository's branches with their heads, a page of names at a time."""
+        repo = self.repo(request)
+        after = params.get("after") or ""
+
+        def branches() -> tuple[list[dict[str, Any]], str | None]:
+            refs = [(n, h) for n, h in repo.branches() if n > after]
+            out = []
+            for name, head in refs[:BRANCH_PAGE]:
+                out.append(
+                    {
+                        "name": name,
+                        "log": url(repo.name, "log", name),
+                        "tree": url(repo.name, "tree", name),
+                        "head": commit_view(repo.get_commit(head), repo.name) if head else None,
+                    }
+                )
+            more = url(repo.name, after=refs[BRANCH_PAGE - 1][0]) if len(refs) > BRANCH_PAGE else None
+            return out, more
+
+        rows, more = await run(branches)
+        return await self.page(
+            request,
+            "repo.html",
+            title=repo.name,
+            crumbs=self.crumbs(repo.name),
+            repo=repo.name,
+            branches=rows,
+            next=more,
+        )
+
+    @accepts("after")
+    async def log_page(self, request: Request, params: Params) -> Response:
+        """A branch's or commit's history, newest first, LOG_PAGE commits at a time; the
+        next page continues the same walk after the last commit shown."""
+        repo = self.repo(request)
+        ref = request.path_params["ref"]
+        after = params.get("after")
+        if after is not None and not is_commit_like(after.lower()):
+            raise BadRequest(f"after must be a commit id, not {after[:100]!r}")
+
+        def page() -> list[Commit]:
+            start = repo.resolve(ref)  # 404 for an unknown ref or a branch without commits
+            walk = repo.log(start.id)
+            if after is not None:
+                walk = _skip_to(walk, repo.resolve(after), ref)
+            return list(itertools.islice(walk, LOG_PAGE + 1))
+
+        commits = await run(page)
+        more = url(repo.name, "log", ref, after=commits[LOG_PAGE - 1].id) if len(commits) > LOG_PAGE else None
+        return await self.page(
+            request,
+            "log.html",
+            title=f"log of {ref}",
+            crumbs=self.crumbs(repo.name, ref, tail="log"),
+            ref=ref,
+            after=after,
+            first=url(repo.name, "log", ref),
+            commits=[commit_view(c, repo.name) for c in commits[:LOG_PAGE]],
+            next=more,
+        )
+
+    @accepts("after")
+    async def tree_page(self, request: Request, params: Params) -> Response:
+        """A directory at a ref, TREE_PAGE names at a time, read from the name after
+        `after` on (never the whole directory)."""
+        repo = self.repo(request)
+        ref = request.path_params["ref"]
+        path = clean_path(raw_path(request), allow_root=True)
+        after = params.get("after")
+
+        def page() -> tuple[Commit, Entry | None, list[tuple[str, Entry]]]:
+            commit, view = self.at(repo, ref)
+            entry = view.lookup(path)
+            if entry is None or not entry.is_dir:
+                return commit, entry, []
+            names = (item for item in view.listdir(path, after or "") if item[0] != after)
+            return commit, entry, list(itertools.islice(names, TREE_PAGE + 1))
+
+        commit, entry, items = await run(page)
+        if entry is None:
+            raise FileNotFound(f"{path!r} not found at {ref[:100]}")
+        if not entry.is_dir:
+            return RedirectResponse(url(repo.name, "blob", ref, path), status_code=303, headers=SECURITY)
+        entries = [
+            {
+                "name": name,
+                "kind": "dir" if e.is_dir else "file",
+                "size": human_bytes(e.size),
+                "href": url(repo.name, "tree" if e.is_dir else "blob", ref, join(path, name)),
+            }
+            for name, e in items[:TREE_PAGE]
+        ]
+        more = url(repo.name, "tree", ref, path, after=items[TREE_PAGE - 1][0]) if len(items) > TREE_PAGE else None
+        return await self.page(
+            request,
+            "tree.html",
+            title=f"{path or '/'} at {ref}",
+            crumbs=self.crumbs(repo.name, ref, path),
+            path=path,
+            commit=commit_view(commit, repo.name),
+            log=url(repo.name, "log", commit.id),
+            after=after,
+            first=url(repo.name, "tree", ref, path),
+            parent=url(repo.name, "tree", ref, path.rpartition("/")[0]) if path else None,
+            entries=entries,
+            page=TREE_PAGE,
+            next=more,
+        )
+
+    async def _file(self, request: Request) -> tuple[Commit, str, Entry]:
+        """The file a blob or raw request names: 404 if absent; data that retention has
+        expired is a 410 (`check_data`), as on the API."""
+        repo = self.repo(request)
+        ref = request.path_params["ref"]
+        path = clean_path(raw_path(request))
+
+        def find() -> tuple[Commit, Entry | None]:
+            commit, view = self.at(repo, ref)
+            return commit, view.lookup(path)
+
+        commit, entry = await run(find)
+        if entry is None:
+            raise FileNotFound(f"{path!r} not found at {ref[:100]}")
+        if not entry.is_dir:
+            await run(repo.check_data, entry)
+        return commit, path, entry
+
+    @accepts()
+    async def blob_page(self, request: Request, params: Params) -> Response:
+        """A file: its first PREVIEW_BYTES as text, a table or JSON; an image; or its size
+        and a download link."""
+        repo = self.repo(request)
+        ref = request.path_params["ref"]
+        commit, path, entry = await self._file(request)
+        if entry.is_dir:
+            return RedirectResponse(url(repo.name, "tree", ref, path), status_code=303, headers=SECURITY)
+        head = b""
+        if entry.size and pv.image_type(path) is None and request.method != "HEAD":
+            last = min(entry.size, pv.PREVIEW_BYTES) - 1
+            head = await run(lambda: b"".join(repo.read_range(entry, 0, last)))
+        shown = await run(pv.preview, path, entry.size, head)
+        return await self.page(
+            request,
+            "blob.html",
+            title=f"{path} at {ref}",
+            crumbs=self.crumbs(repo.name, ref, path),
+            name=path.rpartition("/")[2],
+            size=f"{human_bytes(entry.size)} ({entry.size} bytes)",
+            commit=commit_view(commit, repo.name),
+            log=url(repo.name, "log", commit.id),
+            raw=url(repo.name, "raw", ref, path),
+            download=url(repo.name, "raw", ref, path, download="1"),
+            p=shown,
+            limit=human_bytes(pv.PREVIEW_BYTES),
+            rows=pv.CSV_ROWS,
+        )
+
+    @accepts(flags=("download",))
+    async def raw(self, request: Request, params: Params) -> Response:
+        """A file's bytes, streamed and verified as the API streams them, under a type a
+        browser will not run: an image type, text/plain or application/octet-stream, with
+        nosniff and a CSP that forbids scripts."""
+        repo = self.repo(request)
+        _, path, entry = await self._file(request)
+        if entry.is_dir:
+            raise BadRequest(f"{path!r} is a directory")
+        sniff = b""
+        if entry.size and pv.image_type(path) is None:
+            last = min(entry.size, pv.SNIFF_BYTES) - 1
+            sniff = await run(lambda: b"".join(repo.read_range(entry, 0, last)))
+        media = pv.raw_type(path, sniff, len(sniff) == entry.size)
+        name = path.rpartition("/")[2]
+        disposition = "attachment" if params.flag("download") else "inline"
+        headers = {
+            **RAW_SECURITY,
+            "content-length": str(entry.size),
+            "etag": f'"{entry.hash}"',
+            "content-disposition": f"{disposition}; filename*=UTF-8''{urllib.parse.quote(name, safe='')}",
+        }
+        if request.method == "HEAD":
+            return headers_only(media, headers)
+        return StreamingResponse(_pump(repo.read_file(entry)), media_type=media, headers=headers)
+
+
+def _skip_to(walk: Iterator[Commit], after: Commit, ref: str) -> Iterator[Commit]:
+    """The rest of a log walk after commit `after`. The walk runs newest first, so once it
+    is more than SKEW older than `after` (room for clocks that disagree), `after` is not
+    in it: a 404 rather than a walk to the root."""
+    for c in walk:
+        if c.id == after.id:
+            return walk
+        if c.time < after.time - SKEW:
+            break
+    raise CommitNotFound(f"commit {after.id[:12]} is not in the history of {ref[:100]}")
+
+
+async def _pump(pieces: Iterator[bytes]) -> AsyncIterator[bytes]:
+    """A blocking iterator of byte pieces, each pulled in a worker thread."""
+    while (piece := await run(next, pieces, None)) is not None:
+        yield piece

@@ -1,0 +1,234 @@
+"""The console's pages: Jinja2 templates, autoescaped, kept in Python so that every way pfs
+is installed (a wheel, the image) carries them without package-data settings.
+
+Every value a page shows is escaped by Jinja (`autoescape=True` for all templates, and no
+template marks anything `|safe`); URLs are built in pages.py from quoted segments under
+`/ui/`, so a stored name can neither close an attribute nor pick a scheme."""
+
+from __future__ import annotations
+
+import jinja2
+
+BASE = """<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<meta name="referrer" content="same-origin">
+<title>{{ title }} · pfs</title>
+<link rel="stylesheet" href="/ui/_static/console.css">
+</head>
+<body>
+<header>
+<a class="brand" href="/ui">pfs</a>
+<nav class="crumbs" aria-label="breadcrumbs">
+{%- for label, href in crumbs -%}
+<span class="sep">/</span>{% if href %}<a href="{{ href }}">{{ label }}</a>{% else %}<span>{{ label }}</span>{% endif %}
+{%- endfor -%}
+</nav>
+</header>
+<main>
+{% block main %}{% endblock %}
+</main>
+<footer>pfs web console · read only</footer>
+</body>
+</html>
+"""
+
+REPOS = """{% extends "base.html" %}
+{% block main %}
+<h1>Repositories</h1>
+{% if repos %}
+<table class="list" id="repos">
+<thead><tr><th>name</th><th>created</th><th></th></tr></thead>
+<tbody>
+{% for r in repos %}
+<tr><td><a href="{{ r.href }}">{{ r.name }}</a></td><td>{{ r.created }}</td>
+<td>{% if r.default %}<span class="badge">default</span>{% endif %}</td></tr>
+{% endfor %}
+</tbody>
+</table>
+{% else %}
+<p class="note">No repository you may read.</p>
+{% endif %}
+{% endblock %}
+"""
+
+REPO = """{% extends "base.html" %}
+{% block main %}
+<h1>{{ repo }}</h1>
+<h2>Branches</h2>
+{% if branches %}
+<table class="list" id="branches">
+<thead><tr><th>branch</th><th>head</th><th>time</th><th>message</th><th></th></tr></thead>
+<tbody>
+{% for b in branches %}
+<tr>
+<td><a href="{{ b.log }}">{{ b.name }}</a></td>
+{% if b.head %}
+<td><a class="id" href="{{ b.tree }}" title="{{ b.head.id }}">{{ b.head.short }}</a></td>
+<td class="time">{{ b.head.time }}</td>
+<td>{{ b.head.subject }}</td>
+<td class="links"><a href="{{ b.log }}">log</a> <a href="{{ b.tree }}">tree</a></td>
+{% else %}
+<td colspan="4" class="note">no commits yet</td>
+{% endif %}
+</tr>
+{% endfor %}
+</tbody>
+</table>
+{% else %}
+<p class="note">No branches.</p>
+{% endif %}
+{% if next %}<p class="pager"><a rel="next" href="{{ next }}">more branches →</a></p>{% endif %}
+{% endblock %}
+"""
+
+LOG = """{% extends "base.html" %}
+{% block main %}
+<h1>History of {{ ref }}</h1>
+{% if after %}
+<p class="note">after commit <span class="id">{{ after }}</span> · <a href="{{ first }}">newest</a></p>
+{% endif %}
+<ol class="log" id="log">
+{% for c in commits %}
+<li class="commit">
+<div class="subject">{{ c.subject }}</div>
+{% if c.body %}<details><summary>full message</summary><pre class="message">{{ c.body }}</pre></details>{% endif %}
+<div class="meta">
+<a class="id" href="{{ c.tree }}" title="browse the files of {{ c.id }}">{{ c.short }}</a>
+<span class="time">{{ c.time }}</span>
+<span class="branch">on {{ c.branch }}</span>
+{% if c.parents|length > 1 %}<span class="badge">merge</span>{% endif %}
+<span class="parents">{% if c.parents %}parent{{ "s" if c.parents|length > 1 }}:
+{% for p in c.parents %}<a class="id parent" href="{{ p.href }}" title="{{ p.id }}">{{ p.short }}</a> {% endfor %}
+{% else %}no parent{% endif %}</span>
+</div>
+</li>
+{% endfor %}
+</ol>
+{% if not commits %}<p class="note">No commits.</p>{% endif %}
+{% if next %}<p class="pager"><a rel="next" href="{{ next }}">older commits →</a></p>{% endif %}
+{% endblock %}
+"""
+
+TREE = """{% extends "base.html" %}
+{% block main %}
+<h1>{{ path or "/" }}</h1>
+<p class="note">at <a class="id" href="{{ log }}" title="{{ commit.id }}">{{ commit.short }}</a>
+{{ commit.time }} · {{ commit.subject }}</p>
+{% if after %}<p class="note">names after “{{ after }}” · <a href="{{ first }}">first page</a></p>{% endif %}
+<table class="list" id="tree">
+<thead><tr><th>name</th><th class="num">size</th></tr></thead>
+<tbody>
+{% if parent %}<tr><td><a href="{{ parent }}">..</a></td><td></td></tr>{% endif %}
+{% for e in entries %}
+<tr class="{{ e.kind }}"><td><a href="{{ e.href }}">{{ e.name }}{% if e.kind == "dir" %}/{% endif %}</a></td>
+<td class="num">{{ e.size }}</td></tr>
+{% endfor %}
+</tbody>
+</table>
+{% if not entries %}<p class="note">Empty directory.</p>{% endif %}
+{% if next %}<p class="pager"><a rel="next" href="{{ next }}">next {{ page }} names →</a></p>{% endif %}
+{% endblock %}
+"""
+
+BLOB = """{% extends "base.html" %}
+{% block main %}
+<h1>{{ name }}</h1>
+<p class="note">{{ size }} at <a class="id" href="{{ log }}" title="{{ commit.id }}">{{ commit.short }}</a>
+· <a href="{{ raw }}">raw</a> · <a href="{{ download }}">download</a></p>
+{% if p.cut %}<p class="note cut">Only the first {{ limit }} are shown.</p>{% endif %}
+{% if p.kind == "empty" %}
+<p class="note">Empty file.</p>
+{% elif p.kind == "image" %}
+<p><img class="preview" src="{{ raw }}" alt="{{ name }}"></p>
+{% elif p.kind == "binary" %}
+<p class="note">Binary file, {{ size }}: <a href="{{ download }}">download</a>.</p>
+{% elif p.kind == "table" %}
+<div class="scroll"><table class="csv" id="csv">
+{% for row in p.rows %}
+{% if loop.first %}<thead><tr>{% for cell in row %}<th>{{ cell }}</th>{% endfor %}</tr></thead><tbody>
+{% else %}<tr>{% for cell in row %}<td>{{ cell }}</td>{% endfor %}</tr>{% endif %}
+{% endfor %}
+</tbody></table></div>
+{% if p.more_rows %}<p class="note cut">Only the first {{ rows }} rows are shown.</p>{% endif %}
+{% else %}
+<div class="scroll"><pre class="code {{ p.kind }}" id="code">
+{%- for line in p.lines %}<span class="line">{{ line }}</span>
+{% endfor -%}
+</pre></div>
+{% endif %}
+{% endblock %}
+"""
+
+ERROR = """{% extends "base.html" %}
+{% block main %}
+<h1>{{ status }} {{ reason }}</h1>
+<p class="error" id="error">{{ message }}</p>
+<p class="note">request {{ request_id }} · <a href="/ui">repositories</a></p>
+{% endblock %}
+"""
+
+CSS = """:root { --fg: #1f2328; --muted: #59636e; --line: #d1d9e0; --bg2: #f6f8fa; --link: #0969da; }
+* { box-sizing: border-box; }
+body { margin: 0; font: 14px/1.5 system-ui, -apple-system, "Segoe UI", sans-serif; color: var(--fg); }
+header { display: flex; gap: 1em; align-items: baseline; padding: .6em 1.5em; background: #24292f; color: #fff; }
+header a { color: #fff; }
+.brand { font-weight: 700; text-decoration: none; font-size: 1.2em; }
+.crumbs .sep { margin: 0 .35em; color: #8c959f; }
+main { padding: 1em 1.5em; max-width: 1200px; }
+footer { padding: 1em 1.5em; color: var(--muted); font-size: 12px; }
+a { color: var(--link); text-decoration: none; }
+a:hover { text-decoration: underline; }
+h1 { font-size: 1.5em; margin: .3em 0; overflow-wrap: anywhere; }
+h2 { font-size: 1.15em; }
+.note { color: var(--muted); }
+.cut { color: #9a6700; }
+.error { padding: .8em 1em; border: 1px solid #ff818266; background: #ffebe9; border-radius: 6px;
+  white-space: pre-wrap; }
+.badge { border: 1px solid var(--line); border-radius: 1em; padding: 0 .5em; font-size: 12px; color: var(--muted); }
+.id { font-family: ui-monospace, SFMono-Regular, Menlo, monospace; font-size: 13px; }
+table.list, table.csv { border-collapse: collapse; width: 100%; }
+table.list th, table.list td, table.csv th, table.csv td { text-align: left; padding: .35em .7em;
+  border-bottom: 1px solid var(--line); }
+table.list th, table.csv th { background: var(--bg2); font-weight: 600; }
+table.csv td, table.csv th { border: 1px solid var(--line); white-space: pre; }
+table.list .num { text-align: right; font-variant-numeric: tabular-nums; width: 10em; }
+tr.dir a { font-weight: 600; }
+td.links a { margin-right: .6em; }
+.time { color: var(--muted); white-space: nowrap; }
+ol.log { list-style: none; padding: 0; border: 1px solid var(--line); border-radius: 6px; }
+li.commit { padding: .6em 1em; border-bottom: 1px solid var(--line); }
+li.commit:last-child { border-bottom: none; }
+.subject { font-weight: 600; overflow-wrap: anywhere; }
+.meta { display: flex; flex-wrap: wrap; gap: 1em; color: var(--muted); font-size: 13px; }
+pre.message { white-space: pre-wrap; background: var(--bg2); padding: .5em; }
+.scroll { overflow: auto; border: 1px solid var(--line); border-radius: 6px; }
+pre.code { margin: 0; padding: .5em 0; counter-reset: line;
+  font: 12.5px/1.45 ui-monospace, SFMono-Regular, Menlo, monospace; }
+pre.code .line { counter-increment: line; }
+pre.code .line::before { content: counter(line); display: inline-block; width: 4.5em; padding-right: 1em;
+  margin-right: .8em; text-align: right; color: #8c959f; border-right: 1px solid var(--line); user-select: none; }
+img.preview { max-width: 100%; border: 1px solid var(--line); }
+.pager { margin-top: 1em; }
+"""
+
+SOURCES = {
+    "base.html": BASE,
+    "repos.html": REPOS,
+    "repo.html": REPO,
+    "log.html": LOG,
+    "tree.html": TREE,
+    "blob.html": BLOB,
+    "error.html": ERROR,
+}
+STATIC = {"console.css": ("text/css; charset=utf-8", CSS.encode())}
+
+ENV = jinja2.Environment(
+    loader=jinja2.DictLoader(SOURCES),
+    autoescape=True,
+    undefined=jinja2.StrictUndefined,
+    trim_blocks=True,
+    lstrip_blocks=True,
+)
