@@ -588,8 +588,8 @@ server, writing without a transaction log, does not pay.
 GC (bench/gc.py): files of 3 KiB (one chunk object each) on two branches, one deleted, so
 about half the objects are garbage; each collection runs on a freshly started server. The
 floor baseline is listing the objects directory (os.scandir + stat) plus unlinking as many
-files of the garbage's mean stored size, made for it on the same disk; git's objects are in
-one pack, so its gc rewrites one file rather than unlinking one per object.
+files, timed on the objects the collection kept (same size, same directories); git's
+objects are in one pack, so its gc rewrites one file rather than unlinking one per object.
 """
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import random
+import sqlite3
 import threading
 import time
 from collections.abc import Iterator
@@ -267,5 +268,29 @@ def test_gc_gives_back_a_deleted_gigabyte(tmp_path: Path) -> None:
             freed = before - disk()
             assert freed >= 0.99 * 1024 * MiB, (before, freed)
             assert c.get_file("keep.bin") == keep and c.fsck().ok
+    finally:
+        server.stop()
+
+
+def test_a_cleanly_stopped_node_leaves_and_a_killed_one_stops_counting(tmp_path: Path) -> None:
+    """A GC waits for every live node to acknowledge it: a node stopped cleanly removes
+    itself at once; a killed one counts as live until PFS_GC_NODE_TTL passes."""
+    server = ServerProc(tmp_path / "data", env=FAST_NODES).start()
+
+    def nodes() -> int:
+        with sqlite3.connect(tmp_path / "data" / "meta.sqlite") as db:
+            return int(db.execute("SELECT count(*) FROM nodes").fetchone()[0])
+
+    try:
+        assert nodes() == 1
+        server.stop()
+        assert nodes() == 0
+        server.start()
+        server.kill9()
+        assert nodes() == 1  # its row stays; a GC skips it once its heartbeat is 2 s old
+        server.start()
+        time.sleep(2.5)
+        with Client(server.url) as c:
+            assert c.gc(grace="0", dry_run=True).problems == ()
     finally:
         server.stop()

@@ -56,6 +56,7 @@ from ..repository.fsck import fsck
 from ..repository.reader import Reader
 from ..repository.registry import RepoInfo, Repositories
 from ..repository.repo import Repository
+from ..storage import collect
 from ..storage.meta import Failure, JobRun, JobState, Run
 from ..storage.trees import Commit, Entry
 from ..sync import receiver, sender, wire
@@ -196,6 +197,7 @@ class OpenNode(Node):
         if self._jobs is not None:
             self._jobs.close()
         self._access.close()
+        collect.close_board(self._repos.db)  # leave the cluster's nodes: a GC no longer waits for this one
         self._repos.db.settle()
 
     def readiness(self) -> tuple[bool, str]:

@@ -26,6 +26,7 @@ import uvicorn
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ..errors import PfsError, Unavailable
+from ..storage import collect
 from .api import Node, OpenNode, create_app
 from .auth import Gate, Throttle
 from .guard import Limits, guarded_protocol
@@ -118,6 +119,7 @@ class StartingNode(Node):
         if self._access is not None:
             self._access.close()
         if self._repos is not None:
+            collect.close_board(self._repos.db)  # leave the cluster's nodes: a GC no longer waits for this one
             self._repos.db.settle()
 
     def readiness(self) -> tuple[bool, str]:
