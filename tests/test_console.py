@@ -10,7 +10,6 @@ import io
 import os
 import re
 import shutil
-import tarfile
 import time
 from collections.abc import Iterator
 from html import unescape
@@ -20,6 +19,7 @@ from typing import Any
 import httpx
 import pytest
 from conftest import AppServer, ServerProc
+from test_sync import tar_of
 
 from pfs import Client
 from pfs.http.console import pages
@@ -33,16 +33,6 @@ PNG = bytes.fromhex(
     "89504e470d0a1a0a0000000d4948445200000001000000010806000000"
     "1f15c4890000000d49444154789c6360f8cfc0f01f0005000201e2b4b8760000000049454e44ae426082"
 )
-
-
-def tar_of(files: dict[str, bytes]) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as tar:
-        for name, data in files.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    return buf.getvalue()
 
 
 def populate(c: Client) -> dict[str, Any]:

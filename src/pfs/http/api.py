@@ -44,8 +44,6 @@ from ..errors import (
     PfsError,
     RangeNotSatisfiable,
     RunNotFound,
-    TooManyRequests,
-    Unauthorized,
     Unavailable,
 )
 from ..jobs.service import JobEngine, Jobs
@@ -71,6 +69,7 @@ from .web import (
     batches,
     drain,
     endpoint,
+    error_headers,
     headers_only,
     iso,
     log_text,
@@ -971,19 +970,9 @@ async def _error(request: Request, exc: Exception) -> Response:
     else:
         log.exception("internal error on %s %r", request.method, request.url.path[:200])
         err = PfsError(f"internal error; see the server log (request {rid})")
-    headers = {"x-pfs-error": err.code}  # plain-text errors (file reads) still name their type
+    headers = error_headers(err)  # plain-text errors (file reads) still name their type
     if isinstance(err, Unavailable):
-        headers["retry-after"] = str(err.retry_after)
         log.warning("%s", err.message)
-    if isinstance(err, TooManyRequests):
-        headers["retry-after"] = str(err.retry_after)
-    if isinstance(err, Unauthorized):  # RFC 9110: a 401 names a scheme to answer it with
-        headers["www-authenticate"] = 'Basic realm="pfs", charset="UTF-8"'
-
-    if "allow" in err.details:
-        headers["allow"] = str(err.details["allow"])
-    if isinstance(err, RangeNotSatisfiable):
-        headers["content-range"] = f"bytes */{err.details['size']}"
     if wants_json(request):
         body = {**err.to_json(), "request_id": rid}
         return Response(orjson.dumps(body), status_code=err.status, media_type="application/json", headers=headers)

@@ -23,7 +23,16 @@ from starlette.routing import request_response
 from starlette.types import Receive, Scope, Send
 
 from ..access.identity import Permission
-from ..errors import BadRequest, MethodNotAllowed, PayloadTooLarge
+from ..errors import (
+    BadRequest,
+    MethodNotAllowed,
+    PayloadTooLarge,
+    PfsError,
+    RangeNotSatisfiable,
+    TooManyRequests,
+    Unauthorized,
+    Unavailable,
+)
 from ..paths import check_branch
 
 T = TypeVar("T")
@@ -40,6 +49,21 @@ FLAG_VALUES = {"": True, "1": True, "true": True, "yes": True, "0": False, "fals
 
 async def run(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     return await run_in_threadpool(fn, *args, **kwargs)
+
+
+def error_headers(err: PfsError) -> dict[str, str]:
+    """The headers every error answer carries, whichever front end renders it: its code,
+    when to retry (503, 429), how to sign in (401), which methods (405), the size (416)."""
+    headers = {"x-pfs-error": err.code}
+    if isinstance(err, Unavailable | TooManyRequests):
+        headers["retry-after"] = str(err.retry_after)
+    if isinstance(err, Unauthorized):  # RFC 9110: a 401 names a scheme to answer it with
+        headers["www-authenticate"] = 'Basic realm="pfs", charset="UTF-8"'
+    if "allow" in err.details:
+        headers["allow"] = str(err.details["allow"])
+    if isinstance(err, RangeNotSatisfiable):
+        headers["content-range"] = f"bytes */{err.details['size']}"
+    return headers
 
 
 def wants_json(request: Request) -> bool:

@@ -27,10 +27,6 @@ from ...errors import (
     FileNotFound,
     InvalidPath,
     PfsError,
-    RangeNotSatisfiable,
-    TooManyRequests,
-    Unauthorized,
-    Unavailable,
 )
 from ...paths import clean_path, human_bytes, is_commit_like, join
 from ...repository.reader import Reader
@@ -39,7 +35,7 @@ from ...repository.repo import Repository
 from ...storage.trees import Commit, Entry
 from ..auth import PRINCIPAL_SCOPE
 from ..logs import REPO_SCOPE, REQUEST_ID, ROUTE_SCOPE
-from ..web import Params, accepts, headers_only, run, wants_json
+from ..web import Params, accepts, error_headers, headers_only, run, wants_json
 from . import preview as pv
 from .templates import ENV, STATIC
 
@@ -118,15 +114,7 @@ def error_response(request: Request, exc: PfsError) -> Response:
     """An error as a page with its status (JSON, as the API answers it, on request). The
     same headers as the API's errors: the error code, Retry-After, WWW-Authenticate, Allow."""
     rid = REQUEST_ID.get()
-    headers = {"x-pfs-error": exc.code}
-    if isinstance(exc, Unavailable | TooManyRequests):
-        headers["retry-after"] = str(exc.retry_after)
-    if isinstance(exc, Unauthorized):
-        headers["www-authenticate"] = 'Basic realm="pfs", charset="UTF-8"'
-    if "allow" in exc.details:
-        headers["allow"] = str(exc.details["allow"])
-    if isinstance(exc, RangeNotSatisfiable):
-        headers["content-range"] = f"bytes */{exc.details['size']}"
+    headers = error_headers(exc)
     if wants_json(request):
         body = orjson.dumps({**exc.to_json(), "request_id": rid})
         return Response(body, status_code=exc.status, media_type="application/json", headers=headers)
