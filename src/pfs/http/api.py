@@ -74,6 +74,7 @@ from .web import (
     iso,
     log_text,
     one_line,
+    pump,
     read_json,
     read_small,
     respond,
@@ -923,12 +924,6 @@ def _job_run_line(j: dict[str, Any], with_commit: bool = False) -> str:
     if more > 0 and j["failures"]:
         failures += f"      ... and {more} more (pfs job log {j['job']} -c {j['commit'][:12]})\n"
     return line + failures
-
-
-async def pump(pieces: Iterator[bytes]) -> AsyncIterator[bytes]:
-    """A blocking iterator of byte pieces, each pulled in a worker thread."""
-    while (piece := await run(next, pieces, None)) is not None:
-        yield piece
 
 
 class BodyReader(io.RawIOBase):

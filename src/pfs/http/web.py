@@ -51,6 +51,12 @@ async def run(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     return await run_in_threadpool(fn, *args, **kwargs)
 
 
+async def pump(pieces: Iterator[bytes]) -> AsyncIterator[bytes]:
+    """A blocking iterator of byte pieces, each pulled in a worker thread."""
+    while (piece := await run(next, pieces, None)) is not None:
+        yield piece
+
+
 def error_headers(err: PfsError) -> dict[str, str]:
     """The headers every error answer carries, whichever front end renders it: its code,
     when to retry (503, 429), how to sign in (401), which methods (405), the size (416)."""

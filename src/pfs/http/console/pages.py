@@ -13,7 +13,7 @@ import datetime as dt
 import http
 import itertools
 import urllib.parse
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -35,7 +35,7 @@ from ...repository.repo import Repository
 from ...storage.trees import Commit, Entry
 from ..auth import PRINCIPAL_SCOPE
 from ..logs import REPO_SCOPE, REQUEST_ID, ROUTE_SCOPE
-from ..web import Params, accepts, error_headers, headers_only, run, wants_json
+from ..web import Params, accepts, error_headers, headers_only, pump, run, wants_json
 from . import preview as pv
 from .templates import ENV, STATIC
 
@@ -399,7 +399,7 @@ class Console:
         }
         if request.method == "HEAD":
             return headers_only(media, headers)
-        return StreamingResponse(_pump(repo.read_file(entry)), media_type=media, headers=headers)
+        return StreamingResponse(pump(repo.read_file(entry)), media_type=media, headers=headers)
 
 
 def _skip_to(walk: Iterator[Commit], after: Commit, ref: str) -> Iterator[Commit]:
@@ -412,9 +412,3 @@ def _skip_to(walk: Iterator[Commit], after: Commit, ref: str) -> Iterator[Commit
         if c.time < after.time - SKEW:
             break
     raise CommitNotFound(f"commit {after.id[:12]} is not in the history of {ref[:100]}")
-
-
-async def _pump(pieces: Iterator[bytes]) -> AsyncIterator[bytes]:
-    """A blocking iterator of byte pieces, each pulled in a worker thread."""
-    while (piece := await run(next, pieces, None)) is not None:
-        yield piece

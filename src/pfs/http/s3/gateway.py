@@ -65,11 +65,11 @@ from ...repository.registry import RepoInfo
 from ...repository.repo import Repository
 from ...repository.uploads import Part, Upload, Uploads
 from ...storage.trees import Entry
-from ..api import UPLOAD_BUFFER, Node, pump
+from ..api import UPLOAD_BUFFER, Node
 from ..auth import Gate, ask, audit_target, client_addr
 from ..logs import REQUEST_ID, ROUTE_SCOPE, RequestIds
 from ..permissions import S3_OPERATIONS, is_mutation
-from ..web import DRAIN_LIMIT, run
+from ..web import DRAIN_LIMIT, pump, run
 from . import sigv4
 from . import xml as s3xml
 from .keyspace import S3_ETAG, BucketKeys, RefView, etag_of, open_commit, open_ref
