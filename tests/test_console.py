@@ -7,9 +7,7 @@ screenshots."""
 from __future__ import annotations
 
 import io
-import os
 import re
-import shutil
 import time
 from collections.abc import Iterator
 from html import unescape
@@ -19,6 +17,7 @@ from typing import Any
 import httpx
 import pytest
 from conftest import AppServer, ServerProc
+from console_kit import next_link, page, shoot, state
 from test_sync import tar_of
 
 from pfs import Client
@@ -84,32 +83,6 @@ def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AppServer]:
 def h(srv: AppServer) -> Iterator[httpx.Client]:
     with srv.http(timeout=30) as c:
         yield c
-
-
-def page(h: httpx.Client, path: str, status: int = 200, **kw: Any) -> str:
-    r = h.get(path, **kw)
-    assert r.status_code == status, (path, r.status_code, r.text[:500])
-    assert r.headers["content-type"] == "text/html; charset=utf-8"
-    return r.text
-
-
-def links(html: str) -> list[str]:
-    return [unescape(m) for m in re.findall(r'href="([^"]*)"', html)]
-
-
-def next_link(html: str) -> str | None:
-    m = re.search(r'<a rel="next" href="([^"]*)"', html)
-    return unescape(m.group(1)) if m else None
-
-
-def state(srv: AppServer) -> Any:
-    """Everything a request could change in the repository."""
-    r = srv.repo
-    return (
-        r.branches(),
-        sorted((b, x.path) for b, _ in r.branches() for x in r.meta.staged(b)),
-        len(list(r.all_commits())),
-    )
 
 
 # ---- pages --------------------------------------------------------------------------------
@@ -472,30 +445,6 @@ def test_preview_rules() -> None:
 
 # ---- a real browser ---------------------------------------------------------------------
 
-SHOTS = os.environ.get("PFS_CONSOLE_SCREENSHOTS")  # a directory: save the README's screenshots there
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    """Debian's Chromium, headless, through its chromedriver."""
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    driver_path = shutil.which("chromedriver") or "/usr/bin/chromedriver"
-    if not Path(driver_path).exists():
-        pytest.fail("chromedriver is missing: apt-get install chromium chromium-driver (.ci/run does)")
-    opts = webdriver.ChromeOptions()
-    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1280,900"):
-        opts.add_argument(arg)
-    if Path("/usr/bin/chromium").exists():
-        opts.binary_location = "/usr/bin/chromium"
-    driver = webdriver.Chrome(service=Service(driver_path), options=opts)
-    driver.set_page_load_timeout(30)
-    try:
-        yield driver
-    finally:
-        driver.quit()
-
 
 @pytest.fixture(scope="module")
 def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProc]:
@@ -507,12 +456,6 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProc]:
         yield s
     finally:
         s.stop()
-
-
-def shoot(driver: Any, name: str) -> None:
-    if SHOTS:
-        Path(SHOTS).mkdir(parents=True, exist_ok=True)
-        driver.save_screenshot(str(Path(SHOTS) / f"{name}.png"))
 
 
 @pytest.mark.browser

@@ -14,6 +14,7 @@ from starlette.routing import BaseRoute, Route
 
 from ..permissions import SERVER_ROUTES
 from ..web import endpoint
+from . import actions, compare, jobs
 from .pages import Console
 
 if TYPE_CHECKING:
@@ -24,6 +25,8 @@ if TYPE_CHECKING:
 
     from ..api import Server
 
+    Handler = Callable[[Request], Awaitable[Response]]
+
 
 def routes(s: Server) -> list[BaseRoute]:
     """`/ui` (the repositories) and everything below it, each route under its full path as
@@ -31,10 +34,12 @@ def routes(s: Server) -> list[BaseRoute]:
     public (error pages show it too)."""
     c = Console(s)
 
-    def page(path: str, get: Callable[[Request], Awaitable[Response]]) -> Route:
-        return Route(path, endpoint(get=get).guarded(path, SERVER_ROUTES[path], c.guard))
+    def page(path: str, get: Handler | None = None, **methods: Handler) -> Route:
+        if get is not None:
+            methods["get"] = get
+        return Route(path, endpoint(**methods).guarded(path, SERVER_ROUTES[path], c.guard))
 
-    return [
+    own: list[BaseRoute] = [
         page("/ui", c.repos_page),
         page("/ui/_static/{name}", c.static),
         page("/ui/{repo}", c.repo_page),
@@ -44,3 +49,5 @@ def routes(s: Server) -> list[BaseRoute]:
         page("/ui/{repo}/blob/{ref}/{path:anypath}", c.blob_page),
         page("/ui/{repo}/raw/{ref}/{path:anypath}", c.raw),
     ]
+    parts = [page(path, **methods) for part in (compare, jobs, actions) for path, methods in part.routes(c)]
+    return own + parts

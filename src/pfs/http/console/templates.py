@@ -17,6 +17,7 @@ BASE = """<!doctype html>
 <meta name="referrer" content="same-origin">
 <title>{{ title }} · pfs</title>
 <link rel="stylesheet" href="/ui/_static/console.css">
+{% block head %}{% endblock %}
 </head>
 <body>
 <header>
@@ -224,6 +225,20 @@ SOURCES = {
     "error.html": ERROR,
 }
 STATIC = {"console.css": ("text/css; charset=utf-8", CSS.encode())}
+
+
+def add(sources: dict[str, str], css: str = "", static: dict[str, tuple[str, bytes]] | None = None) -> None:
+    """A part of the console (compare, jobs, actions: each its own module) adds its
+    templates, its rules to the one stylesheet, and any other static file, at import."""
+    clash = (set(sources) & set(SOURCES)) | (set(static or {}) & set(STATIC))
+    if clash:
+        raise ValueError(f"console templates defined twice: {sorted(clash)}")
+    SOURCES.update(sources)
+    STATIC.update(static or {})
+    if css:
+        media, body = STATIC["console.css"]
+        STATIC["console.css"] = (media, body + css.encode())
+
 
 ENV = jinja2.Environment(
     loader=jinja2.DictLoader(SOURCES),
