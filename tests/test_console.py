@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from html import unescape
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import httpx
 import pytest
@@ -408,12 +409,15 @@ def test_with_access_control_pages_need_read_on_their_repository(tmp_path: Path)
         reader = identity.create_key("reader")
         identity.grant("reader", s.repos.get("shared").id, "read")
         with s.http() as anon:
-            before = anon.get("/repo")
+            assert anon.get("/repo").status_code == 401
             for path in ("/ui", "/ui/default", "/ui/nope-nope", "/ui/default/tree/master"):
-                r = anon.get(path)
-                assert r.status_code == before.status_code == 401, path  # not even whether it exists
-                assert r.headers["www-authenticate"].startswith("Basic realm=")
+                r = anon.get(path)  # to the login page, not the Basic prompt; not even whether it exists
+                assert r.status_code == 303, path
+                assert r.headers["location"] == "/ui/_login?" + urlencode({"next": path}), path
+                assert "www-authenticate" not in r.headers
             assert anon.get("/ui/_static/console.css").status_code == 200
+            r = anon.get("/ui/default", headers={"accept": "application/json"})  # a JSON client: the API's 401
+            assert r.status_code == 401 and r.headers["www-authenticate"].startswith("Basic realm=")
         with s.http() as h:
             h.auth = (reader.id, reader.secret)
             html = page(h, "/ui")

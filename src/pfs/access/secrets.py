@@ -56,6 +56,7 @@ class ServerKey:
             raise BadRequest(f"the server key from {source} must be {KEY_BYTES} bytes (base64 of them)")
         self._aead = AESGCM(key) if key is not None else None
         self._check = hmac.new(key, _CHECK_LABEL, hashlib.sha256).hexdigest()[:32] if key is not None else None
+        self._key = key
         self.source = source
 
     @classmethod
@@ -84,6 +85,11 @@ class ServerKey:
     def check(self) -> str | None:
         """A fingerprint of the key (an HMAC, not the key): tells nodes with different keys apart."""
         return self._check
+
+    def derive(self, label: bytes) -> bytes | None:
+        """A key for another purpose (`label`), the same on every node given this server key
+        and useless for decrypting secrets; None without a server key."""
+        return hmac.new(self._key, b"pfs derive v1\0" + label, hashlib.sha256).digest() if self._key else None
 
     def _need(self) -> AESGCM:
         if self._aead is None:

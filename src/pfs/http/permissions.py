@@ -37,15 +37,23 @@ SERVER_ROUTES: dict[str, dict[str, Permission]] = {
     "/key/{id}/rotate": {"POST": USER},
     "/audit": {"GET": SERVER},
     "/image": {"GET": USER},  # what the cluster registry holds: job authors pick from it
-    # The web console (read only): its pages need what the API's reads of the same data need.
+    # The web console: its pages need what the API's reads of the same data need; its
+    # actions (a confirm page, then its POST) what the API's writes need.
     "/ui": {"GET": USER},  # lists the repositories the caller may read, like /repo
-    "/ui/_static/{name}": {"GET": PUBLIC},  # the stylesheet
+    "/ui/_static/{name}": {"GET": PUBLIC},  # the stylesheet, the upload page's script
+    "/ui/_login": {"GET": PUBLIC, "POST": PUBLIC},  # checks a key pair as Basic does (throttled, audited)
+    "/ui/_logout": {"POST": PUBLIC},  # drops the session cookie
     "/ui/{repo}": {"GET": READ},
     "/ui/{repo}/log/{ref}": {"GET": READ},
     "/ui/{repo}/tree/{ref}": {"GET": READ},
     "/ui/{repo}/tree/{ref}/{path:anypath}": {"GET": READ},
     "/ui/{repo}/blob/{ref}/{path:anypath}": {"GET": READ},
     "/ui/{repo}/raw/{ref}/{path:anypath}": {"GET": READ},
+    "/ui/{repo}/branch": {"GET": WRITE, "POST": WRITE},
+    "/ui/{repo}/upload/{branch}": {"GET": WRITE, "POST": WRITE},
+    "/ui/{repo}/commit/{branch}": {"GET": WRITE, "POST": WRITE},
+    "/ui/{repo}/merge": {"GET": WRITE, "POST": WRITE},
+    "/ui/{repo}/revert/{branch}": {"GET": WRITE, "POST": WRITE},
 }
 
 REPO_ROUTES: dict[str, dict[str, Permission]] = {

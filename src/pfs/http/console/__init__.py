@@ -1,9 +1,11 @@
-"""The web console: read-only HTML pages under `/ui`, served by the same app and listener
-as the API (docs/design.md section 2).
+"""The web console: HTML pages under `/ui`, served by the same app and listener as the API
+(docs/design.md section 2), and its actions (actions.py: sign in, branch, upload, commit,
+merge, revert).
 
-Server-rendered (Jinja2, autoescaped), no script, no build step. Its routes are built like
-the API's: one handler per method (`endpoint`, so HEAD never writes and other methods are
-405), each route's permission from permissions.py, checked by the API's guard.
+Server-rendered (Jinja2, autoescaped), no build step; one small script, on the upload
+page only. Its routes are built like the API's: one handler per method (`endpoint`, so
+HEAD never writes and other methods are 405), each route's permission from
+permissions.py, checked by the API's guard.
 """
 
 from __future__ import annotations
@@ -50,4 +52,7 @@ def routes(s: Server) -> list[BaseRoute]:
         page("/ui/{repo}/raw/{ref}/{path:anypath}", c.raw),
     ]
     parts = [page(path, **methods) for part in (compare, jobs, actions) for path, methods in part.routes(c)]
-    return own + parts
+    # `/ui/_login` and the like before `/ui/{repo}`, which would take them for a repository
+    # (no repository's name starts with "_").
+    fixed = [r for r in parts if isinstance(r, Route) and r.path.startswith("/ui/_")]
+    return own[:2] + fixed + own[2:] + [r for r in parts if r not in fixed]

@@ -20,23 +20,25 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
 
-from ...access.identity import Permission
+from ...access.identity import Permission, Principal
 from ...errors import (
     BadRequest,
     CommitNotFound,
     FileNotFound,
     InvalidPath,
     PfsError,
+    Unauthorized,
 )
 from ...paths import clean_path, human_bytes, is_commit_like, join
 from ...repository.reader import Reader
 from ...repository.registry import RepoInfo
 from ...repository.repo import Repository
 from ...storage.trees import Commit, Entry
-from ..auth import PRINCIPAL_SCOPE
+from ..auth import PRINCIPAL_SCOPE, ask
 from ..logs import REPO_SCOPE, REQUEST_ID, ROUTE_SCOPE
 from ..web import Params, accepts, error_headers, headers_only, pump, run, wants_json
 from . import preview as pv
+from .session import ENDED_SCOPE, SESSION_SCOPE, Sessions
 from .templates import ENV, STATIC
 
 if TYPE_CHECKING:
@@ -62,6 +64,11 @@ SECURITY = {
     "cache-control": "no-cache",
 }
 RAW_SECURITY = {**SECURITY, "content-security-policy": RAW_CSP}
+# A page that needs its script (upload: drag and drop, progress): the console's own
+# static file only, sending only to the console; still no inline script and no eval.
+SCRIPT_SECURITY = {**SECURITY, "content-security-policy": PAGE_CSP + "; script-src 'self'; connect-src 'self'"}
+ROLE_SHOWN = {"read": "read only", "write": "read and write", "admin": "repository admin"}
+WRITE, ADMIN = Permission.WRITE, Permission.ADMIN
 
 
 def q(segment: str) -> str:
@@ -138,6 +145,7 @@ class Console:
 
     def __init__(self, server: Server) -> None:
         self.s = server
+        self.sessions = Sessions(server)
 
     # ---- access --------------------------------------------------------------------
     async def guard(
@@ -148,14 +156,35 @@ class Console:
         caller learns nothing, not even whether a repository exists; errors as pages."""
         request.scope[ROUTE_SCOPE] = action  # the metrics' route label: the full template
         try:
+            await self.sessions.attach(request)  # a session cookie: who, for /ui routes only
             if need != Permission.PUBLIC and "repo" in request.path_params:
                 access = self.s.node.access
                 principal = await self.s.gate.principal(request, access.identity)
                 access.identity.require(principal, Permission.USER)
                 request.scope[REPO_SCOPE] = await run(self.s.node.repos.get, request.path_params["repo"])
             return await self.s.guard(request, need, action, handler)
+        except Unauthorized as exc:
+            return self.sign_in_first(request, exc)
         except PfsError as exc:
             return error_response(request, exc)
+
+    def sign_in_first(self, request: Request, exc: Unauthorized) -> Response:
+        """A browser that has not signed in goes to the login page (and comes back to this
+        page after it); the browser's Basic prompt is not offered unless Basic credentials
+        were sent (wrong ones: ask again). JSON clients get the API's 401."""
+        basic = "authorization" in request.headers
+        if request.method in ("GET", "HEAD") and not basic and not wants_json(request):
+            target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+            login = "/ui/_login?" + urllib.parse.urlencode({"next": target})
+            response: Response = RedirectResponse(login, status_code=303, headers=SECURITY)
+            if request.scope.get(ENDED_SCOPE):
+                self.sessions.leave_notice(request, response, "Your session has ended: sign in again.")
+        else:
+            response = error_response(request, exc)
+            if not basic and not wants_json(request):
+                del response.headers["www-authenticate"]
+        self.sessions.finish(request, response)
+        return response
 
     @staticmethod
     def repo(request: Request) -> Repository:
@@ -163,11 +192,53 @@ class Console:
         return repo
 
     # ---- rendering -----------------------------------------------------------------
-    async def page(self, request: Request, template: str, **context: Any) -> Response:
+    async def page(
+        self, request: Request, template: str, *, status: int = 200, script: bool = False, **context: Any
+    ) -> Response:
         """A page rendered in a worker thread (a long file preview is many lines), with the
-        console's security headers. HEAD gets the same headers and no body."""
-        html = await run(ENV.get_template(template).render, **context)
-        return HTMLResponse(html, headers=SECURITY)
+        console's security headers (`script`: its own static script may run). HEAD gets the
+        same headers and no body. Every page knows who is signed in and what they may do
+        (`ui`), so it offers only the actions the server would allow."""
+        ui = await self.ui(request)
+        html = await run(ENV.get_template(template).render, ui=ui, **context)
+        response = HTMLResponse(html, status_code=status, headers=SCRIPT_SECURITY if script else SECURITY)
+        self.sessions.finish(request, response)
+        return response
+
+    async def ui(self, request: Request) -> dict[str, Any]:
+        """What every page shows or decides with: the user, how they signed in, their role
+        on the page's repository, the CSRF token of its forms, the last action's notice."""
+        principal: Principal | None = request.scope.get(PRINCIPAL_SCOPE)
+        repo: Repository | None = request.scope.get(REPO_SCOPE)
+        identity = self.s.node.access.identity
+        write = admin = False
+        role = ""
+        if principal is not None and repo is not None:  # what the guard would allow, as it decides it
+
+            def may() -> tuple[bool, bool, str | None]:
+                allowed = identity.allowed
+                return (
+                    allowed(principal, WRITE, repo.id),
+                    allowed(principal, ADMIN, repo.id),
+                    identity.role(principal, repo.id),
+                )
+
+            write, admin, held = await ask(identity, may, who=principal)
+            role = ROLE_SHOWN.get(held or "", "")
+        if principal is not None and principal.admin:
+            role = "server admin"
+        elif principal is not None and principal.open:
+            role = "access control off"
+        return {
+            "user": principal.user if principal is not None else None,
+            "session": SESSION_SCOPE in request.scope,
+            "repo": repo.name if repo is not None else "",
+            "write": write,
+            "admin": admin,
+            "role": role,
+            "csrf": self.sessions.token(request),
+            "notice": self.sessions.notice(request),
+        }
 
     @staticmethod
     def crumbs(repo: str, ref: str = "", path: str = "", tail: str = "") -> list[tuple[str, str | None]]:
@@ -316,6 +387,7 @@ class Console:
             "tree.html",
             title=f"{path or '/'} at {ref}",
             crumbs=self.crumbs(repo.name, ref, path),
+            ref=ref,
             path=path,
             commit=commit_view(commit, repo.name),
             log=url(repo.name, "log", commit.id),

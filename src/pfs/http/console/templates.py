@@ -27,11 +27,19 @@ BASE = """<!doctype html>
 <span class="sep">/</span>{% if href %}<a href="{{ href }}">{{ label }}</a>{% else %}<span>{{ label }}</span>{% endif %}
 {%- endfor -%}
 </nav>
+{% if ui is defined and ui.user %}
+<div class="who"><span id="user">signed in as {{ ui.user }}</span>
+{% if ui.session %}<form class="inline" method="post" action="/ui/_logout">
+<input type="hidden" name="csrf" value="{{ ui.csrf }}"><button type="submit" id="logout">sign out</button>
+</form>{% endif %}
+</div>
+{% endif %}
 </header>
 <main>
+{% if ui is defined and ui.notice %}<p class="notice" id="notice" role="status">{{ ui.notice }}</p>{% endif %}
 {% block main %}{% endblock %}
 </main>
-<footer>pfs web console · read only</footer>
+<footer id="footer">pfs web console{% if ui is defined and ui.role %} · {{ ui.role }}{% endif %}</footer>
 </body>
 </html>
 """
@@ -70,9 +78,11 @@ REPO = """{% extends "base.html" %}
 <td><a class="id" href="{{ b.tree }}" title="{{ b.head.id }}">{{ b.head.short }}</a></td>
 <td class="time">{{ b.head.time }}</td>
 <td>{{ b.head.subject }}</td>
-<td class="links"><a href="{{ b.log }}">log</a> <a href="{{ b.tree }}">tree</a></td>
+<td class="links"><a href="{{ b.log }}">log</a> <a href="{{ b.tree }}">tree</a>
+{%- include "branch_actions.html" ignore missing %}</td>
 {% else %}
-<td colspan="4" class="note">no commits yet</td>
+<td colspan="3" class="note">no commits yet</td>
+<td class="links">{% include "branch_actions.html" ignore missing %}</td>
 {% endif %}
 </tr>
 {% endfor %}
@@ -82,12 +92,14 @@ REPO = """{% extends "base.html" %}
 <p class="note">No branches.</p>
 {% endif %}
 {% if next %}<p class="pager"><a rel="next" href="{{ next }}">more branches →</a></p>{% endif %}
+{% include "repo_actions.html" ignore missing %}
 {% endblock %}
 """
 
 LOG = """{% extends "base.html" %}
 {% block main %}
 <h1>History of {{ ref }}</h1>
+{% include "ref_actions.html" ignore missing %}
 {% if after %}
 <p class="note">after commit <span class="id">{{ after }}</span> · <a href="{{ first }}">newest</a></p>
 {% endif %}
@@ -101,6 +113,7 @@ LOG = """{% extends "base.html" %}
 <span class="time">{{ c.time }}</span>
 <span class="branch">on {{ c.branch }}</span>
 {% if c.parents|length > 1 %}<span class="badge">merge</span>{% endif %}
+{% include "commit_actions.html" ignore missing %}
 <span class="parents">{% if c.parents %}parent{{ "s" if c.parents|length > 1 }}:
 {% for p in c.parents %}<a class="id parent" href="{{ p.href }}" title="{{ p.id }}">{{ p.short }}</a> {% endfor %}
 {% else %}no parent{% endif %}</span>
@@ -118,6 +131,7 @@ TREE = """{% extends "base.html" %}
 <h1>{{ path or "/" }}</h1>
 <p class="note">at <a class="id" href="{{ log }}" title="{{ commit.id }}">{{ commit.short }}</a>
 {{ commit.time }} · {{ commit.subject }}</p>
+{% include "ref_actions.html" ignore missing %}
 {% if after %}<p class="note">names after “{{ after }}” · <a href="{{ first }}">first page</a></p>{% endif %}
 <table class="list" id="tree">
 <thead><tr><th>name</th><th class="num">size</th></tr></thead>
@@ -213,6 +227,9 @@ pre.code .line::before { content: counter(line); display: inline-block; width: 4
   margin-right: .8em; text-align: right; color: #8c959f; border-right: 1px solid var(--line); user-select: none; }
 img.preview { max-width: 100%; border: 1px solid var(--line); }
 .pager { margin-top: 1em; }
+.who { margin-left: auto; display: flex; gap: .8em; align-items: baseline; }
+form.inline { display: inline; margin: 0; }
+.notice { padding: .6em 1em; border: 1px solid #4ac26b66; background: #dafbe1; border-radius: 6px; }
 """
 
 SOURCES = {
