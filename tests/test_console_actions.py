@@ -709,13 +709,19 @@ def test_a_browser_signs_in_branches_uploads_commits_merges_and_reverts(
     def wait_for(check: Any) -> Any:
         return WebDriverWait(browser, 10).until(lambda _: check())
 
+    def click(element: Any, lands: str) -> None:
+        """Click, and wait for the page it leads to (a form's submit returns before that)."""
+        before = browser.current_url
+        element.click()
+        wait_for(lambda: browser.current_url != before and lands in browser.current_url)
+
     browser.delete_all_cookies()
     browser.get(live.url + "/ui/default")
     assert browser.current_url.startswith(live.url + "/ui/_login?next=")  # not the Basic prompt
     browser.find_element(By.ID, "key_id").send_keys(ADMIN[0])
     shoot(browser, "login")
     browser.find_element(By.ID, "secret").send_keys(ADMIN[1])
-    browser.find_element(By.ID, "sign-in").click()
+    click(browser.find_element(By.ID, "sign-in"), "/ui/default")
     assert browser.current_url == live.url + "/ui/default"
     assert browser.find_element(By.ID, "user").text == "signed in as admin"
     assert browser.find_element(By.ID, "notice").text == "Signed in as admin."
@@ -723,9 +729,9 @@ def test_a_browser_signs_in_branches_uploads_commits_merges_and_reverts(
     # a branch, from the repository page's form, confirmed
     form = browser.find_element(By.ID, "new-branch")
     form.find_element(By.NAME, "name").send_keys("feature")
-    form.find_element(By.TAG_NAME, "button").click()
+    click(form.find_element(By.TAG_NAME, "button"), "/ui/default/branch?")
     assert "A new branch feature from master" in browser.find_element(By.ID, "summary").text
-    browser.find_element(By.ID, "do").click()
+    click(browser.find_element(By.ID, "do"), "/ui/default")
     assert browser.find_element(By.ID, "notice").text.startswith("Created branch feature at ")
 
     # upload: a drop goes through the input's change handler; then two files chosen, sent by the script
@@ -756,11 +762,11 @@ def test_a_browser_signs_in_branches_uploads_commits_merges_and_reverts(
     assert browser.find_element(By.ID, "percent").text == "100%"
     assert browser.find_element(By.ID, "status").text.startswith("Staged 2 file(s), 800017 bytes, on feature.")
     shoot(browser, "upload")
-    browser.find_element(By.ID, "commit-link").click()
+    click(browser.find_element(By.ID, "commit-link"), "/ui/default/commit/feature")
     staged = browser.find_element(By.ID, "staged").text
     assert "shared.txt" in staged and "data.csv" in staged
     browser.find_element(By.ID, "message").send_keys("from the browser")
-    browser.find_element(By.ID, "do").click()
+    click(browser.find_element(By.ID, "do"), "/ui/default/log/feature")
     assert browser.find_element(By.ID, "notice").text.startswith("Committed ")
     assert browser.find_element(By.CSS_SELECTOR, "li.commit .subject").text == "from the browser"
 
@@ -772,23 +778,24 @@ def test_a_browser_signs_in_branches_uploads_commits_merges_and_reverts(
     browser.get(live.url + "/ui/default")
     form = browser.find_element(By.ID, "merge")
     form.find_element(By.NAME, "from").send_keys("feature")
-    form.find_element(By.TAG_NAME, "button").click()
+    click(form.find_element(By.TAG_NAME, "button"), "/ui/default/merge?")
     assert "Merge feature into master: 2 file(s) change." in browser.find_element(By.ID, "summary").text
     browser.find_element(By.ID, "do").click()
+    wait_for(lambda: browser.find_elements(By.ID, "conflicts"))
     assert browser.find_element(By.ID, "conflicts").text.splitlines() == ["shared.txt"]
     shoot(browser, "merge-conflict")
 
     # revert master to its first commit, from the log
     browser.get(live.url + "/ui/default/log/master")
-    browser.find_element(By.CSS_SELECTOR, f'a.revert[href$="commit={first}"]').click()
+    click(browser.find_element(By.CSS_SELECTOR, f'a.revert[href$="commit={first}"]'), "/ui/default/revert/master")
     assert "1 file(s) change" in browser.find_element(By.ID, "summary").text
-    browser.find_element(By.ID, "do").click()
+    click(browser.find_element(By.ID, "do"), "/ui/default/log/master")
     assert browser.find_element(By.ID, "notice").text.startswith(f"Reverted master to {first[:12]}")
     with Client(live.url.replace("://", f"://{ADMIN[0]}:{ADMIN[1]}@")) as c:
         assert c.get_file("shared.txt") == b"base\n"
 
     # signing out
-    browser.find_element(By.ID, "logout").click()
+    click(browser.find_element(By.ID, "logout"), "/ui/_login")
     assert browser.current_url == live.url + "/ui/_login"
     assert browser.find_element(By.ID, "notice").text == "Signed out."
     browser.get(live.url + "/ui")
