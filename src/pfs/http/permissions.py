@@ -46,6 +46,10 @@ SERVER_ROUTES: dict[str, dict[str, Permission]] = {
     "/ui/{repo}/tree/{ref}/{path:anypath}": {"GET": READ},
     "/ui/{repo}/blob/{ref}/{path:anypath}": {"GET": READ},
     "/ui/{repo}/raw/{ref}/{path:anypath}": {"GET": READ},
+    "/ui/{repo}/jobs": {"GET": READ},
+    "/ui/{repo}/jobs/{name}": {"GET": READ},
+    "/ui/{repo}/jobs/{name}/runs/{id}": {"GET": READ},
+    "/ui/{repo}/runs/{id}": {"GET": READ},
 }
 
 REPO_ROUTES: dict[str, dict[str, Permission]] = {

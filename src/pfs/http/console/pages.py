@@ -244,6 +244,7 @@ class Console:
             title=repo.name,
             crumbs=self.crumbs(repo.name),
             repo=repo.name,
+            jobs=url(repo.name) + "/jobs",
             branches=rows,
             next=more,
         )

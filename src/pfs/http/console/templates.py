@@ -58,6 +58,7 @@ REPOS = """{% extends "base.html" %}
 REPO = """{% extends "base.html" %}
 {% block main %}
 <h1>{{ repo }}</h1>
+<p class="note"><a href="{{ jobs }}" id="jobs-link">jobs and runs</a></p>
 <h2>Branches</h2>
 {% if branches %}
 <table class="list" id="branches">
