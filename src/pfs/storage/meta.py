@@ -122,6 +122,7 @@ def tables(p: str = "") -> Tables:
         sa.Column("heartbeat", sa.Float, nullable=True),
         sa.Column("error", sa.Text, nullable=True),
         sa.Index(p + "runs_state", "state", "created"),
+        sa.Index(p + "runs_created", "created"),  # the newest runs first (`list_runs`): a page, not a sort
     )
     job_runs = sa.Table(
         p + "job_runs",
@@ -694,8 +695,11 @@ class Database:
             if c.execute(sa.select(repos_t.c.id).where(repos_t.c.id == 0)).first() is None:
                 c.execute(repos_t.insert().values(name=default_repo, id=0, created=time.time()))
                 c.execute(counters_t.insert().values(name="repo_id", value=0))
+            _upgrade_indexes(c, _default)
             for r in c.execute(sa.select(repos_t.c.id).where(repos_t.c.id != 0)).all():
-                tables(f"r{r.id}_").md.create_all(c)  # tables added since it was made
+                t = tables(f"r{r.id}_")
+                t.md.create_all(c)  # tables added since it was made
+                _upgrade_indexes(c, t)
 
     def _schema_lock(self, c: Connection) -> None:
         if not self.is_sqlite:
@@ -810,6 +814,14 @@ class Database:
                 null = "" if col.nullable else " NOT NULL"
                 kind = col.type.compile(dialect=c.dialect)
                 c.execute(sa.text(f"ALTER TABLE job_runs ADD COLUMN {name} {kind}{default}{null}"))
+
+
+def _upgrade_indexes(c: Connection, t: Tables) -> None:
+    """Indexes added to tables an older pfs made (create_all makes missing tables, never
+    their missing indexes)."""
+    for index in t.runs.indexes:
+        if index.name is not None and index.name.endswith("runs_created"):
+            index.create(c, checkfirst=True)
 
 
 def _master(c: Connection, t: Tables) -> None:
