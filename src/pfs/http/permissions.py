@@ -46,6 +46,9 @@ SERVER_ROUTES: dict[str, dict[str, Permission]] = {
     "/ui/{repo}/tree/{ref}/{path:anypath}": {"GET": READ},
     "/ui/{repo}/blob/{ref}/{path:anypath}": {"GET": READ},
     "/ui/{repo}/raw/{ref}/{path:anypath}": {"GET": READ},
+    "/ui/{repo}/compare": {"GET": READ},
+    "/ui/{repo}/compare/{path:anypath}": {"GET": READ},
+    "/ui/{repo}/history/{ref}/{path:anypath}": {"GET": READ},
 }
 
 REPO_ROUTES: dict[str, dict[str, Permission]] = {
