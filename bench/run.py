@@ -4,6 +4,7 @@
     python bench/run.py --size-mb 64    # quicker smoke run
     python bench/run.py --out bench/RESULTS.md
     python bench/run.py --only gc --gc-objects 1000000   # the recorded GC figure (~15 min)
+    python bench/run.py --only console  # the web console's pages on 100,000 files (~2 min)
 
 Baselines: a plain HTTP sink/source (uvicorn + starlette, body straight to/from a file on
 the same disk), `git add && git commit`, raw disk copy, for map jobs a plain pool of
@@ -38,6 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from auth import bench_auth  # noqa: E402
 from cluster import bench_cluster  # noqa: E402
 from common import Proc, Rows, free_port, start_pfs, timed  # noqa: E402
+from console import bench_console  # noqa: E402
 from ingest import bench_ingest, make_tree  # noqa: E402
 from s3 import bench_s3  # noqa: E402
 
@@ -599,7 +601,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--size-mb", type=int, default=1024, help="size of the large file (MiB)")
     ap.add_argument("--out", help="also write the report to this Markdown file")
-    parts = "throughput,small,scaling,storage,jobs,sync,cluster,s3,auth,ingest,gc"
+    parts = "throughput,small,scaling,storage,jobs,sync,cluster,s3,auth,ingest,gc,console"
     ap.add_argument("--only", help=f"comma-separated subset: {parts}")
     ap.add_argument("--huge", action="store_true", help="ingest: also 1,000,000 files of 100 B (several minutes)")
     ap.add_argument(
@@ -627,6 +629,7 @@ def main() -> None:
             ("auth", lambda: bench_auth(work, rows)),
             ("ingest", lambda: bench_ingest(work, rows, huge=args.huge)),
             ("gc", lambda: bench_gc(work, rows, args.gc_objects)),
+            ("console", lambda: bench_console(work, rows)),
         ):
             if args.only and name not in args.only.split(","):
                 continue

@@ -50,6 +50,9 @@ SERVER_ROUTES: dict[str, dict[str, Permission]] = {
     "/ui/{repo}/jobs/{name}": {"GET": READ},
     "/ui/{repo}/jobs/{name}/runs/{id}": {"GET": READ},
     "/ui/{repo}/runs/{id}": {"GET": READ},
+    "/ui/{repo}/compare": {"GET": READ},
+    "/ui/{repo}/compare/{path:anypath}": {"GET": READ},
+    "/ui/{repo}/history/{ref}/{path:anypath}": {"GET": READ},
 }
 
 REPO_ROUTES: dict[str, dict[str, Permission]] = {
