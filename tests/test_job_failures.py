@@ -239,6 +239,29 @@ def test_a_database_from_before_failed_files_is_upgraded(tmp_path: Path) -> None
     SqlMetaStore(url).close()  # and again: nothing left to add
 
 
+def test_an_index_added_since_a_database_was_made_is_created_at_start(tmp_path: Path) -> None:
+    """runs(created) came with the console's jobs page (the newest runs, a page of them):
+    create_all adds missing tables, not missing indexes, so start adds it, to every repository."""
+    import sqlite3
+
+    from pfs.storage.meta import Database, sqlite_url
+
+    url = sqlite_url(str(tmp_path))
+    db = Database(url)
+    db.create_repo("other")
+    db.close()
+    path = url.removeprefix("sqlite:///")
+    names = "SELECT name FROM sqlite_master WHERE type = 'index' AND name LIKE '%runs_created'"
+    with contextlib.closing(sqlite3.connect(path)) as raw:
+        assert sorted(r[0] for r in raw.execute(names)) == ["r1_runs_created", "runs_created"]
+        for (name,) in raw.execute(names).fetchall():
+            raw.execute(f"DROP INDEX {name}")
+        raw.commit()
+    Database(url).close()
+    with contextlib.closing(sqlite3.connect(path)) as raw:
+        assert sorted(r[0] for r in raw.execute(names)) == ["r1_runs_created", "runs_created"]
+
+
 def test_what_a_job_prints_cannot_forge_lines_or_drive_a_terminal(c: Client, srv: ServerProc) -> None:
     """A worker's error answer and its log hold escape sequences, CR and line separators:
     plain-text answers keep one record per line and show them escaped; JSON keeps them."""

@@ -80,3 +80,32 @@ def test_a_million_files_upload_and_commit_in_bounded_memory(tmp_path: Path) -> 
         f"memory grew with the number of files: {peaks[100_000] / MiB:.0f} MiB at 100,000, "
         f"{peaks[1_000_000] / MiB:.0f} MiB at 1,000,000"
     )
+
+
+@pytest.mark.timeout(600)
+def test_files_stored_as_objects_do_not_grow_memory_with_their_number(tmp_path: Path) -> None:
+    """Files too big to live in their tree entry are objects of their own, each awaiting
+    the batch's durability barrier: the batch is flushed every PooledBatch.MAX_PENDING
+    objects, so what it holds (a future and a key each) stays bounded (it once held
+    100,000: 230 MiB at 100,000 files of 3 KB)."""
+    data_dir = tmp_path / "data"
+    server = ServerProc(data_dir).start()
+    assert server.proc is not None
+    peaks: dict[int, int] = {}
+    try:
+        with Client(server.url, timeout=600) as c:
+            for n in (10_000, 60_000):
+                with PeakRss(server.proc.pid, interval=0.02) as rss:
+                    res = c.put_tar(f"n{n}", archive(n, 3000, "bin"))
+                    assert (res.files, res.size) == (n, n * 3000)
+                    commit = c.commit(message=f"{n} files")
+                peaks[n] = rss.peak
+                assert rss.samples > 20, "too few RSS samples to trust the peak"
+            assert c.get_file("n60000/d0059/f0999.bin", commit=commit.id) == b"%-3000d" % 59_999
+    finally:
+        server.stop()
+        shutil.rmtree(data_dir, ignore_errors=True)
+    assert peaks[60_000] - peaks[10_000] < GROWTH_BOUND, (
+        f"memory grew with the number of files: {peaks[10_000] / MiB:.0f} MiB at 10,000, "
+        f"{peaks[60_000] / MiB:.0f} MiB at 60,000"
+    )

@@ -956,8 +956,11 @@ async def _error(request: Request, exc: Exception) -> Response:
     (header and JSON body) so a user's report can be matched to the server's log; a 503
     says when to retry; a 405 says which methods the route has."""
     rid = REQUEST_ID.get()
+    page = console.owns(request)  # the console's errors are pages, whatever raised them
     if isinstance(exc, PfsError):
         err = exc
+    elif isinstance(exc, HTTPException) and page and (routed := console.routing_error(exc)) is not None:
+        err = routed
     elif isinstance(exc, HTTPException):
         return PlainTextResponse(f"{exc.detail}\n", status_code=exc.status_code, headers=exc.headers)
     elif isinstance(exc, ClientDisconnect):
@@ -968,6 +971,8 @@ async def _error(request: Request, exc: Exception) -> Response:
     headers = error_headers(err)  # plain-text errors (file reads) still name their type
     if isinstance(err, Unavailable):
         log.warning("%s", err.message)
+    if page:
+        return console.error_response(request, err)
     if wants_json(request):
         body = {**err.to_json(), "request_id": rid}
         return Response(orjson.dumps(body), status_code=err.status, media_type="application/json", headers=headers)

@@ -54,6 +54,13 @@ SERVER_ROUTES: dict[str, dict[str, Permission]] = {
     "/ui/{repo}/commit/{branch}": {"GET": WRITE, "POST": WRITE},
     "/ui/{repo}/merge": {"GET": WRITE, "POST": WRITE},
     "/ui/{repo}/revert/{branch}": {"GET": WRITE, "POST": WRITE},
+    "/ui/{repo}/jobs": {"GET": READ},
+    "/ui/{repo}/jobs/{name}": {"GET": READ},
+    "/ui/{repo}/jobs/{name}/runs/{id}": {"GET": READ},
+    "/ui/{repo}/runs/{id}": {"GET": READ},
+    "/ui/{repo}/compare": {"GET": READ},
+    "/ui/{repo}/compare/{path:anypath}": {"GET": READ},
+    "/ui/{repo}/history/{ref}/{path:anypath}": {"GET": READ},
 }
 
 REPO_ROUTES: dict[str, dict[str, Permission]] = {

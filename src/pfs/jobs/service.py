@@ -154,12 +154,13 @@ class Jobs:
             raise RunNotFound(f"no run on commit {commit[:12]}; commit with ?run to run the jobs")
         return run
 
-    def run_jobs(self, commit: str) -> list[JobRun]:
-        """The jobs of the run on `commit`, in the order they run."""
-        return self.runs_store.job_runs(commit)
+    def run_jobs(self, commit: str, log: bool = True) -> list[JobRun]:
+        """The jobs of the run on `commit`, in the order they run (`log=False`: without
+        their logs, for a page that shows only their states)."""
+        return self.runs_store.job_runs(commit, log)
 
-    def job_run(self, commit: str, name: str) -> JobRun:
-        jr = self.runs_store.get_job_run(commit, name)
+    def job_run(self, commit: str, name: str, log: bool = True) -> JobRun:
+        jr = self.runs_store.get_job_run(commit, name, log)
         if jr is None:
             if self.specs_store.get_job(name) is None:
                 raise JobNotFound(f"job {name!r} not found")
@@ -173,9 +174,27 @@ class Jobs:
         found = (self.runs_store.get_job_run(r.commit, name) for r in self.runs_store.list_runs(RUNS_SHOWN, name))
         return [jr for jr in found if jr is not None]
 
-    def failures(self, jr: JobRun, limit: int = FAILURES_SHOWN) -> list[Failure]:
-        """The first failed files of a job run, in path order."""
-        return self.runs_store.job_failures(jr.commit, jr.job, limit) if jr.failed else []
+    def job_run_page(self, name: str, limit: int, before: str | None = None) -> list[tuple[Run, JobRun]]:
+        """Job `name` in `limit` runs, newest first, from the one before the run on commit
+        `before` on (RunNotFound if there is none), without logs: one query a page, however
+        many runs there are."""
+        if self.specs_store.get_job(name) is None:
+            raise JobNotFound(f"job {name!r} not found")
+        cursor = None
+        if before is not None:
+            run = self.run(before)
+            cursor = (run.created, run.commit)
+        return self.runs_store.job_run_page(name, limit, cursor)
+
+    def log_piece(self, jr: JobRun, start: int, size: int) -> tuple[str, int]:
+        """At most `size` characters of a job run's log from character `start`, and the
+        log's length: a page of a log without reading all of it."""
+        found = self.runs_store.job_log(jr.commit, jr.job, start, size)
+        return found if found is not None else ("", 0)
+
+    def failures(self, jr: JobRun, limit: int = FAILURES_SHOWN, after: str | None = None) -> list[Failure]:
+        """The first failed files of a job run (after path `after`), in path order."""
+        return self.runs_store.job_failures(jr.commit, jr.job, limit, after) if jr.failed else []
 
     def all_failures(self, jr: JobRun) -> Iterator[Failure]:
         """Every failed file of a job run, a page at a time."""

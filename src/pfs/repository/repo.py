@@ -434,9 +434,14 @@ class Repository:
         """Ancestors of `ref`, newest first (like `git log`)."""
         if not is_commit_like(ref) and self._branch_head(ref) is None:
             return
-        start = self.resolve(ref)
-        seen = {start.id}
-        heap = [(-start.time, start.id, start)]
+        yield from self.walk_log([self.resolve(ref)], limit)
+
+    def walk_log(self, starts: list[Commit], limit: int | None = None) -> Iterator[Commit]:
+        """`starts` and their ancestors, each once, newest first: `log`'s walk, also where
+        a walk that stopped goes on (the console's pages carry the commits it had queued)."""
+        seen = {c.id for c in starts}
+        heap = [(-c.time, c.id, c) for c in starts]
+        heapq.heapify(heap)
         n = 0
         while heap and (limit is None or n < limit):
             _, _, c = heapq.heappop(heap)

@@ -164,11 +164,18 @@ class Board:
             c.execute(nodes_t.delete().where(nodes_t.c.id == self.node))
 
     def _run(self) -> None:
+        failing = False
         while not self._stop.wait(BEAT):
             try:
                 self.tick()
             except Exception as exc:  # the database is down: the next beat tries again
-                log.warning("GC heartbeat failed: %s", exc)
+                # once per outage, not once a second for as long as it lasts
+                log.log(logging.DEBUG if failing else logging.WARNING, "GC heartbeat failed: %s", exc)
+                failing = True
+            else:
+                if failing:
+                    log.warning("GC heartbeat works again")
+                failing = False
 
     def tick(self) -> None:
         """Heartbeat first, then look at the GC rows: a GC that read the live nodes before

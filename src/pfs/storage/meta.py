@@ -122,6 +122,7 @@ def tables(p: str = "") -> Tables:
         sa.Column("heartbeat", sa.Float, nullable=True),
         sa.Column("error", sa.Text, nullable=True),
         sa.Index(p + "runs_state", "state", "created"),
+        sa.Index(p + "runs_created", "created"),  # the newest runs first (`list_runs`): a page, not a sort
     )
     job_runs = sa.Table(
         p + "job_runs",
@@ -485,11 +486,22 @@ class RunStore(ABC):
         """The newest runs first; `job`: only those that include it."""
 
     @abstractmethod
-    def job_runs(self, commit: str) -> list[JobRun]:
-        """A run's jobs in the order they run."""
+    def job_runs(self, commit: str, log: bool = True) -> list[JobRun]:
+        """A run's jobs in the order they run (`log=False`: without their logs, `log` None)."""
 
     @abstractmethod
-    def get_job_run(self, commit: str, job: str) -> JobRun | None: ...
+    def get_job_run(self, commit: str, job: str, log: bool = True) -> JobRun | None: ...
+
+    @abstractmethod
+    def job_run_page(self, job: str, limit: int, before: tuple[float, str] | None = None) -> list[tuple[Run, JobRun]]:
+        """Job `job` in the runs that include it, newest first (by the run's creation, then
+        commit), from just before the run `before` (its created time and commit) on; without
+        their logs (`log` None: `job_log` reads a piece of one). A page, never every run."""
+
+    @abstractmethod
+    def job_log(self, commit: str, job: str, start: int, size: int) -> tuple[str, int] | None:
+        """At most `size` characters of a job run's log from character `start`, and the log's
+        length in characters (None: no such job run): a reader never holds a whole log."""
 
     @abstractmethod
     def update_run(self, commit: str, **fields: Any) -> None: ...
@@ -610,12 +622,18 @@ def _row_upload(row: Any) -> UploadRow:
 
 
 def _row_run(row: Any) -> Run:
-    fields = dict(row._mapping)
+    return _as_run(dict(row._mapping))
+
+
+def _as_run(fields: dict[str, Any]) -> Run:
     return Run(**{**fields, "state": RunState(fields["state"])})
 
 
 def _row_job_run(row: Any) -> JobRun:
-    fields = dict(row._mapping)
+    return _as_job_run(dict(row._mapping))
+
+
+def _as_job_run(fields: dict[str, Any]) -> JobRun:
     return JobRun(**{**fields, "state": JobState(fields["state"])})
 
 
@@ -677,8 +695,11 @@ class Database:
             if c.execute(sa.select(repos_t.c.id).where(repos_t.c.id == 0)).first() is None:
                 c.execute(repos_t.insert().values(name=default_repo, id=0, created=time.time()))
                 c.execute(counters_t.insert().values(name="repo_id", value=0))
+            _upgrade_indexes(c, _default)
             for r in c.execute(sa.select(repos_t.c.id).where(repos_t.c.id != 0)).all():
-                tables(f"r{r.id}_").md.create_all(c)  # tables added since it was made
+                t = tables(f"r{r.id}_")
+                t.md.create_all(c)  # tables added since it was made
+                _upgrade_indexes(c, t)
 
     def _schema_lock(self, c: Connection) -> None:
         if not self.is_sqlite:
@@ -793,6 +814,14 @@ class Database:
                 null = "" if col.nullable else " NOT NULL"
                 kind = col.type.compile(dialect=c.dialect)
                 c.execute(sa.text(f"ALTER TABLE job_runs ADD COLUMN {name} {kind}{default}{null}"))
+
+
+def _upgrade_indexes(c: Connection, t: Tables) -> None:
+    """Indexes added to tables an older pfs made (create_all makes missing tables, never
+    their missing indexes)."""
+    for index in t.runs.indexes:
+        if index.name is not None and index.name.endswith("runs_created"):
+            index.create(c, checkfirst=True)
 
 
 def _master(c: Connection, t: Tables) -> None:
@@ -1228,19 +1257,52 @@ class SqlMetaStore(MetaStore):
         with self._read() as c:
             return [_row_run(r) for r in c.execute(q).all()]
 
-    def job_runs(self, commit: str) -> list[JobRun]:
+    def _job_run_columns(self, log: bool) -> list[sa.ColumnElement[Any]]:
+        jr = self.t.job_runs
+        return [c if log or c.name != "log" else sa.null().label("log") for c in jr.c]
+
+    def job_runs(self, commit: str, log: bool = True) -> list[JobRun]:
+        jr = self.t.job_runs
         with self._read() as c:
             rows = c.execute(
-                sa.select(self.t.job_runs).where(self.t.job_runs.c.commit == commit).order_by(self.t.job_runs.c.seq)
+                sa.select(*self._job_run_columns(log)).where(jr.c.commit == commit).order_by(jr.c.seq)
             ).all()
         return [_row_job_run(r) for r in rows]
 
-    def get_job_run(self, commit: str, job: str) -> JobRun | None:
+    def get_job_run(self, commit: str, job: str, log: bool = True) -> JobRun | None:
+        jr = self.t.job_runs
         with self._read() as c:
             row = c.execute(
-                sa.select(self.t.job_runs).where(self.t.job_runs.c.commit == commit, self.t.job_runs.c.job == job)
+                sa.select(*self._job_run_columns(log)).where(jr.c.commit == commit, jr.c.job == job)
             ).first()
         return None if row is None else _row_job_run(row)
+
+    def job_run_page(self, job: str, limit: int, before: tuple[float, str] | None = None) -> list[tuple[Run, JobRun]]:
+        r, jr = self.t.runs, self.t.job_runs
+        q = (
+            sa.select(*(c.label("run_" + c.name) for c in r.c), *self._job_run_columns(False))
+            .select_from(jr.join(r, r.c.commit == jr.c.commit))
+            .where(jr.c.job == job)
+        )
+        if before is not None:
+            created, commit = before
+            q = q.where(sa.or_(r.c.created < created, sa.and_(r.c.created == created, r.c.commit < commit)))
+        q = q.order_by(r.c.created.desc(), r.c.commit.desc()).limit(limit)
+        with self._read() as c:
+            rows = c.execute(q).all()
+        out = []
+        for row in rows:
+            fields = dict(row._mapping)
+            run = {k[4:]: fields.pop(k) for k in list(fields) if k.startswith("run_")}
+            out.append((_as_run(run), _as_job_run(fields)))
+        return out
+
+    def job_log(self, commit: str, job: str, start: int, size: int) -> tuple[str, int] | None:
+        jr = self.t.job_runs
+        q = sa.select(sa.func.length(jr.c.log).label("n"), sa.func.substr(jr.c.log, start + 1, size).label("piece"))
+        with self._read() as c:
+            row = c.execute(q.where(jr.c.commit == commit, jr.c.job == job)).first()
+        return None if row is None else (row.piece or "", int(row.n or 0))
 
     def update_run(self, commit: str, **fields: Any) -> None:
         assert set(fields) <= RUN_FIELDS

@@ -334,7 +334,7 @@ class PooledBatch(Batch, Generic[R]):
     one object is written (`_write`, run on `pool`) and what the barrier does (`flush`)."""
 
     MAX_INFLIGHT_BYTES = 16 << 20
-    MAX_PENDING = 100_000  # objects awaiting the barrier
+    MAX_PENDING = 10_000  # objects awaiting the barrier (~1 KiB each held: a future, a key)
     pool: ThreadPoolExecutor
 
     def __init__(self) -> None:

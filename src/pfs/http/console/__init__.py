@@ -17,7 +17,9 @@ from starlette.routing import BaseRoute, Route
 from ..permissions import SERVER_ROUTES
 from ..web import endpoint
 from . import actions, compare, jobs
-from .pages import Console
+from .pages import Console, error_response, owns, routing_error
+
+__all__ = ["Console", "error_response", "owns", "routing_error", "routes"]
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable

@@ -12,11 +12,13 @@ from __future__ import annotations
 import datetime as dt
 import http
 import itertools
+import re
 import urllib.parse
 from collections.abc import Awaitable, Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import orjson
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
 
@@ -26,6 +28,8 @@ from ...errors import (
     CommitNotFound,
     FileNotFound,
     InvalidPath,
+    MethodNotAllowed,
+    NotFound,
     PfsError,
     Unauthorized,
 )
@@ -48,6 +52,8 @@ LOG_PAGE = 50  # commits per log page
 TREE_PAGE = 500  # names per directory page
 BRANCH_PAGE = 200  # branches per repository page
 SKEW = 86_400.0  # a log walk looks this far (seconds) past `after` before it calls it absent
+MAX_FRONTIER = 16  # commits a log cursor carries (lines of history open at once); more: the walk is redone
+FULL_ID = re.compile(r"[0-9a-f]{64}")
 
 # Pages: same origin only, no script at all (the console needs none), no framing, no
 # plugins, forms back to itself only.
@@ -88,6 +94,12 @@ def url(repo: str, view: str = "", ref: str = "", path: str = "", **query: str) 
     return out
 
 
+def compare_url(repo: str, base: str, head: str, path: str = "", **more: str) -> str:
+    """`/ui/<repo>/compare[/<path>]?base=&head=`: what differs, or one file's lines."""
+    out = url(repo) + "/compare" + ("/" + q(path) if path else "")
+    return out + "?" + urllib.parse.urlencode({"base": base, "head": head, **more})
+
+
 def when(t: float) -> str:
     return dt.datetime.fromtimestamp(t, tz=dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
@@ -104,6 +116,7 @@ def commit_view(c: Commit, repo: str) -> dict[str, Any]:
         "body": c.message if rest.strip() else "",
         "tree": url(repo, "tree", c.id),
         "parents": [{"id": p, "short": p[:12], "href": url(repo, "log", p)} for p in c.parents],
+        "diff": compare_url(repo, c.parents[0], c.id) if c.parents else None,
     }
 
 
@@ -138,6 +151,23 @@ def error_response(request: Request, exc: PfsError) -> Response:
         request_id=rid,
     )
     return HTMLResponse(html, status_code=exc.status, headers={**SECURITY, **headers})
+
+
+def owns(request: Request) -> bool:
+    """Is this a request for a console page (so its errors are pages too)?"""
+    path = request.url.path
+    return path == "/ui" or path.startswith("/ui/")
+
+
+def routing_error(exc: HTTPException) -> PfsError | None:
+    """What the router raises before any console handler runs, as the console's errors:
+    an address under /ui that names no page (404), a method a route lacks (405)."""
+    if exc.status_code == 404:
+        return NotFound("no console page at this address")
+    if exc.status_code == 405:
+        allow = (exc.headers or {}).get("Allow", "GET, HEAD")
+        return MethodNotAllowed(f"method not allowed here; allowed: {allow}", allow=allow)
+    return None
 
 
 class Console:
@@ -315,29 +345,27 @@ class Console:
             title=repo.name,
             crumbs=self.crumbs(repo.name),
             repo=repo.name,
+            jobs=url(repo.name) + "/jobs",
+            compare=url(repo.name) + "/compare",
             branches=rows,
             next=more,
         )
 
-    @accepts("after")
+    @accepts("after", "walk")
     async def log_page(self, request: Request, params: Params) -> Response:
         """A branch's or commit's history, newest first, LOG_PAGE commits at a time; the
-        next page continues the same walk after the last commit shown."""
+        next page goes on with the same walk from where this one stopped (`LogWalk`)."""
         repo = self.repo(request)
         ref = request.path_params["ref"]
         after = params.get("after")
-        if after is not None and not is_commit_like(after.lower()):
-            raise BadRequest(f"after must be a commit id, not {after[:100]!r}")
 
-        def page() -> list[Commit]:
-            start = repo.resolve(ref)  # 404 for an unknown ref or a branch without commits
-            walk = repo.log(start.id)
-            if after is not None:
-                walk = _skip_to(walk, repo.resolve(after), ref)
-            return list(itertools.islice(walk, LOG_PAGE + 1))
+        def page() -> tuple[list[Commit], dict[str, str]]:
+            walk = LogWalk(repo, ref, after, params.get("walk"))
+            commits = list(itertools.islice(walk, LOG_PAGE + 1))
+            return commits, walk.cursor(commits[:LOG_PAGE]) if len(commits) > LOG_PAGE else {}
 
-        commits = await run(page)
-        more = url(repo.name, "log", ref, after=commits[LOG_PAGE - 1].id) if len(commits) > LOG_PAGE else None
+        commits, cursor = await run(page)
+        more = url(repo.name, "log", ref, **cursor) if len(commits) > LOG_PAGE else None
         return await self.page(
             request,
             "log.html",
@@ -441,6 +469,7 @@ class Console:
             commit=commit_view(commit, repo.name),
             log=url(repo.name, "log", commit.id),
             raw=url(repo.name, "raw", ref, path),
+            history=url(repo.name, "history", ref, path),
             download=url(repo.name, "raw", ref, path, download="1"),
             p=shown,
             limit=human_bytes(pv.PREVIEW_BYTES),
@@ -472,6 +501,83 @@ class Console:
         if request.method == "HEAD":
             return headers_only(media, headers)
         return StreamingResponse(pump(repo.read_file(entry)), media_type=media, headers=headers)
+
+
+def _key(c: Commit) -> tuple[float, str]:
+    """Where a log walk meets a commit: newest first, then by id (`Repository.walk_log`)."""
+    return (-c.time, c.id)
+
+
+class LogWalk:
+    """A log walk of `ref`, newest first, that a later page continues from its cursor:
+    `after` (the last commit shown) and `walk` (the commits the walk had queued then: its
+    frontier). Going on from the frontier costs a page, however deep the page. It is the
+    same walk as long as every commit is newer than its parents (true unless clocks
+    disagree): the walk then meets commits in order, so none it met before comes again,
+    a merge's second line included. Where that does not hold, or a cursor has no
+    frontier, the walk is redone from the top (`_skip_to`), which is always right."""
+
+    def __init__(self, repo: Repository, ref: str, after: str | None, walk: str | None) -> None:
+        if after is not None and not is_commit_like(after.lower()):
+            raise BadRequest(f"after must be a commit id, not {after[:100]!r}")
+        if walk is not None and after is None:
+            raise BadRequest("walk is part of a page's cursor: it needs after")
+        ids = walk.split(",") if walk is not None else []
+        if len(ids) > MAX_FRONTIER or len(set(ids)) != len(ids) or not all(FULL_ID.fullmatch(i) for i in ids):
+            raise BadRequest(f"walk must be up to {MAX_FRONTIER} distinct full commit ids, comma-separated")
+        self.repo, self.ref = repo, ref
+        self.start = repo.resolve(ref)  # 404 for an unknown ref or a branch without commits
+        self.after = repo.resolve(after) if after is not None else None
+        self.seeds: list[Commit] | None = [self.start] if after is None else None
+        if ids and self.after is not None:
+            self.seeds = self._frontier(ids, self.after)
+        self.it = self._commits()
+
+    def _frontier(self, ids: list[str], after: Commit) -> list[Commit]:
+        seeds = [self.repo.get_commit(i) for i in ids]
+        if any(_key(c) <= _key(after) for c in seeds):
+            raise BadRequest("walk does not continue the log after that commit")
+        return seeds
+
+    def _commits(self) -> Iterator[Commit]:
+        if self.after is None:
+            yield from self.repo.log(self.start.id)
+            return
+        if self.seeds is None:
+            yield from _skip_to(self.repo.log(self.start.id), self.after, self.ref)
+            return
+        bound = _key(self.after)
+        for shown, c in enumerate(self.repo.walk_log(self.seeds)):
+            if _key(c) <= bound:
+                # Clocks disagree: this commit may have been shown already. The full walk
+                # met the same commits up to here; it goes on from here.
+                self.seeds = None
+                full = _skip_to(self.repo.log(self.start.id), self.after, self.ref)
+                yield from itertools.islice(full, shown, None)
+                return
+            yield c
+
+    def __iter__(self) -> Iterator[Commit]:
+        return self.it
+
+    def cursor(self, walked: list[Commit]) -> dict[str, str]:
+        """The cursor after the last of `walked` (everything this walk met, in order):
+        its id, and the frontier when it is sure (no clock skew met, a few lines)."""
+        last = walked[-1]
+        out = {"after": last.id}
+        if self.seeds is None:
+            return out
+        queued = {c.id: c for c in self.seeds}
+        for c in walked:
+            for p in c.parents:
+                pc = self.repo.get_commit(p)
+                if _key(pc) <= _key(c):
+                    return out  # a parent newer than its child: the next page walks again
+                queued[p] = pc
+        frontier = sorted(i for i, c in queued.items() if _key(c) > _key(last))
+        if frontier and len(frontier) <= MAX_FRONTIER:
+            out["walk"] = ",".join(frontier)
+        return out
 
 
 def _skip_to(walk: Iterator[Commit], after: Commit, ref: str) -> Iterator[Commit]:

@@ -66,6 +66,8 @@ REPOS = """{% extends "base.html" %}
 REPO = """{% extends "base.html" %}
 {% block main %}
 <h1>{{ repo }}</h1>
+<p class="note"><a href="{{ jobs }}" id="jobs-link">jobs and runs</a> ·
+<a href="{{ compare }}">compare branches or commits</a></p>
 <h2>Branches</h2>
 {% if branches %}
 <table class="list" id="branches">
@@ -117,6 +119,7 @@ LOG = """{% extends "base.html" %}
 <span class="parents">{% if c.parents %}parent{{ "s" if c.parents|length > 1 }}:
 {% for p in c.parents %}<a class="id parent" href="{{ p.href }}" title="{{ p.id }}">{{ p.short }}</a> {% endfor %}
 {% else %}no parent{% endif %}</span>
+{% if c.diff %}<a class="diff" href="{{ c.diff }}">diff against parent</a>{% endif %}
 </div>
 </li>
 {% endfor %}
@@ -152,7 +155,7 @@ BLOB = """{% extends "base.html" %}
 {% block main %}
 <h1>{{ name }}</h1>
 <p class="note">{{ size }} at <a class="id" href="{{ log }}" title="{{ commit.id }}">{{ commit.short }}</a>
-· <a href="{{ raw }}">raw</a> · <a href="{{ download }}">download</a></p>
+· <a href="{{ raw }}">raw</a> · <a href="{{ download }}">download</a> · <a href="{{ history }}">history</a></p>
 {% if p.cut %}<p class="note cut">Only the first {{ limit }} are shown.</p>{% endif %}
 {% if p.kind == "empty" %}
 <p class="note">Empty file.</p>
