@@ -46,3 +46,15 @@ def shoot(driver: Any, name: str) -> None:
     if SHOTS:
         Path(SHOTS).mkdir(parents=True, exist_ok=True)
         driver.save_screenshot(str(Path(SHOTS) / f"{name}.png"))
+
+
+def follow(driver: Any, element: Any, timeout: float = 10) -> None:
+    """Click a link or a form's button and wait for the page it leads to: WebDriver's click
+    can return before a navigation starts, and the next lookup would then read the old page."""
+    from selenium.webdriver.support.expected_conditions import staleness_of
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    old = driver.find_element("tag name", "html")
+    element.click()
+    WebDriverWait(driver, timeout).until(staleness_of(old))
+    WebDriverWait(driver, timeout).until(lambda d: d.execute_script("return document.readyState") == "complete")

@@ -18,7 +18,7 @@ from urllib.parse import urlencode
 import httpx
 import pytest
 from conftest import AppServer, ServerProc
-from console_kit import next_link, page, shoot, state
+from console_kit import follow, next_link, page, shoot, state
 from test_sync import tar_of
 
 from pfs import Client
@@ -470,18 +470,18 @@ def test_a_browser_walks_repository_branch_log_tree_and_file(browser: Any, live:
     browser.get(live.url + "/ui")
     assert browser.title == "repositories · pfs"
     shoot(browser, "repositories")
-    browser.find_element(By.LINK_TEXT, "default").click()
+    follow(browser, browser.find_element(By.LINK_TEXT, "default"))
     assert browser.find_element(By.ID, "branches").is_displayed()
-    browser.find_element(By.LINK_TEXT, "master").click()  # the branch: its log
+    follow(browser, browser.find_element(By.LINK_TEXT, "master"))  # the branch: its log
     assert browser.title == "log of master · pfs"
     subjects = [e.text for e in browser.find_elements(By.CSS_SELECTOR, "li.commit .subject")]
     assert subjects[0] == "count 6" and subjects[-1] == XSS_MESSAGE.split("\n")[0]  # shown as text
     shoot(browser, "log")
-    browser.find_elements(By.CSS_SELECTOR, "li.commit a.id")[0].click()  # the newest commit's files
+    follow(browser, browser.find_elements(By.CSS_SELECTOR, "li.commit a.id")[0])  # the newest commit's files
     assert "big.txt" in browser.find_element(By.ID, "tree").text
     shoot(browser, "tree")
-    browser.find_element(By.LINK_TEXT, "data/").click()
-    browser.find_element(By.LINK_TEXT, "table.csv").click()
+    follow(browser, browser.find_element(By.LINK_TEXT, "data/"))
+    follow(browser, browser.find_element(By.LINK_TEXT, "table.csv"))
     header = [th.text for th in browser.find_elements(By.CSS_SELECTOR, "#csv thead th")]
     assert header == ["id", "station", "temperature"]
     cells = browser.find_elements(By.CSS_SELECTOR, "#csv tbody tr:first-child td")

@@ -761,6 +761,7 @@ def test_a_browser_signs_in_branches_uploads_commits_merges_and_reverts(
     assert browser.find_element(By.ID, "progress").get_attribute("value") == "100"
     assert browser.find_element(By.ID, "percent").text == "100%"
     assert browser.find_element(By.ID, "status").text.startswith("Staged 2 file(s), 800017 bytes, on feature.")
+    assert not browser.find_element(By.ID, "uncommitted").is_displayed()  # listed before the upload: stale
     shoot(browser, "upload")
     click(browser.find_element(By.ID, "commit-link"), "/ui/default/commit/feature")
     staged = browser.find_element(By.ID, "staged").text

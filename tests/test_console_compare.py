@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 from conftest import AppServer, ServerProc
-from console_kit import links, next_link, page, shoot, state
+from console_kit import follow, links, next_link, page, shoot, state
 from test_sync import tar_of
 
 from pfs import Client
@@ -522,27 +522,27 @@ def test_a_browser_compares_two_branches_and_reads_a_file_history(browser: Any, 
     from selenium.webdriver.common.by import By
 
     browser.get(live.url + "/ui/default")
-    browser.find_element(By.LINK_TEXT, "compare branches or commits").click()
+    follow(browser, browser.find_element(By.LINK_TEXT, "compare branches or commits"))
     first = httpx.get(live.url + "/log", headers={"accept": "application/json"}).json()[-1]["id"]
     browser.find_element(By.NAME, "base").send_keys(first)
     browser.find_element(By.NAME, "head").send_keys("feature")
-    browser.find_element(By.CSS_SELECTOR, "form.compare button").click()
+    follow(browser, browser.find_element(By.CSS_SELECTOR, "form.compare button"))
     assert browser.title.startswith("compare ")
     assert "a.txt" in browser.find_element(By.ID, "changes").text
     assert browser.find_element(By.CSS_SELECTOR, "tr.deleted .status").text == "deleted"
     shoot(browser, "compare")
     for _ in range(2):  # to the last page
-        browser.find_element(By.CSS_SELECTOR, "a[rel=next]").click()
+        follow(browser, browser.find_element(By.CSS_SELECTOR, "a[rel=next]"))
     changes = browser.find_element(By.ID, "changes").text
     assert XSS_NEW in changes and XSS_NAME in changes and "swap/inner.txt" in changes  # names with markup: text
-    browser.find_element(By.CSS_SELECTOR, "tr.modified td.links a").click()  # x/<img …>.txt's line diff
+    follow(browser, browser.find_element(By.CSS_SELECTOR, "tr.modified td.links a"))  # x/<img …>.txt's line diff
     assert [e.text for e in browser.find_elements(By.CSS_SELECTOR, "#diff tr.del td.text")] == ["x"]
     added = [e.text for e in browser.find_elements(By.CSS_SELECTOR, "#diff tr.add td.text")]
     assert added == ["<script>document.title='pwned'</script>"]
     colour = browser.find_element(By.CSS_SELECTOR, "#diff tr.add").value_of_css_property("background-color")
     assert colour == "rgba(230, 255, 236, 1)"  # the stylesheet's colour for an added line
     assert browser.title != "pwned" and not browser.execute_script("return window.__pwned || null")
-    browser.find_element(By.LINK_TEXT, "history").click()
+    follow(browser, browser.find_element(By.LINK_TEXT, "history"))
     assert browser.title.startswith("history of x/<img")
     subjects = [e.text for e in browser.find_elements(By.CSS_SELECTOR, "#history .subject")]
     assert subjects == ["feature work", XSS_MESSAGE]

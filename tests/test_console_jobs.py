@@ -21,7 +21,7 @@ import httpx
 import orjson
 import pytest
 from conftest import AppServer, ServerProc
-from console_kit import links, next_link, page, shoot, state
+from console_kit import follow, links, next_link, page, shoot, state
 from test_jobs import JOBSERVER, jobs_of, pspec, run_and_wait
 
 from pfs import Client, errors
@@ -610,7 +610,7 @@ def test_a_browser_walks_from_the_dag_to_a_failed_run(browser: Any, tmp_path: Pa
         with Client(s.url) as c:
             made = build(c)
         browser.get(s.url + "/ui/default")
-        browser.find_element(By.ID, "jobs-link").click()
+        follow(browser, browser.find_element(By.ID, "jobs-link"))
         assert browser.title == "jobs of default · pfs"
         dag = browser.find_element(By.ID, "dag")
         assert dag.size["width"] > 600 and dag.size["height"] > 100
@@ -619,11 +619,11 @@ def test_a_browser_walks_from_the_dag_to_a_failed_run(browser: Any, tmp_path: Pa
         red = browser.find_element(By.CSS_SELECTOR, '#dag g[data-key="job:picky"] rect')
         assert red.value_of_css_property("fill") == "rgb(255, 235, 233)"  # the stylesheet's failed colour
         shoot(browser, "jobs")
-        browser.find_element(By.CSS_SELECTOR, '#dag a[href="/ui/default/jobs/picky"]').click()
+        follow(browser, browser.find_element(By.CSS_SELECTOR, '#dag a[href="/ui/default/jobs/picky"]'))
         assert browser.title == "job picky · pfs"
         reason = browser.find_element(By.ID, "reason").text
         assert "Last run failed: 3 of 4 files failed" in reason and f"first failed file: {BAD_NAME}" in reason
-        browser.find_element(By.LINK_TEXT, "the run").click()
+        follow(browser, browser.find_element(By.LINK_TEXT, "the run"))
         assert browser.title == f"picky on {made['second'][:12]} · pfs"
         assert browser.find_element(By.ID, "state").text == "failed"
         paths = [e.text for e in browser.find_elements(By.CSS_SELECTOR, "#failed tbody td.id")]

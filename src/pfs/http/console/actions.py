@@ -662,9 +662,11 @@ commit them{% if limit %}; at most {{ limit }} bytes a file{% endif %}.</p>
 <progress id="progress" max="100" value="0">0%</progress> <span id="percent"></span></p>
 <p id="status" role="status"></p>
 </form>
+<section id="uncommitted">
 <h2>Uncommitted changes on {{ branch }}</h2>
 {% include "staged.html" %}
 <p><a href="{{ commit }}" id="to-commit">commit them…</a></p>
+</section>
 {% endblock %}
 """
 
@@ -803,6 +805,8 @@ SCRIPT = r"""// The upload page's one script: choose or drop files, then send th
       button.disabled = false;
       if (xhr.status >= 200 && xhr.status < 300 && body) {
         progress(1);
+        var stale = document.getElementById("uncommitted");  // listed before this upload
+        if (stale) { stale.hidden = true; }
         status.className = "notice";
         status.textContent = "Staged " + body.staged + " file(s), " + body.size + " bytes, on " + body.branch + ". ";
         if (typeof body.next === "string" && body.next.indexOf("/ui/") === 0) {
