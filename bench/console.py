@@ -5,7 +5,9 @@ The repository (`pfs serve`, embedded backend): 100 directories of 1,000 small f
 (one tar upload per directory, one commit), a text file and a CSV file; then a branch
 `feature` changing 10 files in every directory (1,000 in all) and the text file; then 200
 commits on master, each changing a file in one directory and every other one a tracked
-file (its history: 100 changes). Each page is fetched WARM times, then timed RUNS times,
+file (its history: 100 changes). Then the server is restarted (every cache cold, as after
+a deploy) and each page is visited once, in the order of the table, as a user clicking
+through would: its first view. Then each page is fetched WARM times, then timed RUNS times,
 one request at a time: median and worst.
 
     python bench/console.py                 # prints the table (~2 minutes)
@@ -78,14 +80,14 @@ def build(c: Client) -> str:
     return base
 
 
-def latency(h: httpx.Client, path: str) -> tuple[float, float]:
-    """(median, worst) seconds of GET `path`, after WARM untimed requests."""
-    for _ in range(WARM):
+def latency(h: httpx.Client, path: str, warm: int = WARM, runs: int = RUNS) -> tuple[float, float]:
+    """(median, worst) seconds of GET `path`, after `warm` untimed requests."""
+    for _ in range(warm):
         r = h.get(path)
         if r.status_code != 200:
             raise RuntimeError(f"GET {path}: {r.status_code} {r.text[:300]}")
     times = []
-    for _ in range(RUNS):
+    for _ in range(runs):
         t0 = time.perf_counter()
         r = h.get(path)
         times.append(time.perf_counter() - t0)
@@ -125,8 +127,9 @@ def pages(h: httpx.Client, base: str) -> list[tuple[str, str]]:
     ]
 
 
-def bench_console(work: Path, rows: Rows) -> list[tuple[str, float, float]]:
-    """Time every page kind; append a row each to `rows`; return (page, median, worst)."""
+def bench_console(work: Path, rows: Rows) -> list[tuple[str, float, float, float]]:
+    """Time every page kind; append a row each to `rows`; return (page, first view, median,
+    worst)."""
     server = start_pfs(work / "console-data")
     try:
         t0 = time.perf_counter()
@@ -134,31 +137,44 @@ def bench_console(work: Path, rows: Rows) -> list[tuple[str, float, float]]:
             base = build(c)
         print(f"built in {time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
         with httpx.Client(base_url=server.url, timeout=60) as h:
+            visits = pages(h, base)
+    finally:
+        server.stop()
+    server = start_pfs(work / "console-data")  # caches cold
+    try:
+        with httpx.Client(base_url=server.url, timeout=60) as h:
+            first = {name: latency(h, path, warm=0, runs=1)[0] for name, path in visits}
             ping, ping_worst = latency(h, "/ping")
             out = []
-            for name, path in pages(h, base):
+            for name, path in visits:
                 median, worst = latency(h, path)
-                out.append((name, median, worst))
+                out.append((name, first[name], median, worst))
                 rows.append(
                     (
                         f"console: {name}",
-                        f"{median * 1e3:.1f} ms (worst {worst * 1e3:.1f})",
+                        f"{median * 1e3:.1f} ms (first view {first[name] * 1e3:.1f}, worst {worst * 1e3:.1f})",
                         f"{ping * 1e3:.2f} ms (GET /ping)",
                         f"{median / ping:.1f}x",
                     )
                 )
-            out.insert(0, ("baseline: GET /ping", ping, ping_worst))
+            out.insert(0, ("baseline: GET /ping", ping, ping, ping_worst))
             return out
     finally:
         server.stop()
 
 
-def table(results: list[tuple[str, float, float]]) -> str:
-    ping = results[0][1]
-    lines = ["| page | median | worst | median / ping | under 200 ms |", "|---|---|---|---|---|"]
-    for name, median, worst in results:
-        ok = "yes" if worst < GOAL else "median only" if median < GOAL else "**no**"
-        lines.append(f"| {name} | {median * 1e3:.1f} ms | {worst * 1e3:.1f} ms | {median / ping:.1f}x | {ok} |")
+def table(results: list[tuple[str, float, float, float]]) -> str:
+    ping = results[0][2]
+    lines = [
+        "| page | first view (cold) | median | worst | median / ping | under 200 ms |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, first, median, worst in results:
+        ok = "yes" if max(first, worst) < GOAL else "median only" if median < GOAL else "**no**"
+        lines.append(
+            f"| {name} | {first * 1e3:.1f} ms | {median * 1e3:.1f} ms | {worst * 1e3:.1f} ms "
+            f"| {median / ping:.1f}x | {ok} |"
+        )
     return "\n".join(lines)
 
 

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from itertools import groupby
 from operator import itemgetter
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 import blake3
 import orjson
@@ -41,6 +41,7 @@ MANIFEST_MAX = 256 << 20
 MANIFEST_BYTES_PER_CHUNK = 80  # `["<64 hex digits>",<size up to 7 digits>],`
 # Kinds of stored object, one letter each: what `TreeStore.delta` yields (pfs.sync sends these letters).
 COMMIT, TREE, MANIFEST, BLOB = "c", "t", "m", "b"
+V = TypeVar("V")
 
 
 @dataclass(frozen=True)
@@ -112,10 +113,8 @@ class Commit:
         }
 
 
-def zip_sorted(
-    a: Iterator[tuple[str, Entry]], b: Iterator[tuple[str, Entry]]
-) -> Iterator[tuple[str, Entry | None, Entry | None]]:
-    """Merge-join two name-sorted entry streams."""
+def zip_sorted(a: Iterator[tuple[str, V]], b: Iterator[tuple[str, V]]) -> Iterator[tuple[str, V | None, V | None]]:
+    """Merge-join two name-sorted streams (entries, or their stored forms)."""
     na, nb = next(a, None), next(b, None)
     while na is not None or nb is not None:
         if nb is None or (na is not None and na[0] < nb[0]):
@@ -146,9 +145,38 @@ class Child(NamedTuple):
     size: int  # bytes of files below
 
 
-class _Leaf(NamedTuple):
-    items: list[tuple[str, Entry]]
-    by_name: dict[str, Entry]
+class _Leaf:
+    """A leaf as stored (`raw`: `[name, *entry.to_list()]` each), its entries made when first
+    asked for: a diff of two big directories compares the stored forms and makes entries
+    only of the names that differ (making one costs more than comparing a thousand)."""
+
+    __slots__ = ("key", "raw", "_items", "_by_name")
+
+    def __init__(self, key: str, raw: list[list[Any]]) -> None:
+        self.key = key
+        self.raw = raw
+        self._items: list[tuple[str, Entry]] | None = None
+        self._by_name: dict[str, Entry] | None = None
+
+    @property
+    def items(self) -> list[tuple[str, Entry]]:
+        if self._items is None:
+            self._items = [(item[0], _entry(self.key, item)) for item in self.raw]
+        return self._items
+
+    @property
+    def by_name(self) -> dict[str, Entry]:
+        if self._by_name is None:
+            self._by_name = dict(self.items)
+        return self._by_name
+
+
+def _entry(key: str, item: list[Any]) -> Entry:
+    """The entry of one stored `[name, *entry]` of tree node `key`."""
+    try:
+        return Entry.from_list(item[1:])
+    except (KeyError, IndexError, TypeError, ValueError, AttributeError, binascii.Error):
+        raise CorruptObject(f"object {key} is not a tree") from None
 
 
 class _Index(NamedTuple):
@@ -204,8 +232,12 @@ class TreeStore:
         node: _Leaf | _Index
         try:
             if "entries" in raw:
-                items = [(item[0], Entry.from_list(item[1:])) for item in raw["entries"]]
-                node = _Leaf(items, dict(items))
+                entries = raw["entries"]
+                if not isinstance(entries, list):
+                    raise ValueError("not a leaf")
+                # Its entries are checked as they are made (`_Leaf.items`): every node in the
+                # store was made by a TreeStore or checked whole when received (received.py).
+                node = _Leaf(key, entries)
             else:
                 children = [Child(*c) for c in raw["index"]]
                 node = _Index(children, [c.first for c in children], int(raw["level"]))
@@ -281,9 +313,9 @@ class TreeStore:
             return []
         node = self._node(key)
         if isinstance(node, _Leaf):
-            if not node.items:
+            if not node.raw:
                 return []
-            return [Child(node.items[0][0], key, len(node.items), sum(e.size for _, e in node.items))]
+            return [Child(node.raw[0][0], key, len(node.raw), sum(item[3] for item in node.raw))]
         if node.level == 1:
             return list(node.children)  # the index already describes its leaves
         out: list[Child] = []
@@ -328,6 +360,26 @@ class TreeStore:
             first = max(0, bisect.bisect_right(node.firsts, start) - 1) if start else 0
             for c in node.children[first:]:
                 yield from self.dir_items(c.key, start)
+
+    def dir_stored(self, key: str | None, start: str = "") -> Iterator[tuple[str, list[Any]]]:
+        """`dir_items` as stored: (name, `[name, *entry.to_list()]`), no entry made. Equal
+        stored forms are equal entries; `stored_entry` makes one of those that differ."""
+        if key is None or key == self.empty_tree:
+            return
+        node = self._node(key)
+        if isinstance(node, _Leaf):
+            i = bisect.bisect_left(node.raw, start, key=lambda item: item[0]) if start else 0
+            for item in node.raw[i:]:
+                yield item[0], item
+        else:
+            first = max(0, bisect.bisect_right(node.firsts, start) - 1) if start else 0
+            for c in node.children[first:]:
+                yield from self.dir_stored(c.key, start)
+
+    @staticmethod
+    def stored_entry(item: list[Any] | None, key: str = "") -> Entry | None:
+        """The entry of a stored form `dir_stored` gave (None for None)."""
+        return None if item is None else _entry(key, item)
 
     def load_tree(self, key: str | None) -> dict[str, Entry]:
         """A whole directory as a dict: for small directories and tests."""
@@ -521,7 +573,10 @@ class TreeStore:
         """Changed files between two trees, in path order; equal subtrees are skipped."""
         if (a or self.empty_tree) == (b or self.empty_tree):
             return
-        for name, ea, eb in zip_sorted(self.dir_items(a), self.dir_items(b)):
+        for name, ra, rb in zip_sorted(self.dir_stored(a), self.dir_stored(b)):
+            if ra == rb:  # stored alike: the same entry (most names of a big directory)
+                continue
+            ea, eb = self.stored_entry(ra, a or ""), self.stored_entry(rb, b or "")
             path = join(prefix, name)
             if ea == eb:
                 continue

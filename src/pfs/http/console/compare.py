@@ -35,7 +35,7 @@ from .pages import LogWalk, commit_view, compare_url, raw_path, url
 if TYPE_CHECKING:
     from .pages import Console
 
-COMPARE_PAGE = 500  # changed paths per compare page
+COMPARE_PAGE = 200  # changed paths per compare page (each reads its directories on both sides)
 DIFF_BYTES = 256 << 10  # a line diff reads files up to this size (each side)
 DIFF_CONTEXT = 3  # unchanged lines shown around each change
 HISTORY_PAGE = 50  # changes of a file per history page
@@ -53,9 +53,12 @@ def changes(
     if (a or trees.empty_tree) == (b or trees.empty_tree):
         return
     first, _, rest = after.partition("/")
-    for name, ea, eb in zip_sorted(trees.dir_items(a, first), trees.dir_items(b, first)):
+    for name, ra, rb in zip_sorted(trees.dir_stored(a, first), trees.dir_stored(b, first)):
+        if ra == rb:
+            continue  # stored alike: most names of a big directory, compared without making entries
+        ea, eb = trees.stored_entry(ra, a or ""), trees.stored_entry(rb, b or "")
         if ea is not None and eb is not None and ea.hash == eb.hash and ea.kind == eb.kind and ea.meta == eb.meta:
-            continue  # the same content (and S3 metadata), however stored: most names of a big directory
+            continue  # the same content (and S3 metadata), however stored
         path = join(prefix, name)
         fa = ea if ea is not None and not ea.is_dir else None
         fb = eb if eb is not None and not eb.is_dir else None
