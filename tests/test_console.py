@@ -7,6 +7,7 @@ screenshots."""
 from __future__ import annotations
 
 import io
+import os
 import re
 import time
 from collections.abc import Iterator
@@ -215,6 +216,47 @@ def test_file_pages_preview_text_tables_json_images_and_binaries(h: httpx.Client
     assert "Empty file." in page(h, "/ui/default/blob/master/empty.txt")
     r = h.get("/ui/default/blob/master/data")  # a directory: its listing
     assert r.status_code == 303 and r.headers["location"] == "/ui/default/tree/master/data"
+
+
+def test_a_parquet_file_shows_its_schema_and_first_rows(tmp_path: Path) -> None:
+    """Read through byte ranges of the stored file (its footer, then its first row group):
+    several chunks here, so the ranges cross them. Values and names with markup are text;
+    what pyarrow cannot read is a binary file with the reason."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    n = 120_000
+    table = pa.table(
+        {
+            "id": pa.array(range(n), pa.int64()),
+            "<b>name</b>": pa.array([f"<i>row {i}</i>" if i == 1 else f"row {i}" for i in range(n)]),
+            "noise": pa.array([os.urandom(40).hex() for _ in range(n)]),  # incompressible: a file of ~10 MB
+        }
+    )
+    buf = io.BytesIO()
+    pq.write_table(table, buf, row_group_size=50_000, compression="none")
+    data = buf.getvalue()
+    assert len(data) > 8 << 20
+    s = AppServer(tmp_path / "data").start()
+    try:
+        with s.client() as c, s.http(timeout=30) as h:
+            c.put_file("t.parquet", data)
+            c.put_file("fake.parquet", b"not parquet at all, just text that is long enough")
+            c.put_file("huge-footer.parquet", b"x" * 100 + (50 << 20).to_bytes(4, "little") + b"PAR1")
+            c.commit(message="parquet")
+            html = page(h, "/ui/default/blob/master/t.parquet")
+            assert "Parquet: 120000 rows in 3 row group(s), 3 columns." in html
+            assert "<td>&lt;b&gt;name&lt;/b&gt;</td><td class=\"id\">string</td>" in html
+            assert "<th>id</th><th>&lt;b&gt;name&lt;/b&gt;</th><th>noise</th>" in html
+            assert "<td>1</td><td>&lt;i&gt;row 1&lt;/i&gt;</td>" in html
+            assert html.count("<tr><td>") == 3 + pv.PARQUET_ROWS  # the schema's rows and the data's
+            assert f"Only the first {pv.PARQUET_ROWS} rows are shown." in html
+            html = page(h, "/ui/default/blob/master/fake.parquet")
+            assert "Binary file" in html and "Not a Parquet file (no PAR1 footer)." in html
+            html = page(h, "/ui/default/blob/master/huge-footer.parquet")
+            assert "is not shown (limit" in html
+    finally:
+        s.stop()
 
 
 def test_raw_streams_bytes_under_a_type_that_never_runs(h: httpx.Client) -> None:

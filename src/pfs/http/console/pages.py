@@ -455,10 +455,13 @@ class Console:
         if entry.is_dir:
             return RedirectResponse(url(repo.name, "tree", ref, path), status_code=303, headers=SECURITY)
         head = b""
-        if entry.size and pv.image_type(path) is None and request.method != "HEAD":
-            last = min(entry.size, pv.PREVIEW_BYTES) - 1
-            head = await run(lambda: b"".join(repo.read_range(entry, 0, last)))
-        shown = await run(pv.preview, path, entry.size, head)
+        if pv.is_parquet(path) and entry.size and request.method != "HEAD":
+            shown = await run(pv.parquet, entry.size, lambda first, last: b"".join(repo.read_range(entry, first, last)))
+        else:
+            if entry.size and pv.image_type(path) is None and request.method != "HEAD":
+                last = min(entry.size, pv.PREVIEW_BYTES) - 1
+                head = await run(lambda: b"".join(repo.read_range(entry, 0, last)))
+            shown = await run(pv.preview, path, entry.size, head)
         return await self.page(
             request,
             "blob.html",

@@ -12,11 +12,18 @@ import codecs
 import csv
 import io
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 PREVIEW_BYTES = 256 << 10  # what a file page reads of a file at most
 SNIFF_BYTES = 8 << 10  # what the raw route reads to tell text from binary
 CSV_ROWS = 200
+PARQUET_FOOTER_MAX = 4 << 20  # a Parquet footer (schema, row groups) read at most
+PARQUET_GROUP_MAX = 64 << 20  # uncompressed bytes of the first row group read for its rows
+PARQUET_COLUMNS = 50  # columns shown
+PARQUET_ROWS = 50  # rows shown
+CELL_MAX = 200  # characters of one shown value
 
 IMAGE_TYPES = {
     "png": "image/png",
@@ -62,11 +69,14 @@ def raw_type(name: str, head: bytes, complete: bool) -> str:
 
 @dataclass
 class Preview:
-    kind: str  # "empty", "image", "text", "json", "table", "binary"
+    kind: str  # "empty", "image", "text", "json", "table", "parquet", "binary"
     cut: bool = False  # only the first PREVIEW_BYTES are shown
     lines: list[str] = field(default_factory=list)  # text and json
-    rows: list[list[str]] = field(default_factory=list)  # table: the first is the header
+    rows: list[list[str]] = field(default_factory=list)  # table, parquet: the first is the header
     more_rows: bool = False  # the table has rows beyond those shown
+    schema: list[tuple[str, str]] = field(default_factory=list)  # parquet: (column, type)
+    summary: str = ""  # parquet: rows, row groups, columns
+    note: str = ""  # why part of it is not shown
 
 
 def preview(name: str, size: int, head: bytes) -> Preview:
@@ -111,3 +121,82 @@ def _table(text: str, delimiter: str, cut: bool) -> Preview | None:
     except csv.Error:
         return None
     return Preview("table", cut=cut, rows=rows, more_rows=cut)
+
+
+def is_parquet(name: str) -> bool:
+    return extension(name) in ("parquet", "pq")
+
+
+def parquet(size: int, read: Callable[[int, int], bytes]) -> Preview:
+    """A Parquet file's schema and first rows, read through `read(first, last)` (byte
+    ranges of the stored file): its footer (at most PARQUET_FOOTER_MAX bytes) and, when
+    its first row group is at most PARQUET_GROUP_MAX bytes uncompressed, that group's
+    first PARQUET_ROWS rows of the first PARQUET_COLUMNS columns. Needs pyarrow (an
+    optional dependency); the bytes are untrusted, so anything pyarrow refuses is shown as
+    a binary file with the reason."""
+    try:
+        import pyarrow.parquet as pq
+    except ImportError:
+        return Preview("binary", note="Install pyarrow on the server to preview Parquet files.")
+    if size < 12:
+        return Preview("binary", note="Too short to be a Parquet file.")
+    tail = read(size - 8, size - 1)
+    footer = int.from_bytes(tail[:4], "little")
+    if tail[4:] != b"PAR1":
+        return Preview("binary", note="Not a Parquet file (no PAR1 footer).")
+    if footer + 12 > size or footer > PARQUET_FOOTER_MAX:
+        return Preview("binary", note=f"Its Parquet footer ({footer} bytes) is not shown (limit {PARQUET_FOOTER_MAX}).")
+    try:
+        pf = pq.ParquetFile(_Ranges(size, read))
+        meta = pf.metadata
+        arrow = pf.schema_arrow
+        schema = [(f.name, str(f.type)) for f in list(arrow)[:PARQUET_COLUMNS]]
+        summary = f"{meta.num_rows} rows in {meta.num_row_groups} row group(s), {meta.num_columns} columns"
+        shown = PARQUET_COLUMNS if meta.num_columns > PARQUET_COLUMNS else None
+        note = f"The first {PARQUET_COLUMNS} columns are shown. " if shown else ""
+        rows: list[list[str]] = []
+        if meta.num_row_groups and meta.row_group(0).total_byte_size <= PARQUET_GROUP_MAX:
+            columns = [name for name, _ in schema]
+            table = pf.read_row_group(0, columns=columns).slice(0, PARQUET_ROWS)
+            rows = [columns] + [[_cell(row[c]) for c in columns] for row in table.to_pylist()]
+        elif meta.num_row_groups:
+            note += f"Its first row group is over {PARQUET_GROUP_MAX >> 20} MiB: only the schema is shown."
+    except Exception as exc:  # noqa: BLE001 - untrusted bytes: whatever pyarrow refuses is shown as binary
+        return Preview("binary", note=f"Not readable as Parquet: {str(exc)[:300]}")
+    more = meta.num_rows > len(rows) - 1 if rows else False
+    return Preview("parquet", rows=rows, more_rows=more, schema=schema, summary=summary, note=note.strip())
+
+
+def _cell(value: Any) -> str:
+    text = "" if value is None else str(value)
+    return text if len(text) <= CELL_MAX else text[:CELL_MAX] + "…"
+
+
+class _Ranges(io.RawIOBase):
+    """A stored file as a seekable file object for pyarrow: each read is a byte range."""
+
+    def __init__(self, size: int, read: Callable[[int, int], bytes]) -> None:
+        self.size, self.read_range, self.pos = size, read, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self.pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self.pos, io.SEEK_END: self.size}[whence]
+        self.pos = max(0, base + offset)
+        return self.pos
+
+    def readinto(self, buffer: Any) -> int:
+        n = min(len(buffer), self.size - self.pos)
+        if n <= 0:
+            return 0
+        data = self.read_range(self.pos, self.pos + n - 1)
+        buffer[: len(data)] = data
+        self.pos += len(data)
+        return len(data)

@@ -152,6 +152,13 @@ TREE = """{% extends "base.html" %}
 """
 
 BLOB = """{% extends "base.html" %}
+{% macro table(rows) %}<div class="scroll"><table class="csv" id="csv">
+{% for row in rows %}
+{% if loop.first %}<thead><tr>{% for cell in row %}<th>{{ cell }}</th>{% endfor %}</tr></thead><tbody>
+{% else %}<tr>{% for cell in row %}<td>{{ cell }}</td>{% endfor %}</tr>{% endif %}
+{% endfor %}
+</tbody></table></div>
+{% endmacro %}
 {% block main %}
 <h1>{{ name }}</h1>
 <p class="note">{{ size }} at <a class="id" href="{{ log }}" title="{{ commit.id }}">{{ commit.short }}</a>
@@ -163,13 +170,21 @@ BLOB = """{% extends "base.html" %}
 <p><img class="preview" src="{{ raw }}" alt="{{ name }}"></p>
 {% elif p.kind == "binary" %}
 <p class="note">Binary file, {{ size }}: <a href="{{ download }}">download</a>.</p>
+{% if p.note %}<p class="note" id="why">{{ p.note }}</p>{% endif %}
+{% elif p.kind == "parquet" %}
+<p class="note" id="parquet-summary">Parquet: {{ p.summary }}.</p>
+{% if p.note %}<p class="note cut" id="why">{{ p.note }}</p>{% endif %}
+<h2>Schema</h2>
+<table class="list" id="schema"><thead><tr><th>column</th><th>type</th></tr></thead><tbody>
+{% for name, type in p.schema %}<tr><td>{{ name }}</td><td class="id">{{ type }}</td></tr>
+{% endfor %}</tbody></table>
+{% if p.rows %}
+<h2>First rows</h2>
+{{ table(p.rows) }}
+{% if p.more_rows %}<p class="note cut">Only the first {{ p.rows|length - 1 }} rows are shown.</p>{% endif %}
+{% endif %}
 {% elif p.kind == "table" %}
-<div class="scroll"><table class="csv" id="csv">
-{% for row in p.rows %}
-{% if loop.first %}<thead><tr>{% for cell in row %}<th>{{ cell }}</th>{% endfor %}</tr></thead><tbody>
-{% else %}<tr>{% for cell in row %}<td>{{ cell }}</td>{% endfor %}</tr>{% endif %}
-{% endfor %}
-</tbody></table></div>
+{{ table(p.rows) }}
 {% if p.more_rows %}<p class="note cut">Only the first {{ rows }} rows are shown.</p>{% endif %}
 {% else %}
 <div class="scroll"><pre class="code {{ p.kind }}" id="code">
