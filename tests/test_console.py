@@ -246,7 +246,7 @@ def test_a_parquet_file_shows_its_schema_and_first_rows(tmp_path: Path) -> None:
             c.commit(message="parquet")
             html = page(h, "/ui/default/blob/master/t.parquet")
             assert "Parquet: 120000 rows in 3 row group(s), 3 columns." in html
-            assert "<td>&lt;b&gt;name&lt;/b&gt;</td><td class=\"id\">string</td>" in html
+            assert '<td>&lt;b&gt;name&lt;/b&gt;</td><td class="id">string</td>' in html
             assert "<th>id</th><th>&lt;b&gt;name&lt;/b&gt;</th><th>noise</th>" in html
             assert "<td>1</td><td>&lt;i&gt;row 1&lt;/i&gt;</td>" in html
             assert html.count("<tr><td>") == 3 + pv.PARQUET_ROWS  # the schema's rows and the data's
