@@ -566,3 +566,10 @@ def browser() -> Iterator[Any]:
         yield driver
     finally:
         driver.quit()
+
+
+@pytest.fixture
+def h(srv: AppServer) -> Iterator[httpx.Client]:
+    """An HTTP client of the module's `srv` (each module that uses `h` defines `srv`)."""
+    with srv.http(timeout=60) as c:
+        yield c

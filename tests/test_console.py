@@ -81,12 +81,6 @@ def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AppServer]:
     s.stop()
 
 
-@pytest.fixture
-def h(srv: AppServer) -> Iterator[httpx.Client]:
-    with srv.http(timeout=30) as c:
-        yield c
-
-
 # ---- pages --------------------------------------------------------------------------------
 
 

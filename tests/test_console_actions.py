@@ -83,12 +83,6 @@ def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AppServer]:
     s.stop()
 
 
-@pytest.fixture
-def h(srv: AppServer) -> Iterator[httpx.Client]:
-    with srv.http(timeout=30) as c:
-        yield c
-
-
 class Acl:
     """A server with access control on: a server admin, a writer and a reader of default."""
 

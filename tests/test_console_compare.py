@@ -110,12 +110,6 @@ def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AppServer]:
     s.stop()
 
 
-@pytest.fixture
-def h(srv: AppServer) -> Iterator[httpx.Client]:
-    with srv.http(timeout=30) as c:
-        yield c
-
-
 def made(srv: AppServer, name: str) -> str:
     ids: dict[str, str] = srv.state["made"]
     return ids[name]

@@ -76,12 +76,6 @@ def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AppServer]:
         s.stop()
 
 
-@pytest.fixture
-def h(srv: AppServer) -> Iterator[httpx.Client]:
-    with srv.http(timeout=60) as c:
-        yield c
-
-
 def everything(srv: AppServer) -> Any:
     """What a request could change, runs included."""
     meta = srv.repo.meta

@@ -24,12 +24,6 @@ def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AppServer]:
     s.stop()
 
 
-@pytest.fixture
-def h(srv: AppServer) -> Iterator[httpx.Client]:
-    with srv.http(timeout=30) as c:
-        yield c
-
-
 def commits(h: httpx.Client) -> list[str]:
     return [c["id"] for c in h.get("/commit", headers={"accept": "application/json"}).json()]
 
