@@ -512,6 +512,14 @@ def test_a_browser_walks_repository_branch_log_tree_and_file(browser: Any, live:
     assert browser.title == "log of master · pfs"
     subjects = [e.text for e in browser.find_elements(By.CSS_SELECTOR, "li.commit .subject")]
     assert subjects[0] == "count 6" and subjects[-1] == XSS_MESSAGE.split("\n")[0]  # shown as text
+    # the commit graph: one drawing per commit, as tall as its row, so the lines meet
+    rows = browser.execute_script(
+        "return [...document.querySelectorAll('li.commit')].map(li => [li.getBoundingClientRect(),"
+        " li.querySelector('svg.graph').getBoundingClientRect()].map(r => [r.top, r.bottom, r.width]))"
+    )
+    assert len(rows) == len(subjects)
+    for (top, bottom, _), (svg_top, svg_bottom, width) in rows:
+        assert svg_top == top and abs(svg_bottom - bottom) <= 1 and width > 0
     shoot(browser, "log")
     follow(browser, browser.find_elements(By.CSS_SELECTOR, "li.commit a.id")[0])  # the newest commit's files
     assert "big.txt" in browser.find_element(By.ID, "tree").text

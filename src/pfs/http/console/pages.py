@@ -41,6 +41,7 @@ from ...storage.trees import Commit, Entry
 from ..auth import PRINCIPAL_SCOPE, ask
 from ..logs import REPO_SCOPE, REQUEST_ID, ROUTE_SCOPE
 from ..web import Params, accepts, error_headers, headers_only, pump, run, wants_json
+from . import graph as gr
 from . import preview as pv
 from .session import ENDED_SCOPE, SESSION_SCOPE, Sessions
 from .templates import ENV, STATIC
@@ -359,13 +360,22 @@ class Console:
         ref = request.path_params["ref"]
         after = params.get("after")
 
-        def page() -> tuple[list[Commit], dict[str, str]]:
+        def page() -> tuple[list[Commit], dict[str, str], gr.Graph]:
             walk = LogWalk(repo, ref, after, params.get("walk"))
             commits = list(itertools.islice(walk, LOG_PAGE + 1))
-            return commits, walk.cursor(commits[:LOG_PAGE]) if len(commits) > LOG_PAGE else {}
+            shown = commits[:LOG_PAGE]
+            # the lines open at the top: the ones the previous page left open, in its order
+            layout = gr.lanes(((c.id, c.parents) for c in shown), walk.ids)
+            cursor = walk.cursor(shown) if len(commits) > LOG_PAGE else {}
+            if "walk" in cursor:  # in lane order, so that the next page's lines go on in theirs
+                cursor["walk"] = ",".join(gr.in_lane_order(cursor["walk"].split(","), layout.open))
+            return commits, cursor, gr.draw(layout)
 
-        commits, cursor = await run(page)
+        commits, cursor, graph = await run(page)
         more = url(repo.name, "log", ref, **cursor) if len(commits) > LOG_PAGE else None
+        views = [commit_view(c, repo.name) for c in commits[:LOG_PAGE]]
+        for v, drawing in zip(views, graph.rows, strict=True):
+            v["graph"] = drawing
         return await self.page(
             request,
             "log.html",
@@ -374,7 +384,8 @@ class Console:
             ref=ref,
             after=after,
             first=url(repo.name, "log", ref),
-            commits=[commit_view(c, repo.name) for c in commits[:LOG_PAGE]],
+            commits=views,
+            graph=graph,
             next=more,
         )
 
@@ -529,6 +540,7 @@ class LogWalk:
         if len(ids) > MAX_FRONTIER or len(set(ids)) != len(ids) or not all(FULL_ID.fullmatch(i) for i in ids):
             raise BadRequest(f"walk must be up to {MAX_FRONTIER} distinct full commit ids, comma-separated")
         self.repo, self.ref = repo, ref
+        self.ids = ids  # the frontier as the cursor gave it: the lines open above this page
         self.start = repo.resolve(ref)  # 404 for an unknown ref or a branch without commits
         self.after = repo.resolve(after) if after is not None else None
         self.seeds: list[Commit] | None = [self.start] if after is None else None

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import jinja2
 
+from .graph import CSS as GRAPH_CSS
+
 BASE = """<!doctype html>
 <html lang="en">
 <head>
@@ -99,15 +101,29 @@ REPO = """{% extends "base.html" %}
 """
 
 LOG = """{% extends "base.html" %}
+{% macro lanes(d, g) %}
+<svg class="graph" xmlns="http://www.w3.org/2000/svg" width="{{ g.width }}" aria-hidden="true"
+ focusable="false">
+{%- for cls, x1, y1, x2, y2 in d.lines %}
+<line class="{{ cls }}" x1="{{ x1 }}" y1="{{ y1 }}" x2="{{ x2 }}" y2="{{ y2 }}"/>
+{%- endfor %}
+{%- for cls, path in d.curves %}<path class="{{ cls }}" d="{{ path }}"/>{% endfor %}
+{%- if d.dot %}<circle class="dot {{ d.dot[0] }}" cx="{{ d.dot[1] }}" cy="{{ d.dot[2] }}" r="{{ g.dot_r }}"/>{% endif %}
+{%- if d.more %}<g class="more">
+{%- for dx in (-4, 0, 4) %}<circle cx="{{ g.more_x + dx }}" cy="{{ g.dot_y }}" r="1.5"/>{% endfor -%}
+</g>{% endif -%}
+</svg>
+{% endmacro %}
 {% block main %}
 <h1>History of {{ ref }}</h1>
 {% include "ref_actions.html" ignore missing %}
 {% if after %}
 <p class="note">after commit <span class="id">{{ after }}</span> · <a href="{{ first }}">newest</a></p>
 {% endif %}
-<ol class="log" id="log">
+<ol class="log{% if graph.columns %} graph-{{ graph.columns }}{% endif %}" id="log">
 {% for c in commits %}
 <li class="commit">
+{{ lanes(c.graph, graph) }}
 <div class="subject">{{ c.subject }}</div>
 {% if c.body %}<details><summary>full message</summary><pre class="message">{{ c.body }}</pre></details>{% endif %}
 <div class="meta">
@@ -249,6 +265,7 @@ img.preview { max-width: 100%; border: 1px solid var(--line); }
 form.inline { display: inline; margin: 0; }
 .notice { padding: .6em 1em; border: 1px solid #4ac26b66; background: #dafbe1; border-radius: 6px; }
 """
+CSS += GRAPH_CSS  # the log's commit graph (graph.py)
 
 SOURCES = {
     "base.html": BASE,
