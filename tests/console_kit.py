@@ -51,10 +51,18 @@ def shoot(driver: Any, name: str) -> None:
 def follow(driver: Any, element: Any, timeout: float = 10) -> None:
     """Click a link or a form's button and wait for the page it leads to: WebDriver's click
     can return before a navigation starts, and the next lookup would then read the old page."""
-    from selenium.webdriver.support.expected_conditions import staleness_of
+    from selenium.common.exceptions import WebDriverException
     from selenium.webdriver.support.ui import WebDriverWait
 
     old = driver.find_element("tag name", "html")
     element.click()
-    WebDriverWait(driver, timeout).until(staleness_of(old))
+
+    def gone(_: Any) -> bool:
+        try:
+            old.is_enabled()
+        except WebDriverException:  # stale; or, mid-navigation, Chrome's "does not belong to the document"
+            return True
+        return False
+
+    WebDriverWait(driver, timeout).until(gone)
     WebDriverWait(driver, timeout).until(lambda d: d.execute_script("return document.readyState") == "complete")
