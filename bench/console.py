@@ -20,7 +20,6 @@ import io
 import re
 import statistics
 import sys
-import tarfile
 import tempfile
 import time
 from html import unescape
@@ -31,23 +30,13 @@ import httpx
 from pfs import Client
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import Rows, start_pfs  # noqa: E402
+from common import Rows, start_pfs, tar_of  # noqa: E402
 
 DIRS, PER_DIR = 100, 1000
 CHANGED_PER_DIR = 10
 COMMITS = 200
 WARM, RUNS = 3, 25
 GOAL = 0.200  # seconds
-
-
-def tar_of(files: dict[str, bytes]) -> bytes:
-    out = io.BytesIO()
-    with tarfile.open(fileobj=out, mode="w") as tar:
-        for name, data in files.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    return out.getvalue()
 
 
 def text(version: int) -> bytes:

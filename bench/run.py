@@ -51,6 +51,7 @@ _spec.loader.exec_module(_gc_bench)
 bench_gc: Callable[[Path, Rows, int], None] = _gc_bench.bench_gc
 
 PIECE = 1 << 20
+SETTLE = 3.0  # seconds between a server being up and its upload (see bench_throughput)
 SINK_APP = textwrap.dedent(
     """
     import os, sys
@@ -115,35 +116,54 @@ def make_random_file(path: Path, size: int) -> None:
 
 
 # ---- 1. large file throughput -----------------------------------------------------------
-def bench_throughput(work: Path, size: int, rows: list[tuple[str, str, str, str]], trials: int = 5) -> None:
-    """Each side runs `trials` times, interleaved: sink, pfs, sink, pfs...; every written
-    copy is deleted before the next run, so neither side gets page-cache pages the other
-    one warmed. This VM's writeback swings from one minute to the next (the sink alone
-    moves 250-1000 MB/s), so the ratio is the median of the paired runs' ratios and the
-    rates the medians of each side's runs."""
+def bench_throughput(work: Path, size: int, rows: list[tuple[str, str, str, str]], trials: int = 8) -> None:
+    """Each side runs `trials` times, interleaved, the side that goes first alternating;
+    every written copy is deleted before the next run, so neither side gets page-cache
+    pages the other one warmed. This VM's writeback swings from one minute to the next (the
+    sink alone moves 250-1000 MB/s), so the ratio is the median of the paired runs' ratios
+    and the rates the medians of each side's runs.
+
+    Each upload starts `SETTLE` seconds after its server is up. This VM hands memory freed
+    by a process back to its host about 2 s later (virtio-balloon free page reporting), and
+    writing into pages the host must supply again costs several times more (2.4 against
+    0.3 s of kernel time per GiB of page cache, measured). Without the pause, whichever
+    side runs right after the other's files are deleted writes into still-backed pages:
+    the sink, which started faster than pfs, was measured 15% faster that way."""
     big = work / "big.bin"
     make_random_file(big, size)
     mb = size / 1e6
     runs: dict[str, list[float]] = {"copy": [], "up_sink": [], "down_sink": [], "up_pfs": [], "down_pfs": []}
 
-    for trial in range(trials):
-        runs["copy"].append(timed(lambda: _copy_fsync(big, work / "copy.bin")))
-        (work / "copy.bin").unlink()
-
+    def sink_side(trial: int) -> None:
         sink = start_sink(work)
+        time.sleep(SETTLE)
         with httpx.Client(base_url=sink.url, timeout=600) as h:
             runs["up_sink"].append(timed(lambda: h.post("/f", content=file_pieces(big)).raise_for_status()))
             runs["down_sink"].append(timed(lambda: _drain(h, "/f")))
         sink.stop()
         (work / "sink" / "upload").unlink()
 
+    def pfs_side(trial: int) -> None:
         pfs = start_pfs(work / f"pfs-tp{trial}")
+        time.sleep(SETTLE)
         with Client(pfs.url) as c:
             runs["up_pfs"].append(timed(lambda: c.put_file("big.bin", file_pieces(big))))
             c.commit(message="big")
             runs["down_pfs"].append(timed(lambda: sum(len(p) for p in c.open_file("big.bin", commit="master"))))
         pfs.stop()
         shutil.rmtree(work / f"pfs-tp{trial}")
+
+    for trial in range(trials):
+        runs["copy"].append(timed(lambda: _copy_fsync(big, work / "copy.bin")))
+        (work / "copy.bin").unlink()
+        for side in (sink_side, pfs_side) if trial % 2 == 0 else (pfs_side, sink_side):
+            side(trial)
+        print(
+            f"    trial {trial + 1}/{trials}: upload sink {runs['up_sink'][-1]:.2f} s, pfs {runs['up_pfs'][-1]:.2f} s;"
+            f" download sink {runs['down_sink'][-1]:.2f} s, pfs {runs['down_pfs'][-1]:.2f} s",
+            file=sys.stderr,
+            flush=True,
+        )
     med = {k: statistics.median(v) for k, v in runs.items()}
 
     def ratio(base: str, ours: str) -> float:
@@ -601,6 +621,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--size-mb", type=int, default=1024, help="size of the large file (MiB)")
     ap.add_argument("--out", help="also write the report to this Markdown file")
+    ap.add_argument("--trials", type=int, default=8, help="throughput: paired runs of each side")
     parts = "throughput,small,scaling,storage,jobs,sync,cluster,s3,auth,ingest,gc,console"
     ap.add_argument("--only", help=f"comma-separated subset: {parts}")
     ap.add_argument("--huge", action="store_true", help="ingest: also 1,000,000 files of 100 B (several minutes)")
@@ -618,7 +639,7 @@ def main() -> None:
     t0 = time.time()
     try:
         for name, fn in (
-            ("throughput", lambda: bench_throughput(work, size, rows)),
+            ("throughput", lambda: bench_throughput(work, size, rows, args.trials)),
             ("small", lambda: bench_small_files(work, rows)),
             ("scaling", lambda: bench_scaling(work, rows)),
             ("storage", lambda: bench_storage(work, size, rows)),

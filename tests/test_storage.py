@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import random
+import time
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,7 @@ from pfs.config import Config
 from pfs.errors import BranchMoved, CorruptObject
 from pfs.repository.fsck import fsck
 from pfs.repository.repo import Repository
-from pfs.storage.objects import Batch, LocalObjectStore
+from pfs.storage.objects import Batch, LocalObjectStore, hash_bytes
 from pfs.storage.trees import INLINE_DATA, Entry
 
 
@@ -360,3 +361,61 @@ def test_a_batch_of_many_objects_holds_a_bounded_set_of_keys(tmp_path: Path, mon
             b.put(hash_bytes(data), data)
             assert len(b.seen) <= 10  # type: ignore[attr-defined]
     assert all(store.get(hash_bytes(d)) == d for d in blobs)
+
+
+def test_short_writes_still_store_whole_objects(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A file write may take fewer bytes than asked (a signal, a full quota's edge): the
+    rest must follow, not be lost, and the object read back whole."""
+    store = LocalObjectStore(tmp_path / "objects")
+    real = os.writev
+
+    def stingy(fd: int, buffers: list[memoryview]) -> int:
+        first = next(b for b in buffers if len(b))
+        return real(fd, [first[:1000]])  # at most 1000 bytes, never past the first buffer
+
+    monkeypatch.setattr(os, "writev", stingy)
+    data = random.Random(5).randbytes(300_000)  # incompressible: stored raw, one header byte
+    key = store.put_bytes(data)
+    assert store.get(key) == data
+
+
+def _dirty_pages(path: str) -> int | None:
+    """Dirty page-cache pages of a file (Linux >= 6.5 `cachestat`), None where unknown."""
+    import ctypes
+    import platform
+
+    if platform.system() != "Linux" or platform.machine() != "x86_64":
+        return None
+
+    class Range(ctypes.Structure):
+        _fields_ = [("off", ctypes.c_uint64), ("len", ctypes.c_uint64)]
+
+    class Stat(ctypes.Structure):
+        _fields_ = [(n, ctypes.c_uint64) for n in ("cache", "dirty", "writeback", "evicted", "recently_evicted")]
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.syscall.restype = ctypes.c_long
+    rng, st = Range(0, 0), Stat()
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        if libc.syscall(451, fd, ctypes.byref(rng), ctypes.byref(st), 0) != 0:  # cachestat
+            return None
+    finally:
+        os.close(fd)
+    return int(st.dirty)
+
+
+def test_big_objects_start_their_writeback_before_the_barrier(tmp_path: Path) -> None:
+    """The disk takes a big upload's chunks while it goes on, so the barrier at its end
+    waits only for the tail: without that, 8 MiB written stays dirty for the kernel's
+    30 s until the barrier."""
+    store = LocalObjectStore(tmp_path / "objects")
+    data = random.Random(6).randbytes(8 << 20)
+    tmp = store.write_tmp(hash_bytes(data), data, compress=True)  # written, not yet synced
+    assert tmp is not None
+    if _dirty_pages(tmp) is None:
+        pytest.skip("no cachestat here: cannot see a file's dirty pages")
+    deadline = time.monotonic() + 5
+    while (left := _dirty_pages(tmp)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert left == 0, f"{left} pages still dirty"
