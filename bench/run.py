@@ -128,7 +128,7 @@ def bench_throughput(work: Path, size: int, rows: list[tuple[str, str, str, str]
     writing into pages the host must supply again costs several times more (2.4 against
     0.3 s of kernel time per GiB of page cache, measured). Without the pause, whichever
     side runs right after the other's files are deleted writes into still-backed pages:
-    the sink, which started faster than pfs, was measured 15% faster that way."""
+    the sink, which started faster than pfs, was measured 15-20% faster that way."""
     big = work / "big.bin"
     make_random_file(big, size)
     mb = size / 1e6
