@@ -6,6 +6,8 @@ stored bytes and rows."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import random
 import re
@@ -16,6 +18,8 @@ from urllib.parse import quote
 import blake3
 import httpx
 from conftest import Storage
+
+from pfs.http.web import FILE_BATCH, pump_file
 
 J = {"accept": "application/json"}
 ID = re.compile(r"^[0-9a-f]{64}$")
@@ -705,6 +709,44 @@ def test_fsck_finds_a_damaged_object(http: httpx.Client, storage: Storage) -> No
     except httpx.TransportError:
         served = False
     assert not served
+
+
+def test_a_damaged_chunk_deep_in_a_big_file_cuts_its_download_short(http: httpx.Client, storage: Storage) -> None:
+    """Downloads read a few MiB of chunks per worker-thread call (`pump_file`): a damaged
+    chunk in a later batch still ends the body early, after the good bytes before it."""
+    data = random.Random(3).randbytes(24 << 20)
+    put(http, "big.bin", data)
+    commit(http)
+    sizes = storage.object_sizes()
+    chunks = sorted((n for n in sizes if sizes[n] > 200_000), key=lambda n: sizes[n])
+    storage.corrupt(chunks[len(chunks) // 2])
+    got = bytearray()
+    with contextlib.suppress(httpx.TransportError), http.stream("GET", "/file/big.bin") as r:
+        for piece in r.iter_bytes():
+            got += piece
+    assert len(got) < len(data) and data.startswith(bytes(got))
+
+
+def test_a_download_holds_a_few_mib_of_chunks_at_a_time() -> None:
+    """`pump_file` pulls chunks in batches of at least 4 MiB, in order, every one of them,
+    and holds no more than a batch and one chunk before they are sent."""
+    piece = 1 << 20
+    pulled = 0
+
+    def chunks() -> Iterator[bytes]:
+        nonlocal pulled
+        for i in range(19):
+            pulled += 1
+            yield bytes([i]) * piece
+
+    async def drain() -> list[tuple[int, bytes]]:
+        return [(pulled, p) async for p in pump_file(chunks())]
+
+    seen = asyncio.run(drain())
+    assert [p[0] for _, p in seen] == list(range(19)) and all(len(p) == piece for _, p in seen)
+    held = [n - i for i, (n, _) in enumerate(seen)]  # pulled but not yet sent, at each send
+    assert held[0] == 4 and max(held) <= (FILE_BATCH + piece) // piece
+    assert len({n for n, _ in seen}) == 5  # 19 chunks: five worker-thread calls, not 19
 
 
 # ---- large files and dedupe -----------------------------------------------------------------

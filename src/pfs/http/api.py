@@ -75,6 +75,7 @@ from .web import (
     log_text,
     one_line,
     pump,
+    pump_file,
     read_json,
     read_small,
     respond,
@@ -429,7 +430,7 @@ class Server:
         await run(repo.check_data, entry)
         if request.method == "HEAD":
             return headers_only("application/octet-stream", headers, status)
-        body = pump(repo.read_range(entry, *span)) if span is not None else self._stream(repo, [entry])
+        body = pump_file(repo.read_range(entry, *span)) if span is not None else self._stream(repo, [entry])
         return StreamingResponse(body, status_code=status, media_type="application/octet-stream", headers=headers)
 
     async def get_dir(self, request: Request, view: Reader, path: str) -> Response:
@@ -459,7 +460,7 @@ class Server:
             if entry.data is not None:
                 yield entry.data
                 continue
-            async for piece in pump(repo.read_file(entry)):
+            async for piece in pump_file(repo.read_file(entry)):
                 yield piece
 
     # ---- commits and branches ------------------------------------------------------

@@ -39,6 +39,7 @@ T = TypeVar("T")
 
 
 DRAIN_LIMIT = 64 << 20  # beyond this a refused upload is cut off rather than read to the end
+FILE_BATCH = 4 << 20  # bytes of a stored file read per worker-thread call (`pump_file`)
 
 
 PRESIGN_PARAMS = frozenset(
@@ -55,6 +56,27 @@ async def pump(pieces: Iterator[bytes]) -> AsyncIterator[bytes]:
     """A blocking iterator of byte pieces, each pulled in a worker thread."""
     while (piece := await run(next, pieces, None)) is not None:
         yield piece
+
+
+async def pump_file(pieces: Iterator[bytes], at_least: int = FILE_BATCH) -> AsyncIterator[bytes]:
+    """`pump` for a stored file's chunks: each worker-thread call reads (and verifies) chunks
+    until they add up to `at_least` bytes. Every hop to a thread costs the event loop a
+    wake-up and the sender a wait; one per ~1 MiB chunk held a download to ~0.75x of a plain
+    file server, one per 4 MiB to ~0.85x (bench/). At most `at_least` bytes plus one chunk
+    are held."""
+
+    def take() -> list[bytes]:
+        batch, size = [], 0
+        for piece in pieces:
+            batch.append(piece)
+            size += len(piece)
+            if size >= at_least:
+                break
+        return batch
+
+    while batch := await run(take):
+        for piece in batch:
+            yield piece
 
 
 def error_headers(err: PfsError) -> dict[str, str]:

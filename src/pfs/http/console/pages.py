@@ -40,7 +40,7 @@ from ...repository.repo import Repository
 from ...storage.trees import Commit, Entry
 from ..auth import PRINCIPAL_SCOPE, ask
 from ..logs import REPO_SCOPE, REQUEST_ID, ROUTE_SCOPE
-from ..web import Params, accepts, error_headers, headers_only, pump, run, wants_json
+from ..web import Params, accepts, error_headers, headers_only, pump_file, run, wants_json
 from . import graph as gr
 from . import preview as pv
 from .session import ENDED_SCOPE, SESSION_SCOPE, Sessions
@@ -514,7 +514,7 @@ class Console:
         }
         if request.method == "HEAD":
             return headers_only(media, headers)
-        return StreamingResponse(pump(repo.read_file(entry)), media_type=media, headers=headers)
+        return StreamingResponse(pump_file(repo.read_file(entry)), media_type=media, headers=headers)
 
 
 def _key(c: Commit) -> tuple[float, str]:

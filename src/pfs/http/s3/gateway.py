@@ -69,7 +69,7 @@ from ..api import UPLOAD_BUFFER, Node
 from ..auth import Gate, ask, audit_target, client_addr
 from ..logs import REQUEST_ID, ROUTE_SCOPE, RequestIds
 from ..permissions import S3_OPERATIONS, is_mutation
-from ..web import DRAIN_LIMIT, pump, run
+from ..web import DRAIN_LIMIT, pump_file, run
 from . import sigv4
 from . import xml as s3xml
 from .keyspace import S3_ETAG, BucketKeys, RefView, etag_of, open_commit, open_ref
@@ -584,7 +584,7 @@ class Gateway:
         if ctx.method == "HEAD":
             return Response(b"", status_code=status, headers=headers)
         pieces = repo.read_range(entry, *span) if span is not None else repo.read_file(entry)
-        return StreamingResponse(pump(pieces), status_code=status, headers=headers)
+        return StreamingResponse(pump_file(pieces), status_code=status, headers=headers)
 
     # ---- objects: writing ----------------------------------------------------------
     async def put_object(self, ctx: Ctx) -> Response:
