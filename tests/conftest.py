@@ -15,6 +15,7 @@ forget them; what fixtures do not show, and `slow`, from the MARKS table below.
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
 import math
 import os
@@ -24,8 +25,9 @@ import socket
 import ssl
 import subprocess
 import sys
+import tarfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from concurrent.futures import Future
 from contextlib import AbstractContextManager
 from pathlib import Path
@@ -182,6 +184,19 @@ def storage(request: pytest.FixtureRequest, tmp_path: Path) -> Storage:
     if request.param == "embedded":
         return Storage(tmp_path / "data")
     return Storage(tmp_path / "data", request.getfixturevalue("postgres"), request.getfixturevalue("seaweed"))
+
+
+def tar_of(files: Mapping[str, bytes] | Iterable[tuple[str, bytes]], fmt: int = tarfile.DEFAULT_FORMAT) -> io.BytesIO:
+    """A tar archive of regular files, in the order given, ready to be read: what most
+    tests upload (the archive reader's own tests build theirs member by member)."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=fmt) as tar:
+        for name, data in files.items() if isinstance(files, Mapping) else files:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    buf.seek(0)
+    return buf
 
 
 def free_port() -> int:

@@ -17,7 +17,7 @@ from urllib.parse import quote
 
 import blake3
 import httpx
-from conftest import Storage
+from conftest import Storage, tar_of
 
 from pfs.http.web import FILE_BATCH, pump_file
 
@@ -243,17 +243,9 @@ def test_dir_star_concatenates_regular_files_sorted_by_name(http: httpx.Client) 
 
 
 def test_many_files_listing_is_complete_and_sorted(http: httpx.Client) -> None:
-    import io
-    import tarfile
-
-    buf = io.BytesIO()
     wanted = [f"f{i:04d}" for i in range(1200)]  # more than one streamed batch
-    with tarfile.open(fileobj=buf, mode="w") as tar:
-        for n in reversed(wanted):
-            info = tarfile.TarInfo(n)
-            info.size = len(n)
-            tar.addfile(info, io.BytesIO(n.encode()))
-    r = http.post("/tar/many", content=buf.getvalue(), headers=J)
+    archive = tar_of((n, n.encode()) for n in reversed(wanted))
+    r = http.post("/tar/many", content=archive.getvalue(), headers=J)
     assert r.status_code == 201 and r.json()["files"] == 1200
     assert names(http, "many") == wanted
     assert get(http, "many/*") == "".join(wanted).encode()

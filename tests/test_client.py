@@ -9,13 +9,12 @@ from __future__ import annotations
 import io
 import itertools
 import os
-import tarfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import blake3
 import pytest
-from conftest import AppServer, ServerProc, free_port
+from conftest import AppServer, ServerProc, free_port, tar_of
 
 from pfs import Client, errors
 from pfs.records import BranchInfo, Written
@@ -138,13 +137,7 @@ def test_delete_file_and_recursive(c: Client, b: str) -> None:
 
 
 def test_put_tar_and_put_dir(c: Client, b: str, tmp_path: Path) -> None:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as tar:
-        for name, data in [("one.txt", b"1"), ("sub/two.txt", b"22")]:
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    res = c.put_tar("unpacked", io.BytesIO(buf.getvalue()), branch=b)
+    res = c.put_tar("unpacked", tar_of({"one.txt": b"1", "sub/two.txt": b"22"}), branch=b)
     assert res.files == 2 and res.size == 3
     assert c.get_file("unpacked/sub/two.txt", branch=b) == b"22"
 

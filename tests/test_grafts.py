@@ -4,14 +4,12 @@ mixes of file puts, deletions and archive uploads, in-process."""
 
 from __future__ import annotations
 
-import io
 import random
-import tarfile
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from conftest import BACKENDS, Storage
+from conftest import BACKENDS, Storage, tar_of
 
 import pfs.repository.tarball as tarball
 from pfs.config import Config
@@ -36,17 +34,6 @@ def repo(request: pytest.FixtureRequest, tmp_path: Path) -> Repository:
     env = storage.env()
     objects = S3ObjectStore(env["PFS_OBJECTS_URL"], S3Config(**request.getfixturevalue("seaweed").config()))
     return Repository(objects, SqlMetaStore(storage.sql_url()))
-
-
-def tar_of(files: list[tuple[str, bytes]]) -> io.BytesIO:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        for name, body in files:
-            info = tarfile.TarInfo(name)
-            info.size = len(body)
-            tar.addfile(info, io.BytesIO(body))
-    buf.seek(0)
-    return buf
 
 
 def put(repo: Repository, path: str, body: bytes, branch: str = "master") -> Entry:

@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import psutil
 import pytest
-from conftest import ServerProc
+from conftest import ServerProc, tar_of
 
 from pfs import Client, errors
 from pfs.client import JobRun, Run
@@ -456,18 +456,7 @@ def test_cli_job_verbs(srv: ServerProc, tmp_path: Path) -> None:
 
 
 def test_changing_1_of_10000_files_maps_1(c: Client, tmp_path: Path) -> None:
-    import io
-    import tarfile
-
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as tar:
-        for i in range(10_000):
-            data = f"{i}\n".encode()
-            info = tarfile.TarInfo(f"d{i % 10}/f{i:05d}")
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    buf.seek(0)
-    c.put_tar("big", buf)
+    c.put_tar("big", tar_of((f"d{i % 10}/f{i:05d}", f"{i}\n".encode()) for i in range(10_000)))
     c.put_job("cp", pspec("map", "big", "cat", parallelism=4, inflight=8))
     _, s1 = run_and_wait(c, timeout=300)
     assert s1.state == "succeeded", s1

@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import tar_of
 
 from pfs.config import Config
 from pfs.errors import BranchMoved, CorruptObject
@@ -302,10 +303,6 @@ def test_sqlite_gives_space_back_after_a_big_commit(tmp_path: Path, monkeypatch:
     them) grow the database by megabytes. A commit that consumes at least RECLAIM_ROWS of
     them gives the free pages back and cuts the WAL (in the background), so the files
     shrink to about what is left. The same files as one archive stage a single row."""
-    import io
-    import tarfile
-    import time
-
     import pfs.repository.repo as repo_module
 
     monkeypatch.setattr(repo_module, "RECLAIM_ROWS", 1000)
@@ -333,14 +330,7 @@ def test_sqlite_gives_space_back_after_a_big_commit(tmp_path: Path, monkeypatch:
         assert time.monotonic() < deadline, f"{sqlite_bytes()} bytes after the commit, {empty} before staging"
         time.sleep(0.1)
     before = sqlite_bytes()
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as tar:
-        for path, body in bodies.items():
-            info = tarfile.TarInfo(path)
-            info.size = len(body)
-            tar.addfile(info, io.BytesIO(body))
-    buf.seek(0)
-    repo.stage_tar("master", "u", buf)  # type: ignore[arg-type]
+    repo.stage_tar("master", "u", tar_of(bodies))  # type: ignore[arg-type]
     assert sqlite_bytes() < before + 200_000  # one row, not 3,000 (the WAL grows by pages)
     assert len(list(repo.view(branch="master").files_under("u"))) == 3000
     repo.commit_branch("master", "archive")

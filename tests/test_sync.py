@@ -9,14 +9,12 @@ with fewer bytes, and damaged or malformed streams are refused with a clear 4xx.
 
 from __future__ import annotations
 
-import io
 import os
 import random
 import re
 import signal
 import subprocess
 import sys
-import tarfile
 import threading
 import time
 from collections.abc import Iterator
@@ -28,7 +26,7 @@ import httpx
 import orjson
 import pytest
 import zstandard
-from conftest import ServerProc, Storage
+from conftest import ServerProc, Storage, tar_of
 from seaweed import SeaweedServer
 
 from pfs import Client, errors, sync
@@ -54,16 +52,6 @@ def pfs(url: str, *args: str) -> subprocess.CompletedProcess[bytes]:
     env = {k: v for k, v in os.environ.items() if k not in ("PFS_DATA_DIR", "PFS_URL")}
     cmd = [sys.executable, "-m", "pfs.cli", "--url", url, *args]
     return subprocess.run(cmd, capture_output=True, timeout=120, env=env)
-
-
-def tar_of(files: dict[str, bytes]) -> bytes:
-    out = io.BytesIO()
-    with tarfile.open(fileobj=out, mode="w") as tar:
-        for name, data in files.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    return out.getvalue()
 
 
 def heads(c: Client) -> dict[str, str | None]:

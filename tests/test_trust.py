@@ -3,14 +3,13 @@ CPU, memory or disk on it (issue "Trust nothing a peer or a job sends")."""
 
 from __future__ import annotations
 
-import io
 import subprocess
-import tarfile
 import time
 import unicodedata
 from pathlib import Path
 
 import pytest
+from conftest import tar_of
 
 from pfs.config import Config
 from pfs.errors import BadRequest, PayloadTooLarge
@@ -40,14 +39,9 @@ def test_sparse_tar_members_are_refused_at_once(repo: Repository, tmp_path: Path
 
 
 def test_tar_members_larger_than_the_limit_are_refused_before_reading(repo: Repository) -> None:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as tar:
-        info = tarfile.TarInfo("big.bin")
-        info.size = 2 << 20
-        tar.addfile(info, io.BytesIO(b"\0" * info.size))
-    buf.seek(0)
+    archive = tar_of({"big.bin": bytes(2 << 20)})
     with pytest.raises(PayloadTooLarge, match="big.bin"):
-        repo.stage_tar("master", "", buf)  # type: ignore[arg-type]
+        repo.stage_tar("master", "", archive)  # type: ignore[arg-type]
     assert not repo.meta.has_staged("master")
 
 
