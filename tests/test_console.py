@@ -18,9 +18,8 @@ from urllib.parse import urlencode
 
 import httpx
 import pytest
-from conftest import AppServer, ServerProc
+from conftest import AppServer, ServerProc, tar_of
 from console_kit import follow, next_link, page, shoot, state
-from test_sync import tar_of
 
 from pfs import Client
 from pfs.http.console import pages
@@ -57,7 +56,7 @@ def populate(c: Client) -> dict[str, Any]:
     c.put_file(f"x/{XSS_DIR}", b"<script>document.title='pwned'</script>\n")
     c.put_file(f"x/{XSS_NAME}", b"x\n")
     first = c.commit(message=XSS_MESSAGE).id
-    c.put_tar("many", io.BytesIO(tar_of({f"f{i:05d}.txt": b"%d" % i for i in range(1234)})))
+    c.put_tar("many", tar_of({f"f{i:05d}.txt": b"%d" % i for i in range(1234)}))
     c.commit(message="many files")
     c.create_branch("feature")
     c.put_file("feature.txt", b"f", branch="feature")
@@ -408,7 +407,7 @@ def test_a_directory_of_100000_files_pages_quickly(tmp_path: Path) -> None:
     s = AppServer(tmp_path / "data").start()
     try:
         with s.client() as c:
-            c.put_tar("huge", io.BytesIO(tar_of({f"{i:06d}.txt": b"" for i in range(100_000)})))
+            c.put_tar("huge", tar_of({f"{i:06d}.txt": b"" for i in range(100_000)}))
             c.commit(message="huge")
         with s.http() as h:
             for path, first in (("/ui/default/tree/master/huge", "000000.txt"), ("?after=099000.txt", "099001.txt")):

@@ -5,7 +5,6 @@ headless Chromium that walks to a compare page and a file history (marked `brows
 
 from __future__ import annotations
 
-import io
 import re
 import types
 from collections.abc import Iterator
@@ -14,9 +13,8 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import AppServer, ServerProc
+from conftest import AppServer, ServerProc, tar_of
 from console_kit import follow, links, next_link, page, shoot, state
-from test_sync import tar_of
 
 from pfs import Client
 from pfs.http.console import compare, pages
@@ -54,7 +52,7 @@ def populate(c: Client) -> dict[str, str]:
     c.put_file(XSS_NAME, b"<script>document.title='pwned'</script>\n", branch="feature")
     c.put_file(XSS_NEW, b"new\n", branch="feature")
     c.put_file("h.txt", b"v2\n", branch="feature")
-    c.put_tar("many", io.BytesIO(tar_of({f"f{i:05d}.txt": b"%d\n" % i for i in range(MANY)})), branch="feature")
+    c.put_tar("many", tar_of({f"f{i:05d}.txt": b"%d\n" % i for i in range(MANY)}), branch="feature")
     made["f1"] = c.commit(branch="feature", message="feature work").id
     c.put_file("m.txt", b"m\n")
     made["m1"] = c.commit(message="m1").id

@@ -14,9 +14,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import ServerProc, Storage
+from conftest import ServerProc, Storage, tar_of
 from test_jobs import pspec
-from test_sync import tar_of
 
 from pfs import Client, errors, sync
 
@@ -45,10 +44,10 @@ def test_kill9_during_gc_then_the_next_gc_finishes(tmp_path: Path, point: str) -
         keep = {f"keep/{i:04d}.bin": os.urandom(3 * KiB) for i in range(300)}
         gone = {f"gone/{i:04d}.bin": os.urandom(3 * KiB) for i in range(1500)}  # > 1 sweep batch
         with Client(server.url) as c:
-            c.put_tar("", [tar_of(keep)])
+            c.put_tar("", tar_of(keep))
             c.commit()
             c.create_branch("old")
-            c.put_tar("", [tar_of(gone)], branch="old")
+            c.put_tar("", tar_of(gone), branch="old")
             c.commit(branch="old")
             c.delete_branch("old")
             time.sleep(2.5)

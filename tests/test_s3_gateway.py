@@ -39,8 +39,7 @@ from boto3.s3.transfer import TransferConfig
 from botocore.config import Config as BotoConfig
 from botocore.exceptions import ClientError
 from botocore.httpchecksum import AwsChunkedWrapper, Crc32Checksum
-from conftest import ServerProc, Storage, free_port
-from test_sync import tar_of
+from conftest import ServerProc, Storage, free_port, tar_of
 
 from pfs.config import Config
 from pfs.errors import Unavailable
@@ -432,7 +431,8 @@ def test_listing(s3: Any, native: httpx.Client, bucket: str) -> None:
     many = 10_345  # more than ten pages of 1,000
     files = {f"many/{i:05d}.txt": b"x" * (i % 7) for i in range(many)}
     files.update({"a.txt": b"a", "a/b.txt": b"ab", "a-b/c.txt": b"abc", "z/é.txt": b"e", "z/sp ace+plus.txt": b"s"})
-    assert native.post(f"/repo/{bucket}/tar", params={"branch": "master"}, content=tar_of(files)).status_code == 201
+    archive = tar_of(files).getvalue()
+    assert native.post(f"/repo/{bucket}/tar", params={"branch": "master"}, content=archive).status_code == 201
     expected = sorted("master/" + p for p in files)
     assert keys(s3, bucket) == expected  # more keys than a page, in S3 order
     pages = list(
