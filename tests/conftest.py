@@ -186,11 +186,12 @@ def storage(request: pytest.FixtureRequest, tmp_path: Path) -> Storage:
     return Storage(tmp_path / "data", request.getfixturevalue("postgres"), request.getfixturevalue("seaweed"))
 
 
-def tar_of(files: Mapping[str, bytes] | Iterable[tuple[str, bytes]], fmt: int = tarfile.DEFAULT_FORMAT) -> io.BytesIO:
-    """A tar archive of regular files, in the order given, ready to be read: what most
-    tests upload (the archive reader's own tests build theirs member by member)."""
+def tar_of(files: Mapping[str, bytes] | Iterable[tuple[str, bytes]]) -> io.BytesIO:
+    """A tar archive (PAX: names of any length) of regular files, in the order given,
+    ready to be read: what most tests upload (the archive reader's own tests, which vary
+    formats and member types, build theirs member by member)."""
     buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w", format=fmt) as tar:
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
         for name, data in files.items() if isinstance(files, Mapping) else files:
             info = tarfile.TarInfo(name)
             info.size = len(data)
